@@ -1,0 +1,1 @@
+"""Generated protobuf modules; never edit, regenerate with scripts/gen_protos.py."""
