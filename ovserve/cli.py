@@ -1,0 +1,126 @@
+"""The `ovserve` command: OVMS's command-line flags (spec §3) → ServerConfig and Settings → serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ServerConfig, load_config, single_model_config
+from .errors import ConfigError
+from .server import Settings, serve
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
+MODEL_FLAGS = ("batch_size", "shape", "layout", "nireq", "target_device", "plugin_config", "model_version_policy")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ovserve", description="OpenVINO Model Server compatible model server")
+    p.add_argument("--version", action="version", version=f"ovserve {__version__}")
+    p.add_argument("--config_path", help="config.json (or a directory holding it): multi-model mode")
+    p.add_argument("--port", type=_port, default=0, help="gRPC port; 0 = gRPC not started")
+    p.add_argument("--rest_port", type=_port, default=0, help="REST port (accepted; REST arrives in a later version)")
+    p.add_argument("--grpc_bind_address", default="0.0.0.0", help="comma-separated addresses for gRPC")
+    p.add_argument("--rest_bind_address", default="0.0.0.0")
+    p.add_argument("--grpc_workers", type=int, default=1, help="accepted for compatibility; one event loop serves all")
+    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="accepted; reloads come later")
+    p.add_argument("--cache_dir", type=Path, help="OpenVINO compiled-model cache directory")
+    p.add_argument("--log_level", default="INFO", choices=LOG_LEVELS)
+    p.add_argument("--log_path", type=Path, help="write the log to this file")
+    single = p.add_argument_group("single-model mode")
+    single.add_argument("--model_name")
+    single.add_argument("--model_path", type=Path)
+    single.add_argument("--batch_size", help='N, -1, "min:max" or auto')
+    single.add_argument("--shape", help='"(1,3,224,224)", auto, or a JSON object {input: shape}')
+    single.add_argument("--layout", help='"NHWC:NCHW", "NCHW", or a JSON object {tensor: layout}')
+    single.add_argument("--nireq", type=int, help="infer requests in the pool; 0 = OpenVINO's optimal number")
+    single.add_argument("--target_device", help="CPU, GPU, AUTO, ...")
+    single.add_argument("--plugin_config", type=_json_object, help='JSON, e.g. {"NUM_STREAMS": "2"}')
+    single.add_argument("--model_version_policy", type=_json_object, help='JSON, e.g. {"latest": {"num_versions": 1}}')
+    return p
+
+
+def _maybe_json(text: str) -> Any:
+    return json.loads(text) if text.lstrip().startswith("{") else text
+
+
+def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
+    """Check the flags' combinations as OVMS does and produce what the server runs; raises ConfigError."""
+    given = [flag for flag in MODEL_FLAGS if getattr(args, flag) is not None]
+    if args.config_path and (args.model_name or args.model_path):
+        raise ConfigError("Use either config_path or model_path with model_name")
+    if args.config_path and given:
+        raise ConfigError(f"Model parameters in CLI are exclusive with the config file: --{given[0]}")
+    if args.rest_port and args.rest_port == args.port:
+        raise ConfigError("--port and --rest_port must differ")
+    if args.config_path:
+        config = load_config(Path(args.config_path))
+    elif args.model_name and args.model_path:
+        if not args.port and not args.rest_port:
+            raise ConfigError("in single-model mode --port and --rest_port cannot both be 0")
+        settings: dict[str, Any] = {}
+        for flag in given:
+            value = getattr(args, flag)
+            settings[flag] = _maybe_json(value) if flag in ("shape", "layout") else value
+        config = single_model_config(args.model_name, args.model_path.resolve(), settings)
+        if config.models[0].problems:
+            raise ConfigError("; ".join(config.models[0].problems))
+    else:
+        raise ConfigError("give --config_path, or --model_name with --model_path")
+    return config, Settings(
+        port=args.port or None,
+        rest_port=args.rest_port or None,
+        grpc_bind_address=args.grpc_bind_address,
+        cache_dir=args.cache_dir,
+        fatal_load_errors=not args.config_path,
+    )
+
+
+def _logging(level: str, path: Path | None) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if level in ("TRACE", "DEBUG") else getattr(logging, level),
+        format="[%(asctime)s][%(levelname)s][%(name)s] %(message)s",
+        filename=path,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _logging(args.log_level, args.log_path)
+    try:
+        config, settings = build(args)
+    except ConfigError as e:
+        print(f"ovserve: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(config, settings))
+    except OSError as e:
+        print(f"ovserve: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

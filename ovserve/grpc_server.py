@@ -1,0 +1,132 @@
+"""gRPC frontend: TF Serving's PredictionService and ModelService as thin handlers over the DataPlane."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from . import tfs
+from ._proto.tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+from .dataplane import DataPlane
+from .errors import ServingError
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB, as OVMS
+R = TypeVar("R", bound=Message)
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _errors(handler: Handler) -> Handler:
+    """Turn a ServingError into its gRPC code and OVMS message; anything else is INTERNAL and logged once."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(request, context)
+        except ServingError as e:
+            await context.abort(grpc.StatusCode[e.grpc_code], str(e))
+        except Exception:
+            log.exception("unexpected failure in %s", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "Internal server error")
+
+    return wrapped
+
+
+class TfServing:
+    """tensorflow.serving.PredictionService and ModelService."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    async def Predict(self, request: predict_pb2.PredictRequest, context: Any) -> predict_pb2.PredictResponse:
+        result = await self.dataplane.infer(tfs.predict_request(request))
+        return tfs.predict_response(result)
+
+    async def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Any
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        tfs.check_metadata_request(request)
+        spec = request.model_spec
+        version = spec.version.value if spec.HasField("version") and spec.version.value else None
+        return tfs.metadata_response(await self.dataplane.endpoint(spec.name, version))
+
+    async def GetModelStatus(
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: Any
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        spec = request.model_spec
+        version = spec.version.value if spec.HasField("version") and spec.version.value else None
+        return tfs.status_response(self.dataplane.status(spec.name, version))
+
+    async def HandleReloadConfigRequest(self, request: Any, context: Any) -> model_management_pb2.ReloadConfigResponse:
+        return model_management_pb2.ReloadConfigResponse()  # OVMS answers OK and does nothing
+
+    async def unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Functionality not implemented")
+
+
+def _method(handler: Handler, request: type[Message], response: type[Message]) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        _errors(handler), request_deserializer=request.FromString, response_serializer=response.SerializeToString
+    )
+
+
+def handlers(service: TfServing) -> Sequence[grpc.GenericRpcHandler]:
+    prediction = {
+        "Predict": _method(service.Predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+        "GetModelMetadata": _method(
+            service.GetModelMetadata,
+            get_model_metadata_pb2.GetModelMetadataRequest,
+            get_model_metadata_pb2.GetModelMetadataResponse,
+        ),
+        "Classify": _method(
+            service.unimplemented, classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse
+        ),
+        "Regress": _method(service.unimplemented, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+        "MultiInference": _method(
+            service.unimplemented, inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse
+        ),
+    }
+    model = {
+        "GetModelStatus": _method(
+            service.GetModelStatus,
+            get_model_status_pb2.GetModelStatusRequest,
+            get_model_status_pb2.GetModelStatusResponse,
+        ),
+        "HandleReloadConfigRequest": _method(
+            service.HandleReloadConfigRequest,
+            model_management_pb2.ReloadConfigRequest,
+            model_management_pb2.ReloadConfigResponse,
+        ),
+    }
+    return [
+        grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
+        grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model),
+    ]
+
+
+def create(dataplane: DataPlane, addresses: Sequence[str]) -> tuple[grpc.aio.Server, list[int]]:
+    """A grpc.aio server bound to each 'host:port' (port 0 = any free port); returns it and the bound ports."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    server.add_generic_rpc_handlers(handlers(TfServing(dataplane)))
+    ports = [server.add_insecure_port(address) for address in addresses]
+    return server, ports

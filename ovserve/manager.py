@@ -1,0 +1,244 @@
+"""The registry of served models and pipelines: loads them from a ServerConfig and answers lookups and status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from . import runtime, versions
+from .config import Latest, ModelConfig, PipelineConfig, ServerConfig
+from .errors import LoadError, ServingError
+from .pipeline import PipelineDefinition
+from .runtime import ModelVersion, TensorMap
+from .tensors import TensorSpec
+from .types import VersionStatus
+
+log = logging.getLogger(__name__)
+
+VERSION_WAIT_S = 10.0  # a request for a version still loading waits this long (OVMS)
+PIPELINE_WAIT_S = 0.5
+
+
+@dataclass
+class _Version:
+    number: int
+    path: Path
+    state: str = "START"
+    error_code: str = "OK"
+    message: str = ""
+    servable: ModelVersion | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def status(self) -> VersionStatus:
+        return VersionStatus(self.number, self.state, self.error_code, self.message)
+
+
+@dataclass
+class ModelEntry:
+    config: ModelConfig
+    versions: dict[int, _Version] = field(default_factory=dict)
+    error: str = ""  # a problem of the whole model (bad base path, bad config values)
+
+    def default(self) -> _Version | None:
+        """The highest AVAILABLE version, else the highest one still on its way there."""
+        ready = [v for v in self.versions.values() if v.state == "AVAILABLE"]
+        coming = [v for v in self.versions.values() if v.state in ("START", "LOADING") and v.error_code == "OK"]
+        return max(ready or coming, key=lambda v: v.number, default=None)
+
+
+@dataclass
+class PipelineEntry:
+    config: PipelineConfig
+    definition: PipelineDefinition | None = None
+    error: str = ""
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def status(self) -> VersionStatus:
+        if self.definition is not None:
+            return VersionStatus(1, "AVAILABLE")
+        if self.error:
+            return VersionStatus(1, "LOADING", "FAILED_PRECONDITION", self.error)
+        return VersionStatus(1, "LOADING")
+
+
+class BoundPipeline:
+    """A pipeline as a Servable: version 1, its computed metadata, models resolved when a request starts."""
+
+    version = 1
+
+    def __init__(self, definition: PipelineDefinition, manager: Manager) -> None:
+        self.name = definition.name
+        self.inputs: Mapping[str, TensorSpec] = definition.inputs
+        self.outputs: Mapping[str, TensorSpec] = definition.outputs
+        self._definition = definition
+        self._manager = manager
+
+    async def infer(self, inputs: TensorMap) -> dict[str, np.ndarray]:
+        return await self._definition.infer(inputs, self._manager.model_version_now)
+
+
+class Manager:
+    """Owns every model version and pipeline; the only place that changes what is served."""
+
+    def __init__(self, core: ov.Core | None = None) -> None:
+        self.core = core or ov.Core()
+        self.models: dict[str, ModelEntry] = {}
+        self.pipelines: dict[str, PipelineEntry] = {}
+        self.loaded = asyncio.Event()  # the initial load has finished (readiness)
+
+    # --- loading ---------------------------------------------------------------------------------------
+
+    def register(self, config: ServerConfig) -> None:
+        """Make every configured name known (versions in START) so requests can wait while loading runs."""
+        for model in config.models:
+            entry = self.models[model.name] = ModelEntry(model)
+            try:
+                if model.problems:
+                    raise LoadError("MODEL_CONFIG_INVALID", "; ".join(model.problems))
+                found = versions.scan(model.base_path)
+                entry.versions = {
+                    n: _Version(n, p) for n, p in found.items() if n in versions.select(model.version_policy, found)
+                }
+                if not found:
+                    log.warning("model %s: no version directories in %s", model.name, model.base_path)
+            except LoadError as e:
+                entry.error = str(e)
+                log.error("model %s: %s", model.name, e)
+        for pipeline in config.pipelines:
+            self.pipelines[pipeline.name] = PipelineEntry(pipeline)
+
+    async def load(self, config: ServerConfig) -> None:
+        """Load every registered model version, then build the pipelines; failures stay per model/pipeline."""
+        if not self.models and not self.pipelines:
+            self.register(config)
+        await asyncio.gather(*(self._load_model(entry) for entry in self.models.values()))
+        for entry in self.pipelines.values():
+            self._build_pipeline(entry)
+        self.loaded.set()
+
+    async def _load_model(self, entry: ModelEntry) -> None:
+        candidates = sorted(entry.versions, reverse=True)
+        wanted = entry.config.version_policy.num_versions if isinstance(entry.config.version_policy, Latest) else None
+        if wanted is not None and not entry.error:
+            # latest{n}: a broken version is skipped and the next older one tried (OVMS re-applies the policy)
+            candidates = sorted(versions.scan(entry.config.base_path), reverse=True)
+        served = 0
+        for number in candidates:
+            if wanted is not None and served >= wanted:
+                break
+            version = entry.versions.setdefault(number, _Version(number, entry.config.base_path / str(number)))
+            served += await self._load_version(entry.config, version)
+        for version in entry.versions.values():
+            version.settled.set()
+
+    async def _load_version(self, config: ModelConfig, version: _Version) -> bool:
+        version.state = "LOADING"
+        try:
+            path = versions.model_file(version.path)
+            version.servable = await asyncio.to_thread(runtime.load, self.core, config, version.number, path)
+        except LoadError as e:
+            version.error_code, version.message = "UNKNOWN", str(e)
+            log.error("model %s version %d failed to load: %s", config.name, version.number, e)
+            return False
+        version.state = "AVAILABLE"
+        version.settled.set()
+        servable = version.servable
+        log.info(
+            "model %s version %d available: nireq %d, inputs %s, outputs %s",
+            config.name, version.number, servable.nireq,
+            {n: s.metadata_shape() for n, s in servable.inputs.items()},
+            {n: s.metadata_shape() for n, s in servable.outputs.items()},
+        )  # fmt: skip
+        return True
+
+    def _build_pipeline(self, entry: PipelineEntry) -> None:
+        try:
+            models = {
+                node.name: self._node_model(entry.config.name, node.model_name, node.version)
+                for node in entry.config.nodes
+            }
+            entry.definition = PipelineDefinition(entry.config, models)
+            log.info("pipeline %s available: inputs %s, outputs %s", entry.config.name,
+                     {n: s.metadata_shape() for n, s in entry.definition.inputs.items()},
+                     {n: s.metadata_shape() for n, s in entry.definition.outputs.items()})  # fmt: skip
+        except LoadError as e:
+            entry.error = str(e)
+            log.error("pipeline %s failed validation: %s", entry.config.name, e)
+        entry.settled.set()
+
+    def _node_model(self, pipeline: str, model: str, number: int | None) -> ModelVersion:
+        entry = self.models.get(model)
+        version = None if entry is None else (entry.versions.get(number) if number else entry.default())
+        if version is None or version.servable is None:
+            wanted = f"{model}" + (f" version {number}" if number else "")
+            raise LoadError(
+                "PIPELINE_DEFINITION_MISSING_MODEL",
+                f"Pipeline definition has reference to missing model - {pipeline}: {wanted}",
+            )
+        return version.servable
+
+    # --- lookups ----------------------------------------------------------------------------------------------
+
+    async def model_version(self, name: str, number: int | None) -> ModelVersion:
+        """An AVAILABLE version (default = highest); waits up to 10 s for one that is loading."""
+        entry = self.models.get(name)
+        if entry is None:
+            raise ServingError("MODEL_NAME_MISSING", name)
+        version = entry.versions.get(number) if number else entry.default()
+        if version is None:
+            raise ServingError("MODEL_VERSION_MISSING", f"model {name}" + (f" version {number}" if number else ""))
+        if version.state in ("START", "LOADING") and version.error_code == "OK":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(version.settled.wait(), VERSION_WAIT_S)
+        return self._available(name, version)
+
+    def model_version_now(self, name: str, number: int | None) -> ModelVersion:
+        """Like model_version, without waiting (pipeline nodes, metadata)."""
+        entry = self.models.get(name)
+        if entry is None:
+            raise ServingError("MODEL_NAME_MISSING", name)
+        version = entry.versions.get(number) if number else entry.default()
+        if version is None:
+            raise ServingError("MODEL_VERSION_MISSING", f"model {name}" + (f" version {number}" if number else ""))
+        return self._available(name, version)
+
+    @staticmethod
+    def _available(name: str, version: _Version) -> ModelVersion:
+        if version.state == "AVAILABLE" and version.servable is not None:
+            return version.servable
+        if version.state in ("UNLOADING", "END"):
+            raise ServingError("MODEL_VERSION_NOT_LOADED_ANYMORE", f"model {name} version {version.number}")
+        raise ServingError("MODEL_VERSION_NOT_LOADED_YET", f"model {name} version {version.number}")
+
+    async def pipeline(self, name: str, wait: bool = True) -> BoundPipeline:
+        entry = self.pipelines.get(name)
+        if entry is None:
+            raise ServingError("PIPELINE_DEFINITION_NAME_MISSING", name)
+        if wait and entry.definition is None and not entry.settled.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.settled.wait(), PIPELINE_WAIT_S)
+        if entry.definition is None:
+            raise ServingError(
+                "PIPELINE_DEFINITION_NOT_LOADED_YET", f"pipeline {name}" + (f": {entry.error}" if entry.error else "")
+            )
+        return BoundPipeline(entry.definition, self)
+
+    def status(self, name: str, number: int | None) -> list[VersionStatus]:
+        """GetModelStatus rows: every known version ascending, or just `number`."""
+        if name in self.models:
+            rows = self.models[name].versions
+            if number:
+                if number not in rows:
+                    raise ServingError("MODEL_VERSION_MISSING", f"model {name} version {number}")
+                return [rows[number].status()]
+            return [rows[n].status() for n in sorted(rows)]
+        if name in self.pipelines:
+            return [self.pipelines[name].status()]
+        raise ServingError("MODEL_NAME_MISSING", name)

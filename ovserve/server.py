@@ -1,0 +1,99 @@
+"""Composition root: builds the manager, data plane and gRPC frontend, starts them and stops them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import openvino as ov
+
+from . import grpc_server
+from .config import ServerConfig
+from .dataplane import DataPlane
+from .manager import Manager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int | None = None  # gRPC port; None = no gRPC server, 0 = any free port
+    rest_port: int | None = None
+    grpc_bind_address: str = "0.0.0.0"
+    cache_dir: Path | None = None
+    fatal_load_errors: bool = False  # single-model mode: a model that fails to load stops the server
+
+
+class Server:
+    """One ovserve process: every frontend on one event loop over one manager."""
+
+    def __init__(self, config: ServerConfig, settings: Settings, core: ov.Core | None = None) -> None:
+        self.config = config
+        self.settings = settings
+        core = core or ov.Core()
+        if settings.cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(settings.cache_dir)})
+        self.manager = Manager(core)
+        self.dataplane = DataPlane(self.manager)
+        self.grpc: grpc_server.grpc.aio.Server | None = None
+        self.grpc_port: int | None = None
+        self._loading: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Register what is configured, open the gRPC port, then load models in the background (OVMS order)."""
+        for warning in self.config.warnings:
+            log.warning("config: %s", warning)
+        self.manager.register(self.config)
+        if self.settings.port is not None:
+            hosts = [h.strip() for h in self.settings.grpc_bind_address.split(",") if h.strip()]
+            addresses = [f"[{h}]:{self.settings.port}" if ":" in h else f"{h}:{self.settings.port}" for h in hosts]
+            self.grpc, ports = grpc_server.create(self.dataplane, addresses)
+            if not ports or 0 in ports:
+                raise OSError(f"cannot bind gRPC to {', '.join(addresses)}")
+            self.grpc_port = ports[0]
+            await self.grpc.start()
+            log.info("gRPC server listening on %s (port %d)", ", ".join(hosts), self.grpc_port)
+        if self.settings.rest_port:
+            log.warning("--rest_port %d accepted; the REST API is not served by this version", self.settings.rest_port)
+        self._loading = asyncio.create_task(self.manager.load(self.config))
+
+    async def loaded(self) -> None:
+        """Wait for the initial load; in single-model mode raise if the model did not load."""
+        assert self._loading is not None
+        await self._loading
+        if self.settings.fatal_load_errors:
+            for entry in self.manager.models.values():
+                if entry.error or not any(v.state == "AVAILABLE" for v in entry.versions.values()):
+                    raise RuntimeError(f"Couldn't start model manager: model {entry.config.name} did not load")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking requests, let running ones finish (up to `grace` seconds)."""
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        log.info("server stopped")
+
+
+async def serve(config: ServerConfig, settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    server = Server(config, settings)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    code = 0
+    try:
+        await server.loaded()
+        log.info("server ready")
+        await stopping.wait()
+    except RuntimeError as e:
+        log.error("%s", e)
+        code = 1
+    finally:
+        await server.stop()
+    return code

@@ -1,0 +1,44 @@
+"""Protocol-neutral request, result, metadata and status types shared by the data plane and the frontends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tensors import TensorSpec
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    target: str  # model or pipeline name
+    version: int | None  # None (or 0 on the wire) = the default version
+    inputs: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class InferResult:
+    target: str
+    version: int
+    outputs: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Metadata of a servable as APIs report it."""
+
+    name: str
+    version: int
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    """One row of GetModelStatus: state is a TF Serving state name, error_code a status code name."""
+
+    version: int
+    state: str  # START, LOADING, AVAILABLE, UNLOADING, END
+    error_code: str = "OK"  # OK, UNKNOWN, FAILED_PRECONDITION
+    message: str = ""  # why a load failed (logged and shown by ovserve tools; not on the TF Serving wire)

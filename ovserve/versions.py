@@ -1,0 +1,56 @@
+"""Model repository on disk: version folders, which model file each holds, and version-policy selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import All, Latest, Specific, VersionPolicy
+from .errors import LoadError
+
+
+def scan(base_path: Path) -> dict[int, Path]:
+    """Version folders of a model: sub-directories named by a positive integer (others are ignored)."""
+    if not base_path.is_dir():
+        raise LoadError("PATH_INVALID", f"The provided base path is invalid or doesn't exists: {base_path}")
+    found: dict[int, Path] = {}
+    for entry in base_path.iterdir():
+        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
+            found[int(entry.name)] = entry
+    return found
+
+
+def select(policy: VersionPolicy, available: set[int] | dict[int, Path]) -> list[int]:
+    """Versions a policy asks to serve among those available, ascending."""
+    versions = sorted(available)
+    match policy:
+        case Latest(num_versions=n):
+            return versions[-n:]
+        case Specific(versions=wanted):
+            return [v for v in versions if v in wanted]
+        case All():
+            return versions
+    raise AssertionError(policy)
+
+
+def model_file(version_dir: Path) -> Path:
+    """The model file of a version folder, by OVMS's priority: IR, ONNX, Paddle, SavedModel/.pb, TFLite."""
+    files = sorted(p for p in version_dir.iterdir() if p.is_file())
+
+    def first(suffix: str) -> Path | None:
+        return next((p for p in files if p.suffix == suffix), None)
+
+    xml = first(".xml")
+    if xml is not None and xml.with_suffix(".bin").exists():
+        return xml
+    for suffix in (".onnx", ".pdmodel"):
+        found = first(suffix)
+        if found is not None:
+            return found
+    pb = first(".pb")
+    if pb is not None:
+        return version_dir if pb.name == "saved_model.pb" else pb
+    tflite = first(".tflite")
+    if tflite is not None:
+        return tflite
+    message = f"File not found or cannot open: no model file (.xml+.bin, .onnx, ...) in {version_dir}"
+    raise LoadError("FILE_INVALID", message)
