@@ -1,0 +1,140 @@
+"""Fixtures: model repositories of tiny IR models and real ovserve servers on 127.0.0.1 with ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import models  # noqa: E402
+
+from ovserve import tfs  # noqa: E402
+from ovserve._proto.tensorflow_serving.apis import (  # noqa: E402
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    predict_pb2,
+)
+from ovserve.config import load_config  # noqa: E402
+from ovserve.server import Server, Settings  # noqa: E402
+
+
+class RunningServer:
+    """An ovserve Server on its own event loop thread, as a real process would run it."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = Server(load_config(config_path), Settings(port=0, grpc_bind_address="127.0.0.1"))
+        self.call(self._start())
+        self.port = self.server.grpc_port
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+
+    async def _start(self) -> None:
+        await self.server.start()
+        await self.server.loaded()
+
+    def call(self, coroutine: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout=120)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.call(self.server.stop(grace=1))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    # --- TF Serving calls ----------------------------------------------------------------------------------
+
+    def _rpc(self, method: str, request: Any, response: Any) -> Any:
+        call = self.channel.unary_unary(
+            method, request_serializer=type(request).SerializeToString, response_deserializer=response.FromString
+        )
+        return call(request, timeout=60)
+
+    def predict(self, name: str, inputs: Mapping[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tfs.make_tensor_proto(value))
+        response = self.predict_raw(request)
+        return {k: tfs.make_ndarray(v) for k, v in response.outputs.items()}
+
+    def predict_raw(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        return self._rpc("/tensorflow.serving.PredictionService/Predict", request, predict_pb2.PredictResponse)
+
+    def metadata(self, name: str, version: int | None = None, fields: tuple[str, ...] = ("signature_def",)) -> Any:
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        request.metadata_field.extend(fields)
+        response = self._rpc(
+            "/tensorflow.serving.PredictionService/GetModelMetadata",
+            request,
+            get_model_metadata_pb2.GetModelMetadataResponse,
+        )
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        assert response.metadata["signature_def"].Unpack(signatures)
+        signature = signatures.signature_def["serving_default"]
+
+        def table(infos: Any) -> dict[str, tuple[list[int], int]]:
+            return {k: ([d.size for d in v.tensor_shape.dim], v.dtype) for k, v in infos.items()}
+
+        return table(signature.inputs), table(signature.outputs)
+
+    def status(self, name: str, version: int | None = None) -> Any:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        return self._rpc(
+            "/tensorflow.serving.ModelService/GetModelStatus", request, get_model_status_pb2.GetModelStatusResponse
+        )
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    """An empty model repository (config.json goes here too)."""
+    return tmp_path
+
+
+@pytest.fixture
+def serve(repository: Path) -> Iterator[Callable[[dict[str, Any]], RunningServer]]:
+    """Start a server on a config document (relative base paths resolve in `repository`); stopped afterwards."""
+    started: list[RunningServer] = []
+
+    def start(document: dict[str, Any]) -> RunningServer:
+        server = RunningServer(models.write_config(repository, document))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def seed_server(repository: Path, serve: Callable[[dict[str, Any]], RunningServer]) -> RunningServer:
+    """The guide's scenario with a tiny batch-1 classifier: model 'resnet', pipeline 'resnet50DAG'."""
+    models.save(models.classifier(), repository, "resnet")
+    return serve(models.seed_config())
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
