@@ -39,7 +39,8 @@ def _dtype(element_type: ov.Type) -> np.dtype | None:
     if element_type == ov.Type.string:
         return np.dtype(object)
     try:
-        return np.dtype(element_type.to_dtype())
+        dtype: np.dtype[Any] = np.dtype(element_type.to_dtype())
+        return dtype
     except Exception:  # bf16, u4, ... have no numpy dtype: the tensor is reported as INVALID
         return None
 
@@ -240,8 +241,8 @@ class ModelVersion:
         self.version = version
         self.compiled = compiled
         self.nireq = nireq
-        self.inputs = {s.name: s for s in (_spec(p, layouts) for p in compiled.inputs)}
-        self.outputs = {s.name: s for s in (_spec(p, layouts) for p in compiled.outputs)}
+        self.inputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.inputs)}
+        self.outputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.outputs)}
         self._output_names = list(self.outputs)
         self._pool = _Pool([_Slot(compiled.create_infer_request()) for _ in range(nireq)])
 

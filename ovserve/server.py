@@ -8,6 +8,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import openvino as ov
 
 from . import grpc_server
@@ -38,7 +39,7 @@ class Server:
             core.set_property({"CACHE_DIR": str(settings.cache_dir)})
         self.manager = Manager(core)
         self.dataplane = DataPlane(self.manager)
-        self.grpc: grpc_server.grpc.aio.Server | None = None
+        self.grpc: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
 

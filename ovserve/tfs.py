@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from .tensors import TensorSpec, shape_text
 from .types import Endpoint, InferRequest, InferResult, VersionStatus
 
 DT = types_pb2.DataType
-_NUMPY_OF = {
+_NUMPY_OF: dict[int, np.dtype[Any]] = {
     DT.DT_FLOAT: np.dtype(np.float32),
     DT.DT_DOUBLE: np.dtype(np.float64),
     DT.DT_HALF: np.dtype(np.float16),
@@ -103,7 +104,8 @@ def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
         raise ServingError("INVALID_VALUE_COUNT", f"Expected: {count}; Actual: {len(values)}; input name: {name}")
     if proto.dtype == DT.DT_HALF:
         return np.array(values, dtype=np.uint16).view(np.float16).reshape(shape)
-    return np.array(values, dtype=dtype).reshape(shape)
+    result: np.ndarray = np.array(values, dtype=dtype).reshape(shape)
+    return result
 
 
 # --- messages ----------------------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ def status_response(statuses: Iterable[VersionStatus]) -> get_model_status_pb2.G
     response = get_model_status_pb2.GetModelStatusResponse()
     for status in statuses:
         entry = response.model_version_status.add(version=status.version, state=_STATE.Value(status.state))
-        entry.status.error_code = status.error_code  # type: ignore[assignment]
+        entry.status.error_code = status.error_code
         entry.status.error_message = status.error_code
     return response
 

@@ -16,16 +16,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import models  # noqa: E402
+import models
 
-from ovserve import tfs  # noqa: E402
-from ovserve._proto.tensorflow_serving.apis import (  # noqa: E402
+from ovserve import tfs
+from ovserve._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     predict_pb2,
 )
-from ovserve.config import load_config  # noqa: E402
-from ovserve.server import Server, Settings  # noqa: E402
+from ovserve.config import load_config
+from ovserve.server import Server, Settings
 
 
 class RunningServer:

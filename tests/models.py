@@ -16,8 +16,9 @@ def _named(node: Any, name: str) -> Any:
     return node
 
 
-def classifier(in_name: str = "0", out_name: str = "1463", image: tuple[int, ...] = (1, 3, 4, 4), classes: int = 10,
-               seed: int = 0) -> ov.Model:
+def classifier(
+    in_name: str = "0", out_name: str = "1463", image: tuple[int, ...] = (1, 3, 4, 4), classes: int = 10, seed: int = 0
+) -> ov.Model:
     """A batch-1 'classifier': flatten the image, multiply by a fixed random matrix → (1, classes) scores."""
     rng = np.random.default_rng(seed)
     features = int(np.prod(image[1:]))
@@ -37,19 +38,31 @@ def reference_classifier(images: np.ndarray, seed: int = 0, classes: int = 10) -
     return (images.reshape(images.shape[0], features).astype(np.float32) @ weights).reshape(images.shape[0], 1, classes)
 
 
-def add_mul(shape: tuple[int, ...] = (1, 4), add: float = 1.0, mul: float = 2.0, in_name: str = "x",
-            out_name: str = "y", dtype: Any = np.float32) -> ov.Model:
+def add_mul(
+    shape: tuple[int, ...] = (1, 4),
+    add: float = 1.0,
+    mul: float = 2.0,
+    in_name: str = "x",
+    out_name: str = "y",
+    dtype: Any = np.float32,
+) -> ov.Model:
     """y = (x + add) * mul."""
     x = _named(ops.parameter(list(shape), dtype, name=in_name), in_name)
-    y = _named(ops.multiply(ops.add(x, ops.constant(np.array(add, dtype))), ops.constant(np.array(mul, dtype))), out_name)
+    y = _named(
+        ops.multiply(ops.add(x, ops.constant(np.array(add, dtype))), ops.constant(np.array(mul, dtype))), out_name
+    )
     return ov.Model([y], [x], "add_mul")
 
 
-def replicate(copies: int = 3, shape: tuple[int, ...] = (1, 4), in_name: str = "x", out_name: str = "crops") -> ov.Model:
+def replicate(
+    copies: int = 3, shape: tuple[int, ...] = (1, 4), in_name: str = "x", out_name: str = "crops"
+) -> ov.Model:
     """A fixed 'detector': stacks (x + i) for i in range(copies) → (copies, *shape), for node demultiplexing."""
     x = _named(ops.parameter(list(shape), np.float32, name=in_name), in_name)
-    parts = [ops.unsqueeze(ops.add(x, ops.constant(np.float32(i))), ops.constant(np.array([0], np.int64)))
-             for i in range(copies)]
+    parts = [
+        ops.unsqueeze(ops.add(x, ops.constant(np.float32(i))), ops.constant(np.array([0], np.int64)))
+        for i in range(copies)
+    ]
     y = _named(ops.concat(parts, 0), out_name)
     return ov.Model([y], [x], "replicate")
 
@@ -62,8 +75,14 @@ def save(model: ov.Model, repository: Path, name: str, version: int = 1) -> Path
     return repository / name
 
 
-def seed_config(model: str = "resnet", pipeline: str = "resnet50DAG", demultiply_count: int = -1,
-                inp: str = "0", out: str = "1463", **model_settings: Any) -> dict[str, Any]:
+def seed_config(
+    model: str = "resnet",
+    pipeline: str = "resnet50DAG",
+    demultiply_count: int = -1,
+    inp: str = "0",
+    out: str = "1463",
+    **model_settings: Any,
+) -> dict[str, Any]:
     """The guide's config.json: one batch-1 model and a pipeline demultiplexing at the request."""
     return {
         "model_config_list": [{"config": {"name": model, "base_path": model, **model_settings}}],

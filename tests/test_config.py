@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import models
 import pytest
 
-import models
 from ovserve.config import All, Latest, Specific, load_config, parse_config
 from ovserve.errors import ConfigError
 
@@ -45,8 +45,13 @@ def with_change(path: list[Any], value: Any, delete: bool = False) -> dict[str, 
 INVALID = [
     (["extra"], 1, False, 'unknown key "extra"'),
     (["model_config_list"], None, True, 'missing required key "model_config_list"'),
-    (["model_config_list", 0, "config", "name"], None, True, 'model_config_list[0].config: missing required key "name"'),
-    (["model_config_list", 0, "config", "nireq"], "2", False, 'model_config_list[0].config.nireq: expected an integer'),
+    (
+        ["model_config_list", 0, "config", "name"],
+        None,
+        True,
+        'model_config_list[0].config: missing required key "name"',
+    ),
+    (["model_config_list", 0, "config", "nireq"], "2", False, "model_config_list[0].config.nireq: expected an integer"),
     (["model_config_list", 0, "config", "mean"], 1, False, 'model_config_list[0].config: unknown key "mean"'),
     (
         ["model_config_list", 0, "config", "model_version_policy"],
@@ -83,7 +88,9 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("path", "value", "delete", "message"), INVALID)
-def test_invalid_documents_name_the_path(tmp_path: Path, path: list[Any], value: Any, delete: bool, message: str) -> None:
+def test_invalid_documents_name_the_path(
+    tmp_path: Path, path: list[Any], value: Any, delete: bool, message: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(with_change(path, value, delete), tmp_path)
     assert message in str(info.value)
@@ -120,7 +127,12 @@ def test_model_settings(tmp_path: Path, setting: dict[str, Any], expected: dict[
 
 
 def test_demultiply_count_zero_means_dynamic(tmp_path: Path) -> None:
-    assert parse_config(with_change(["pipeline_config_list", 0, "demultiply_count"], 0), tmp_path).pipelines[0].demultiply_count == -1
+    assert (
+        parse_config(with_change(["pipeline_config_list", 0, "demultiply_count"], 0), tmp_path)
+        .pipelines[0]
+        .demultiply_count
+        == -1
+    )
 
 
 def test_duplicate_names_keep_the_first(tmp_path: Path) -> None:

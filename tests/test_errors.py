@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import models
 import numpy as np
 import pytest
 from conftest import RunningServer, rpc_error
 
-import models
 from ovserve._proto.tensorflow_serving.apis import get_model_status_pb2, predict_pb2
 from ovserve.tfs import make_tensor_proto
 
@@ -22,7 +22,13 @@ def images(*shape: int, dtype: type = np.float32) -> np.ndarray:
 
 
 CASES = [
-    ("nope", {"0": images(1, *IMG)}, None, grpc.StatusCode.NOT_FOUND, "Pipeline with requested name is not found - nope"),
+    (
+        "nope",
+        {"0": images(1, *IMG)},
+        None,
+        grpc.StatusCode.NOT_FOUND,
+        "Pipeline with requested name is not found - nope",
+    ),
     (
         "resnet",
         {"0": images(*IMG)},
@@ -31,7 +37,13 @@ CASES = [
         "Model with requested version is not found - model resnet version 7",
     ),
     ("resnet", {}, None, INVALID, "Invalid number of inputs - Expected: 1; Actual: 0"),
-    ("resnet", {"0": images(*IMG), "1": images(*IMG)}, None, INVALID, "Invalid number of inputs - Expected: 1; Actual: 2"),
+    (
+        "resnet",
+        {"0": images(*IMG), "1": images(*IMG)},
+        None,
+        INVALID,
+        "Invalid number of inputs - Expected: 1; Actual: 2",
+    ),
     ("resnet", {"x": images(*IMG)}, None, INVALID, "Missing input with specific name - Required input: 0"),
     (
         "resnet",
@@ -47,7 +59,13 @@ CASES = [
         INVALID,
         "Invalid number of shape dimensions - Expected: (1,3,4,4); Actual: (1,3,4); input name: 0",
     ),
-    ("resnet", {"0": images(2, 3, 4, 4)}, None, INVALID, "Invalid input batch size - Expected: 1; Actual: 2; input name: 0"),
+    (
+        "resnet",
+        {"0": images(2, 3, 4, 4)},
+        None,
+        INVALID,
+        "Invalid input batch size - Expected: 1; Actual: 2; input name: 0",
+    ),
     (
         "resnet",
         {"0": images(1, 3, 4, 5)},
@@ -67,7 +85,8 @@ CASES = [
         {"0": images(0, 1, 3, 4, 4)},
         None,
         grpc.StatusCode.ABORTED,
-        "Pipeline execution aborted due to no content from custom node - pipeline input demultiplexer produced 0 branches",
+        "Pipeline execution aborted due to no content from custom node"
+        " - pipeline input demultiplexer produced 0 branches",
     ),
     (
         "resnet50DAG",
@@ -96,7 +115,10 @@ def test_content_size_and_negative_dims(seed_server: RunningServer) -> None:
     request.inputs["0"].CopyFrom(proto)
     error = rpc_error(lambda: seed_server.predict_raw(request))
     assert error.code() == INVALID
-    assert error.details() == "Invalid content size of tensor proto - Expected: 192 bytes; Actual: 188 bytes; input name: 0"
+    assert (
+        error.details()
+        == "Invalid content size of tensor proto - Expected: 192 bytes; Actual: 188 bytes; input name: 0"
+    )
     request.inputs["0"].tensor_shape.dim[1].size = -3
     error = rpc_error(lambda: seed_server.predict_raw(request))
     assert error.details() == (
@@ -122,9 +144,14 @@ def test_metadata_and_status_errors(seed_server: RunningServer) -> None:
     error = rpc_error(lambda: seed_server.metadata("resnet", fields=("other",)))
     assert error.code() == INVALID and error.details().startswith("Invalid signature name")
     error = rpc_error(lambda: seed_server.metadata("nope"))
-    assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "Model with requested name is not found - nope")
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Model with requested name is not found - nope",
+    )
     error = rpc_error(lambda: seed_server.status("nope"))
-    assert error.code() == grpc.StatusCode.NOT_FOUND and error.details().startswith("Model with requested name is not found")
+    assert error.code() == grpc.StatusCode.NOT_FOUND and error.details().startswith(
+        "Model with requested name is not found"
+    )
     error = rpc_error(lambda: seed_server.status("resnet", 3))
     assert error.details().startswith("Model with requested version is not found")
     empty = get_model_status_pb2.GetModelStatusRequest()
@@ -163,7 +190,9 @@ def test_broken_entries_do_not_stop_the_others(repository: Path, serve: object) 
     assert (row.state, row.status.error_message) == (20, "FAILED_PRECONDITION")
     error = rpc_error(lambda: server.predict("brokenDAG", {"0": images(1, 1, *IMG[1:])}))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert error.details().startswith("Pipeline is not loaded yet - pipeline brokenDAG: Pipeline definition has reference")
+    assert error.details().startswith(
+        "Pipeline is not loaded yet - pipeline brokenDAG: Pipeline definition has reference"
+    )
     error = rpc_error(lambda: server.predict("broken", {"0": images(*IMG)}))
     # its only version failed: no default version (spec §2.3)
     assert (error.code(), error.details()) == (

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import models
 import numpy as np
 import openvino as ov
 import pytest
 from conftest import RunningServer
 
-import models
 from ovserve._proto.tensorflow.core.framework import types_pb2
 
 DT_FLOAT = types_pb2.DataType.DT_FLOAT

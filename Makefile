@@ -1,0 +1,44 @@
+# Set-up and everyday commands. `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-tfserving lint bench protos clean
+.DEFAULT_GOAL := test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+include demo/demo.mk
+
+## The guide's scenario on the real classifier: server, pipeline metadata, batch 1 and batch 8 clients at once.
+demo: $(VENV)/.installed $(DEMO_CACHE)/.ready
+	DEMO_CACHE=$(DEMO_CACHE) VENV=$(VENV) bash demo/run_demo.sh
+
+## The whole test suite (real servers on loopback, real OpenVINO, real clients), then lint and types.
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not tfserving"
+	$(MAKE) --no-print-directory lint
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy ovserve
+
+## TensorFlow Serving's own client (pulls ~2 GB of TensorFlow): kept out of `make test`.
+test-tfserving: $(VENV)/.installed
+	$(PY) -m pip install -q tensorflow-serving-api
+	$(PY) -m pytest -q -m tfserving
+
+## Demultiplexing pipeline over gRPC against raw in-process OpenVINO (needs the demo cache for the real model).
+bench: $(VENV)/.installed $(DEMO_CACHE)/.ready
+	$(PY) bench/bench_demux.py
+
+## Regenerate ovserve/_proto from proto/ (the generated code is committed).
+protos: $(VENV)/.installed
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

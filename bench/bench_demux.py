@@ -1,0 +1,438 @@
+"""Benchmark: the demultiplexing pipeline over gRPC against raw in-process OpenVINO on the same model.
+
+For each model and each cell of the grid (N images per request, C concurrent requests) it measures:
+
+(a) raw: the model compiled in this process exactly as ovserve compiles it (plugin config and PERFORMANCE_HINT from
+    ovserve.runtime, nireq = OPTIMAL_NUMBER_OF_INFER_REQUESTS) behind an ``ov.AsyncInferQueue``; C closed-loop
+    clients each keep one "request" of N images in flight, every image an async job;
+(b) grpc: ``python -m ovserve`` in a subprocess serving a seed-guide config (the model and a ``demultiply_count: -1``
+    pipeline); C ``grpc.aio`` coroutines on one channel send Predict requests of shape [N,1,3,224,224].
+
+It prints images/s and per-request latency p50/p99 (ms) for both, and the ratio grpc/raw of images/s. The client
+sends a request serialized once and does not parse the responses after the first (checked) one, so the benchmark
+process spends as little CPU as possible beside the server.
+
+Usage (from the repo root; ``make demo`` prepares the demo model):
+    .venv/bin/python bench/bench_demux.py [--seconds 5] [--models demo,light] [--n 1,8] [--concurrency 1,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_MODEL = REPO / ".cache" / "demo" / "models" / "efficientnet" / "1" / "model.xml"
+PLUGIN_CONFIG = {"NUM_STREAMS": "2"}
+IMAGE = (1, 3, 224, 224)
+INPUT, OUTPUT, PIPELINE = "0", "1463", "resnet50DAG"
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
+MAX_MESSAGE = 1 << 30
+READY_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """A model to benchmark: its name in the server config and the IR file serving it."""
+
+    name: str
+    xml: Path
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: N images per request, C concurrent requests."""
+
+    n: int
+    c: int
+
+
+@dataclass
+class Result:
+    """Completed requests of one measurement: their latencies (s) and the wall time (s) they took."""
+
+    n: int
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.latencies) * self.n / self.elapsed if self.elapsed else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        import numpy as np
+
+        return float(np.percentile(self.latencies, q)) * 1000 if self.latencies else float("nan")
+
+
+# --- arguments and machine --------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text}") from e
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers: {text}")
+    return values
+
+
+def _model_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(names) - {"demo", "light"})
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"models are demo and/or light, got {text}")
+    return names
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--seconds", type=float, default=5.0, help="measured duration of each cell (default 5)")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up duration before each cell (default 1)")
+    p.add_argument("--models", type=_model_list, default=["demo", "light"], help="demo,light")
+    p.add_argument("--n", type=_int_list, default=[1, 8], help="images per request, e.g. 1,8")
+    p.add_argument("--concurrency", type=_int_list, default=[1, 4], help="concurrent requests, e.g. 1,4")
+    p.add_argument("--server-log", type=Path, help="keep the server's log here (default: a temporary file)")
+    return p.parse_args(argv)
+
+
+def machine_info() -> list[str]:
+    import grpc
+    import numpy as np
+    import openvino as ov
+
+    try:
+        cpu = ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
+    except Exception:
+        cpu = platform.processor() or "?"
+    return [
+        f"machine: {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable), CPU {cpu}",
+        f"software: python {platform.python_version()}, openvino {ov.get_version()}, grpcio {grpc.__version__}, "
+        f"numpy {np.__version__}",
+    ]
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+
+
+def prepare_models(names: Sequence[str], workdir: Path) -> list[ModelCase]:
+    """The IR files to serve; the demo model is skipped (with a message) when `make demo` has not run."""
+    cases = []
+    for name in names:
+        if name == "demo":
+            if DEMO_MODEL.is_file():
+                cases.append(ModelCase("efficientnet", DEMO_MODEL))
+            else:
+                print(f"skipping the demo model: {DEMO_MODEL} is missing (run `make demo` first)")
+        else:
+            cases.append(ModelCase("light", _light_model(workdir)))
+    return cases
+
+
+def _light_model(workdir: Path) -> Path:
+    """The compute-light classifier of tests/models.py at the demo's shapes, saved as IR."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests import models
+
+    base = models.save(models.classifier(image=IMAGE, classes=1000), workdir / "repo", "light")
+    return base / "1" / "model.xml"
+
+
+def images(n: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(0).uniform(0, 255, (n, *IMAGE)).astype(np.float32)
+
+
+# --- (a) raw OpenVINO -------------------------------------------------------------------------------------------
+
+
+def compile_as_server(case: ModelCase) -> tuple[Any, int, dict[str, Any]]:
+    """Compile as ovserve.runtime.load does for a config with PLUGIN_CONFIG; the nireq the server would use."""
+    import openvino as ov
+
+    from ovserve.config import ModelConfig
+    from ovserve.runtime import _optimal_nireq, _plugin_config
+
+    props = _plugin_config(ModelConfig(name=case.name, base_path=case.xml.parent.parent, plugin_config=PLUGIN_CONFIG))
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(case.xml)), "CPU", props)
+    return compiled, _optimal_nireq(compiled), props
+
+
+class RawDriver:
+    """C closed-loop clients over one AsyncInferQueue; completions are counted in OpenVINO's callback threads."""
+
+    def __init__(self, compiled: Any, nireq: int, batch: Any) -> None:
+        import openvino as ov
+
+        self.queue = ov.AsyncInferQueue(compiled, nireq)
+        self.queue.set_callback(self._on_done)
+        self.batch = batch  # [N, 1, 3, 224, 224]: N jobs of one [1, 3, 224, 224] image
+        self.lock = threading.Lock()
+        self.done: queue.SimpleQueue[tuple[int, float]] = queue.SimpleQueue()
+        self.remaining: dict[int, int] = {}
+        self.started: dict[int, float] = {}
+
+    def _on_done(self, request: Any, client: int) -> None:  # an OpenVINO thread
+        request.get_output_tensor(0).data.copy()  # the server copies every output out of the request
+        with self.lock:  # two streams may finish jobs of one client at the same time
+            self.remaining[client] -= 1
+            last = self.remaining[client] == 0
+        if last:
+            self.done.put((client, time.perf_counter() - self.started[client]))
+
+    def _submit(self, client: int) -> None:
+        self.remaining[client] = len(self.batch)
+        self.started[client] = time.perf_counter()
+        for image in self.batch:
+            self.queue.start_async({INPUT: image}, client)
+
+    def run(self, clients: int, seconds: float) -> Result:
+        """Keep `clients` requests in flight for `seconds`; count the requests that complete in that time."""
+        result = Result(len(self.batch))
+        start = time.perf_counter()
+        deadline = start + seconds
+        for client in range(clients):
+            self._submit(client)
+        in_flight = clients
+        while in_flight:
+            client, latency = self.done.get()
+            in_flight -= 1
+            if time.perf_counter() < deadline:
+                result.latencies.append(latency)
+                self._submit(client)
+                in_flight += 1
+        result.elapsed = min(time.perf_counter(), deadline) - start
+        self.queue.wait_all()
+        return result
+
+
+def bench_raw(case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: float) -> dict[Cell, Result]:
+    compiled, nireq, props = compile_as_server(case)
+    streams = compiled.get_property("NUM_STREAMS")
+    print(f"[{case.name}] raw OpenVINO: compile config {props}, NUM_STREAMS {streams}, nireq {nireq}", flush=True)
+    results = {}
+    for cell in cells:
+        driver = RawDriver(compiled, nireq, images(cell.n))
+        driver.run(cell.c, warmup)
+        results[cell] = driver.run(cell.c, seconds)
+        _progress(case, "raw", cell, results[cell])
+    return results
+
+
+# --- (b) the pipeline over gRPC ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_server_config(case: ModelCase, workdir: Path) -> Path:
+    """The seed guide's config: the model and a pipeline demultiplexing the request (demultiply_count -1)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests import models
+
+    document = models.seed_config(model=case.name, pipeline=PIPELINE, plugin_config=PLUGIN_CONFIG)
+    document["model_config_list"][0]["config"]["base_path"] = str(case.xml.parent.parent)
+    folder = workdir / f"config-{case.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return models.write_config(folder, document)
+
+
+@contextlib.contextmanager
+def server_process(config: Path, log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`python -m ovserve` on a free port; SIGTERM and wait on the way out."""
+    port = free_port()
+    command = [sys.executable, "-m", "ovserve", "--config_path", str(config), "--port", str(port)]
+    command += ["--grpc_bind_address", "127.0.0.1"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _channel(port: int) -> Any:
+    import grpc
+
+    options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+    return grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+async def wait_ready(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Poll the pipeline's metadata until it answers; fail with the log's tail if the server dies or never does."""
+    import grpc
+
+    from ovserve._proto.tensorflow_serving.apis import get_model_metadata_pb2 as md
+
+    request = md.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = PIPELINE
+    deadline = time.monotonic() + READY_TIMEOUT
+    async with _channel(port) as channel:
+        call = channel.unary_unary(METADATA, request_serializer=md.GetModelMetadataRequest.SerializeToString,
+                                   response_deserializer=md.GetModelMetadataResponse.FromString)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited ({process.returncode}):\n{_tail(log_path)}")
+            try:
+                await call(request, timeout=2)
+                return
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.2)
+    raise RuntimeError(f"the server was not ready in {READY_TIMEOUT:.0f}s:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def predict_bytes(batch: Any) -> bytes:
+    from ovserve._proto.tensorflow_serving.apis import predict_pb2
+    from ovserve.tfs import make_tensor_proto
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = PIPELINE
+    request.inputs[INPUT].CopyFrom(make_tensor_proto(batch))
+    return request.SerializeToString()
+
+
+def check_response(data: bytes, n: int) -> None:
+    from ovserve._proto.tensorflow_serving.apis import predict_pb2
+    from ovserve.tfs import make_ndarray
+
+    response = predict_pb2.PredictResponse.FromString(data)
+    shape = make_ndarray(response.outputs[OUTPUT]).shape
+    if shape != (n, 1, 1000):
+        raise RuntimeError(f"unexpected output shape {shape} for {n} images")
+
+
+async def grpc_run(call: Callable[..., Any], payload: bytes, n: int, clients: int, seconds: float) -> Result:
+    """`clients` coroutines each sending the request back to back for `seconds`."""
+    result = Result(n)
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def client() -> None:
+        while True:
+            sent = time.perf_counter()
+            await call(payload, timeout=60)
+            done = time.perf_counter()
+            if done > deadline:
+                return
+            result.latencies.append(done - sent)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    result.elapsed = deadline - start
+    return result
+
+
+async def grpc_cells(port: int, case: ModelCase, cells: Sequence[Cell], seconds: float,
+                     warmup: float) -> dict[Cell, Result]:
+    results = {}
+    async with _channel(port) as channel:
+        call = channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity)
+        for cell in cells:
+            payload = predict_bytes(images(cell.n))
+            check_response(await call(payload, timeout=60), cell.n)
+            await grpc_run(call, payload, cell.n, cell.c, warmup)
+            results[cell] = await grpc_run(call, payload, cell.n, cell.c, seconds)
+            _progress(case, "grpc", cell, results[cell])
+    return results
+
+
+def bench_grpc(case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: float, workdir: Path,
+               log_path: Path | None) -> dict[Cell, Result]:
+    config = write_server_config(case, workdir)
+    log_path = log_path or workdir / f"server-{case.name}.log"
+    with server_process(config, log_path) as (process, port):
+        print(f"[{case.name}] gRPC: ovserve pid {process.pid} on port {port}, log {log_path}", flush=True)
+
+        async def main() -> dict[Cell, Result]:
+            await wait_ready(port, process, log_path)
+            return await grpc_cells(port, case, cells, seconds, warmup)
+
+        results = asyncio.run(main())
+    for line in _tail(log_path).splitlines():
+        if "available" in line:
+            print(f"[{case.name}] server: {line.split('] ', 2)[-1]}")
+    return results
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+
+def _progress(case: ModelCase, what: str, cell: Cell, result: Result) -> None:
+    print(f"  {case.name:12s} {what:4s} N={cell.n} C={cell.c}: {result.images_per_second:8.1f} img/s, "
+          f"p50 {result.percentile_ms(50):7.1f} ms, p99 {result.percentile_ms(99):7.1f} ms "
+          f"({len(result.latencies)} requests)", flush=True)
+
+
+def table(rows: Sequence[tuple[ModelCase, Cell, Result, Result]]) -> list[str]:
+    header = (f"{'model':12s} {'N':>2s} {'C':>2s} | {'raw img/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} | "
+              f"{'grpc img/s':>10s} {'p50 ms':>7s} {'p99 ms':>7s} | {'grpc/raw':>8s}")
+    lines = [header, "-" * len(header)]
+    for case, cell, raw, rpc in rows:
+        ratio = rpc.images_per_second / raw.images_per_second if raw.images_per_second else float("nan")
+        lines.append(
+            f"{case.name:12s} {cell.n:2d} {cell.c:2d} | {raw.images_per_second:9.1f} {raw.percentile_ms(50):7.1f} "
+            f"{raw.percentile_ms(99):7.1f} | {rpc.images_per_second:10.1f} {rpc.percentile_ms(50):7.1f} "
+            f"{rpc.percentile_ms(99):7.1f} | {ratio:8.2f}"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for line in machine_info():
+        print(line)
+    print(f"plugin_config {PLUGIN_CONFIG}; {args.seconds:g} s per cell after {args.warmup:g} s of warm-up; "
+          "latency = one request of N images")
+    cells = [Cell(n, c) for n in args.n for c in args.concurrency]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_demux-") as tmp:
+        workdir = Path(tmp)
+        for case in prepare_models(args.models, workdir):
+            raw = bench_raw(case, cells, args.seconds, args.warmup)  # before the server starts: no CPU sharing
+            rpc = bench_grpc(case, cells, args.seconds, args.warmup, workdir, args.server_log)
+            rows += [(case, cell, raw[cell], rpc[cell]) for cell in cells]
+    print()
+    for line in table(rows):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The OpenVINO adapter: the infer-request pool under load, cancellation, failures inside OpenVINO."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import models
+import numpy as np
+import openvino as ov
+import pytest
+from openvino import opset13 as ops
+
+from ovserve import runtime
+from ovserve.config import ModelConfig
+from ovserve.errors import LoadError, ServingError
+
+
+def load(tmp_path: Path, model: ov.Model, **settings: object) -> runtime.ModelVersion:
+    base = models.save(model, tmp_path, "m")
+    config = ModelConfig("m", base, **settings)  # type: ignore[arg-type]
+    return runtime.load(ov.Core(), config, 1, base / "1" / "model.xml")
+
+
+def test_many_concurrent_requests_share_a_small_pool(tmp_path: Path) -> None:
+    version = load(tmp_path, models.add_mul(shape=(1, 4)), nireq=2)
+
+    async def main() -> list[np.ndarray]:
+        xs = [np.full((1, 4), i, np.float32) for i in range(200)]
+        outs = await asyncio.gather(*(version.infer({"x": x}) for x in xs))
+        assert len(version._pool._idle) == 2  # every request went back to the pool
+        return [o["y"] for o in outs]
+
+    results = asyncio.run(main())
+    assert [float(r[0, 0]) for r in results] == [(i + 1) * 2.0 for i in range(200)]
+
+
+def test_cancelled_callers_do_not_leak_infer_requests(tmp_path: Path) -> None:
+    version = load(tmp_path, models.classifier(image=(1, 3, 64, 64), classes=1000), nireq=1)
+
+    async def main() -> None:
+        x = np.ones((1, 3, 64, 64), np.float32)
+        tasks = [asyncio.ensure_future(version.infer({"0": x})) for _ in range(20)]
+        await asyncio.sleep(0)
+        for task in tasks[::2]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(100):  # an inference whose caller left returns its request when OpenVINO finishes
+            if len(version._pool._idle) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert len(version._pool._idle) == 1 and not version._pool._waiters
+        assert (await version.infer({"0": x}))["1463"].shape == (1, 1000)
+
+    asyncio.run(main())
+
+
+def test_a_failure_inside_openvino_is_reported_not_hung(tmp_path: Path) -> None:
+    """OpenVINO does not call the completion callback when inference fails; the poll must notice."""
+    x = ops.parameter([-1], np.float32, name="x")
+    x.output(0).get_tensor().set_names({"x"})
+    y = ops.reshape(x, ops.constant(np.array([2, -1], np.int64)), special_zero=False)
+    y.output(0).get_tensor().set_names({"y"})
+    version = load(tmp_path, ov.Model([y], [x], "bad"), nireq=1)
+
+    async def main() -> None:
+        with pytest.raises(ServingError) as info:
+            await asyncio.wait_for(version.infer({"x": np.zeros(3, np.float32)}), 10)
+        assert info.value.status == "OV_INTERNAL_INFERENCE_ERROR"
+        assert str(info.value).startswith("Internal inference error - model m version 1:")
+        assert (await version.infer({"x": np.zeros(4, np.float32)}))["y"].shape == (2, 2)  # pool still works
+
+    asyncio.run(main())
+
+
+def test_shape_batch_and_layout_settings(tmp_path: Path) -> None:
+    model = models.add_mul(shape=(1, 4))
+    assert load(tmp_path, model, batch_size=(1, 8)).inputs["x"].shape == ((1, 8), 4)
+    assert load(tmp_path, models.add_mul(shape=(1, 4)), shape=(-1, 4)).inputs["x"].metadata_shape() == [-1, 4]
+    nhwc = load(tmp_path, models.classifier(image=(1, 3, 4, 6)), layout="NHWC:NCHW")
+    assert nhwc.inputs["0"].shape == (1, 4, 6, 3) and nhwc.inputs["0"].layout == "NHWC"
+    with pytest.raises(LoadError, match="Model could not be reshaped"):
+        load(tmp_path, models.classifier(), shape=(1, 3, 5, 5))
+    with pytest.raises(LoadError, match="Cannot compile model into target device"):
+        load(tmp_path, models.add_mul(), plugin_config={"NOT_A_PROPERTY": "1"})
