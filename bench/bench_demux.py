@@ -45,6 +45,11 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 MAX_MESSAGE = 1 << 30
 READY_TIMEOUT = 120.0
+MODELS = {
+    "demo": "EfficientNet-Lite0 of `make demo`",
+    "light": "tests.models.classifier at 3x224x224 -> 1000 (one matmul, but a 600 MB weight matrix)",
+    "tiny": "global average pool + 3x1000 matmul: almost no compute, shows the per-request overhead",
+}
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,9 @@ def _int_list(text: str) -> list[int]:
 
 def _model_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = sorted(set(names) - {"demo", "light"})
+    unknown = sorted(set(names) - set(MODELS))
     if not names or unknown:
-        raise argparse.ArgumentTypeError(f"models are demo and/or light, got {text}")
+        raise argparse.ArgumentTypeError(f"models are among {', '.join(MODELS)}, got {text}")
     return names
 
 
@@ -106,7 +111,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--seconds", type=float, default=5.0, help="measured duration of each cell (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up duration before each cell (default 1)")
-    p.add_argument("--models", type=_model_list, default=["demo", "light"], help="demo,light")
+    models = "; ".join(f"{k}: {v}" for k, v in MODELS.items())
+    p.add_argument("--models", type=_model_list, default=["demo", "light"], help=f"default demo,light ({models})")
     p.add_argument("--n", type=_int_list, default=[1, 8], help="images per request, e.g. 1,8")
     p.add_argument("--concurrency", type=_int_list, default=[1, 4], help="concurrent requests, e.g. 1,4")
     p.add_argument("--server-log", type=Path, help="keep the server's log here (default: a temporary file)")
@@ -141,8 +147,10 @@ def prepare_models(names: Sequence[str], workdir: Path) -> list[ModelCase]:
                 cases.append(ModelCase("efficientnet", DEMO_MODEL))
             else:
                 print(f"skipping the demo model: {DEMO_MODEL} is missing (run `make demo` first)")
-        else:
+        elif name == "light":
             cases.append(ModelCase("light", _light_model(workdir)))
+        else:
+            cases.append(ModelCase("tiny", _tiny_model(workdir)))
     return cases
 
 
@@ -154,6 +162,24 @@ def _light_model(workdir: Path) -> Path:
 
     base = models.save(models.classifier(image=IMAGE, classes=1000), workdir / "repo", "light")
     return base / "1" / "model.xml"
+
+
+def _tiny_model(workdir: Path) -> Path:
+    """Same input and output as the demo model, next to no compute: mean over H and W, then a 3x1000 matmul."""
+    import numpy as np
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter(list(IMAGE), np.float32, name=INPUT)
+    x.output(0).get_tensor().set_names({INPUT})
+    pooled = ops.reduce_mean(x, ops.constant(np.array([2, 3], np.int64)), keep_dims=False)
+    weights = np.random.default_rng(0).standard_normal((IMAGE[1], 1000)).astype(np.float32)
+    y = ops.matmul(pooled, ops.constant(weights), False, False)
+    y.output(0).get_tensor().set_names({OUTPUT})
+    folder = workdir / "repo" / "tiny" / "1"
+    folder.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([y], [x], "tiny"), str(folder / "model.xml"), compress_to_fp16=False)
+    return folder / "model.xml"
 
 
 def images(n: int) -> Any:
@@ -198,11 +224,13 @@ class RawDriver:
             self.remaining[client] -= 1
             last = self.remaining[client] == 0
         if last:
-            self.done.put((client, time.perf_counter() - self.started[client]))
+            self.done.put((client, time.perf_counter()))
 
-    def _submit(self, client: int) -> None:
+    def _submit(self, client: int, sent: float) -> None:
+        """Send the client's next request, issued at `sent`: its jobs queue behind those of earlier requests
+        (FIFO, as in the server's pool), so its latency counts that wait too."""
         self.remaining[client] = len(self.batch)
-        self.started[client] = time.perf_counter()
+        self.started[client] = sent
         for image in self.batch:
             self.queue.start_async({INPUT: image}, client)
 
@@ -212,16 +240,16 @@ class RawDriver:
         start = time.perf_counter()
         deadline = start + seconds
         for client in range(clients):
-            self._submit(client)
+            self._submit(client, start)
         in_flight = clients
         while in_flight:
-            client, latency = self.done.get()
+            client, finished = self.done.get()
             in_flight -= 1
-            if time.perf_counter() < deadline:
-                result.latencies.append(latency)
-                self._submit(client)
+            if finished < deadline:  # closed loop: the client sends again as soon as its answer is complete
+                result.latencies.append(finished - self.started[client])
+                self._submit(client, finished)
                 in_flight += 1
-        result.elapsed = min(time.perf_counter(), deadline) - start
+        result.elapsed = deadline - start
         self.queue.wait_all()
         return result
 
@@ -302,8 +330,11 @@ async def wait_ready(port: int, process: subprocess.Popen[bytes], log_path: Path
     request.model_spec.name = PIPELINE
     deadline = time.monotonic() + READY_TIMEOUT
     async with _channel(port) as channel:
-        call = channel.unary_unary(METADATA, request_serializer=md.GetModelMetadataRequest.SerializeToString,
-                                   response_deserializer=md.GetModelMetadataResponse.FromString)
+        call = channel.unary_unary(
+            METADATA,
+            request_serializer=md.GetModelMetadataRequest.SerializeToString,
+            response_deserializer=md.GetModelMetadataResponse.FromString,
+        )
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited ({process.returncode}):\n{_tail(log_path)}")
@@ -359,8 +390,9 @@ async def grpc_run(call: Callable[..., Any], payload: bytes, n: int, clients: in
     return result
 
 
-async def grpc_cells(port: int, case: ModelCase, cells: Sequence[Cell], seconds: float,
-                     warmup: float) -> dict[Cell, Result]:
+async def grpc_cells(
+    port: int, case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: float
+) -> dict[Cell, Result]:
     results = {}
     async with _channel(port) as channel:
         call = channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity)
@@ -373,8 +405,9 @@ async def grpc_cells(port: int, case: ModelCase, cells: Sequence[Cell], seconds:
     return results
 
 
-def bench_grpc(case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: float, workdir: Path,
-               log_path: Path | None) -> dict[Cell, Result]:
+def bench_grpc(
+    case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: float, workdir: Path, log_path: Path | None
+) -> dict[Cell, Result]:
     config = write_server_config(case, workdir)
     log_path = log_path or workdir / f"server-{case.name}.log"
     with server_process(config, log_path) as (process, port):
@@ -395,14 +428,19 @@ def bench_grpc(case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: f
 
 
 def _progress(case: ModelCase, what: str, cell: Cell, result: Result) -> None:
-    print(f"  {case.name:12s} {what:4s} N={cell.n} C={cell.c}: {result.images_per_second:8.1f} img/s, "
-          f"p50 {result.percentile_ms(50):7.1f} ms, p99 {result.percentile_ms(99):7.1f} ms "
-          f"({len(result.latencies)} requests)", flush=True)
+    print(
+        f"  {case.name:12s} {what:4s} N={cell.n} C={cell.c}: {result.images_per_second:8.1f} img/s, "
+        f"p50 {result.percentile_ms(50):7.1f} ms, p99 {result.percentile_ms(99):7.1f} ms "
+        f"({len(result.latencies)} requests)",
+        flush=True,
+    )
 
 
 def table(rows: Sequence[tuple[ModelCase, Cell, Result, Result]]) -> list[str]:
-    header = (f"{'model':12s} {'N':>2s} {'C':>2s} | {'raw img/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} | "
-              f"{'grpc img/s':>10s} {'p50 ms':>7s} {'p99 ms':>7s} | {'grpc/raw':>8s}")
+    header = (
+        f"{'model':12s} {'N':>2s} {'C':>2s} | {'raw img/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} | "
+        f"{'grpc img/s':>10s} {'p50 ms':>7s} {'p99 ms':>7s} | {'grpc/raw':>8s}"
+    )
     lines = [header, "-" * len(header)]
     for case, cell, raw, rpc in rows:
         ratio = rpc.images_per_second / raw.images_per_second if raw.images_per_second else float("nan")
@@ -418,8 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     for line in machine_info():
         print(line)
-    print(f"plugin_config {PLUGIN_CONFIG}; {args.seconds:g} s per cell after {args.warmup:g} s of warm-up; "
-          "latency = one request of N images")
+    print(
+        f"plugin_config {PLUGIN_CONFIG}; {args.seconds:g} s per cell after {args.warmup:g} s of warm-up; "
+        "latency = one request of N images"
+    )
     cells = [Cell(n, c) for n in args.n for c in args.concurrency]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_demux-") as tmp:

@@ -220,17 +220,16 @@ class _Slot:
         else:
             future.set_exception(error)
 
-    def watch(self, delay: float) -> None:
-        """OpenVINO skips the callback when inference fails; poll now and then to notice that."""
-        future, loop = self.future, self.loop
-        if future is None or future.done() or loop is None:
+    def watch(self, future: asyncio.Future[None], delay: float) -> None:
+        """OpenVINO skips the callback when inference fails; poll the run of `future` now and then to notice."""
+        if future is not self.future or future.done() or self.loop is None:
             return
         try:
             self.request.wait_for(0)
         except Exception as e:
             self._resolve(e)
             return
-        loop.call_later(delay, self.watch, min(delay * 2, 1.0))
+        self.loop.call_later(delay, self.watch, future, min(delay * 2, 1.0))
 
 
 class ModelVersion:
@@ -257,23 +256,27 @@ class ModelVersion:
         """Run one inference; outputs are copied out (into the arrays of `into`, when given: gathering)."""
         slot: _Slot = await self._pool.acquire()
         loop = asyncio.get_running_loop()
-        slot.loop, slot.future = loop, loop.create_future()
+        slot.loop = loop
+        slot.future = future = loop.create_future()
         try:
             slot.request.start_async(dict(inputs), share_inputs=False)
         except Exception as e:
             slot.future = None
             self._pool.release(slot)
             raise self._failure(e) from e
-        loop.call_later(0.05, slot.watch, 0.1)
+        watcher = loop.call_later(0.05, slot.watch, future, 0.1)
         try:
-            await asyncio.shield(slot.future)
+            await asyncio.shield(future)
         except asyncio.CancelledError:
-            # The caller gave up but OpenVINO still owns the request: return it only when the run ends.
-            slot.future.add_done_callback(lambda _: self._pool.release(slot))
+            # The caller gave up but OpenVINO still owns the request (and the watcher keeps polling it): return
+            # the request to the pool only when the run ends.
+            future.add_done_callback(lambda _: self._pool.release(slot))
             raise
         except Exception as e:
+            watcher.cancel()
             self._pool.release(slot)
             raise self._failure(e) from e
+        watcher.cancel()
         try:
             return self._read_outputs(slot.request, into)
         finally:
