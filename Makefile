@@ -28,9 +28,14 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy ovserve
 
 ## TensorFlow Serving's own client (pulls ~2 GB of TensorFlow): kept out of `make test`.
-test-tfserving: $(VENV)/.installed
-	$(PY) -m pip install -q tensorflow-serving-api
-	$(PY) -m pytest -q -m tfserving
+TFS_VENV := .cache/tfserving-venv
+$(TFS_VENV)/.installed:
+	$(PYTHON) -m venv $(TFS_VENV)
+	$(TFS_VENV)/bin/pip install -q tensorflow-serving-api numpy
+	touch $@
+
+test-tfserving: $(VENV)/.installed $(TFS_VENV)/.installed
+	TFSERVING_PYTHON=$(TFS_VENV)/bin/python $(PY) -m pytest -q -m tfserving
 
 ## Demultiplexing pipeline over gRPC against raw in-process OpenVINO (needs the demo cache for the real model).
 bench: $(VENV)/.installed $(DEMO_CACHE)/.ready

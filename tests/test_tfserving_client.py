@@ -1,11 +1,11 @@
 """TensorFlow Serving's own client (tensorflow-serving-api) against ovserve; run with `make test-tfserving`.
 
 TensorFlow registers the same proto files as ovserve in protobuf's default pool, so the client runs in its own
-process (as it would for a real user)."""
+process (as it would for a real user), with the Python named by TFSERVING_PYTHON (a venv that has it)."""
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +36,13 @@ print([d.size for d in signatures.signature_def["serving_default"].inputs["0"].t
 
 
 def test_tensorflow_serving_api_predict_and_metadata(seed_server: RunningServer, tmp_path: Path) -> None:
-    if importlib.util.find_spec("tensorflow_serving") is None:
-        pytest.skip("tensorflow-serving-api is not installed (make test-tfserving installs it)")
+    python = os.environ.get("TFSERVING_PYTHON", sys.executable)
+    probe = subprocess.run([python, "-c", "import tensorflow_serving.apis"], capture_output=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip("tensorflow-serving-api is not installed (make test-tfserving installs it in its own venv)")
     images = np.random.default_rng(3).uniform(0, 255, (6, 1, 3, 4, 4)).astype(np.float32)
     np.save(tmp_path / "in.npy", images)
-    command = [sys.executable, "-c", CLIENT, str(seed_server.port), str(tmp_path / "in.npy"), str(tmp_path / "out.npy")]
+    command = [python, "-c", CLIENT, str(seed_server.port), str(tmp_path / "in.npy"), str(tmp_path / "out.npy")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[-1, 1, 3, 4, 4]"
