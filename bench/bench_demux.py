@@ -8,9 +8,13 @@ For each model and each cell of the grid (N images per request, C concurrent req
 (b) grpc: ``python -m ovserve`` in a subprocess serving a seed-guide config (the model and a ``demultiply_count: -1``
     pipeline); C ``grpc.aio`` coroutines on one channel send Predict requests of shape [N,1,3,224,224].
 
-It prints images/s and per-request latency p50/p99 (ms) for both, and the ratio grpc/raw of images/s. The client
-sends a request serialized once and does not parse the responses after the first (checked) one, so the benchmark
-process spends as little CPU as possible beside the server.
+Both run in turns on one idle machine: the server is started once per model, then each cell is warmed up and measured
+in --rounds alternating slices (raw, grpc, raw, grpc, ...) of --seconds/--rounds each, so drift of the machine's
+speed (a shared 2-core VM varies by 10-20 % within a minute) falls on both sides alike. Images/s counts the requests
+completed in a slice over the time from the slice's start to the last of them. It prints images/s and per-request
+latency p50/p99 (ms) for both, and the ratio grpc/raw of images/s (with the ratio of each round). The client sends a
+request serialized once and does not parse the responses after the first (checked) one, so the benchmark process
+spends as little CPU as possible beside the server.
 
 Usage (from the repo root; ``make demo`` prepares the demo model):
     .venv/bin/python bench/bench_demux.py [--seconds 5] [--models demo,light] [--n 1,8] [--concurrency 1,4]
@@ -85,6 +89,10 @@ class Result:
 
         return float(np.percentile(self.latencies, q)) * 1000 if self.latencies else float("nan")
 
+    def add(self, other: Result) -> None:
+        self.latencies += other.latencies
+        self.elapsed += other.elapsed
+
 
 # --- arguments and machine --------------------------------------------------------------------------------------
 
@@ -110,7 +118,8 @@ def _model_list(text: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--seconds", type=float, default=5.0, help="measured duration of each cell (default 5)")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up duration before each cell (default 1)")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up of each side before each cell (default 1)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating raw/grpc slices per cell (default 3)")
     models = "; ".join(f"{k}: {v}" for k, v in MODELS.items())
     p.add_argument("--models", type=_model_list, default=["demo", "light"], help=f"default demo,light ({models})")
     p.add_argument("--n", type=_int_list, default=[1, 8], help="images per request, e.g. 1,8")
@@ -247,24 +256,11 @@ class RawDriver:
             in_flight -= 1
             if finished < deadline:  # closed loop: the client sends again as soon as its answer is complete
                 result.latencies.append(finished - self.started[client])
+                result.elapsed = finished - start
                 self._submit(client, finished)
                 in_flight += 1
-        result.elapsed = deadline - start
         self.queue.wait_all()
         return result
-
-
-def bench_raw(case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: float) -> dict[Cell, Result]:
-    compiled, nireq, props = compile_as_server(case)
-    streams = compiled.get_property("NUM_STREAMS")
-    print(f"[{case.name}] raw OpenVINO: compile config {props}, NUM_STREAMS {streams}, nireq {nireq}", flush=True)
-    results = {}
-    for cell in cells:
-        driver = RawDriver(compiled, nireq, images(cell.n))
-        driver.run(cell.c, warmup)
-        results[cell] = driver.run(cell.c, seconds)
-        _progress(case, "raw", cell, results[cell])
-    return results
 
 
 # --- (b) the pipeline over gRPC ---------------------------------------------------------------------------------
@@ -384,90 +380,118 @@ async def grpc_run(call: Callable[..., Any], payload: bytes, n: int, clients: in
             if done > deadline:
                 return
             result.latencies.append(done - sent)
+            result.elapsed = max(result.elapsed, done - start)
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    result.elapsed = deadline - start
     return result
 
 
-async def grpc_cells(
-    port: int, case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: float
-) -> dict[Cell, Result]:
+# --- both, in turns ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    """One cell of one model: both sides, with the grpc/raw ratio of each round."""
+
+    raw: Result
+    rpc: Result
+    rounds: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        raw = self.raw.images_per_second
+        return self.rpc.images_per_second / raw if raw else float("nan")
+
+
+async def measure_cell(
+    cell: Cell, driver: RawDriver, call: Callable[..., Any], payload: bytes, args: argparse.Namespace
+) -> Measurement:
+    """Warm both sides up, then alternate raw and grpc slices for args.rounds rounds."""
+    await asyncio.to_thread(driver.run, cell.c, args.warmup)
+    await grpc_run(call, payload, cell.n, cell.c, args.warmup)
+    measurement = Measurement(Result(cell.n), Result(cell.n))
+    for _ in range(args.rounds):
+        raw = await asyncio.to_thread(driver.run, cell.c, args.seconds / args.rounds)
+        rpc = await grpc_run(call, payload, cell.n, cell.c, args.seconds / args.rounds)
+        measurement.raw.add(raw)
+        measurement.rpc.add(rpc)
+        measurement.rounds.append(Measurement(raw, rpc).ratio)
+    return measurement
+
+
+async def bench_model(
+    case: ModelCase, cells: Sequence[Cell], args: argparse.Namespace, workdir: Path
+) -> dict[Cell, Measurement]:
+    """Compile the raw side, start the server, then measure every cell."""
+    compiled, nireq, props = compile_as_server(case)
+    streams = compiled.get_property("NUM_STREAMS")
+    print(f"[{case.name}] raw OpenVINO: compile config {props}, NUM_STREAMS {streams}, nireq {nireq}", flush=True)
+    log_path = args.server_log or workdir / f"server-{case.name}.log"
     results = {}
-    async with _channel(port) as channel:
-        call = channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity)
-        for cell in cells:
-            payload = predict_bytes(images(cell.n))
-            check_response(await call(payload, timeout=60), cell.n)
-            await grpc_run(call, payload, cell.n, cell.c, warmup)
-            results[cell] = await grpc_run(call, payload, cell.n, cell.c, seconds)
-            _progress(case, "grpc", cell, results[cell])
-    return results
-
-
-def bench_grpc(
-    case: ModelCase, cells: Sequence[Cell], seconds: float, warmup: float, workdir: Path, log_path: Path | None
-) -> dict[Cell, Result]:
-    config = write_server_config(case, workdir)
-    log_path = log_path or workdir / f"server-{case.name}.log"
-    with server_process(config, log_path) as (process, port):
+    with server_process(write_server_config(case, workdir), log_path) as (process, port):
         print(f"[{case.name}] gRPC: ovserve pid {process.pid} on port {port}, log {log_path}", flush=True)
-
-        async def main() -> dict[Cell, Result]:
-            await wait_ready(port, process, log_path)
-            return await grpc_cells(port, case, cells, seconds, warmup)
-
-        results = asyncio.run(main())
-    for line in _tail(log_path).splitlines():
-        if "available" in line:
-            print(f"[{case.name}] server: {line.split('] ', 2)[-1]}")
+        await wait_ready(port, process, log_path)
+        for line in _tail(log_path).splitlines():
+            if "available" in line:
+                print(f"[{case.name}] server: {line.split('] ', 2)[-1]}", flush=True)
+        async with _channel(port) as channel:
+            call = channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity)
+            for cell in cells:
+                payload = predict_bytes(images(cell.n))
+                check_response(await call(payload, timeout=60), cell.n)
+                driver = RawDriver(compiled, nireq, images(cell.n))
+                results[cell] = await measure_cell(cell, driver, call, payload, args)
+                _progress(case, cell, results[cell])
     return results
 
 
 # --- report -----------------------------------------------------------------------------------------------------
 
 
-def _progress(case: ModelCase, what: str, cell: Cell, result: Result) -> None:
+def _progress(case: ModelCase, cell: Cell, m: Measurement) -> None:
+    rounds = " ".join(f"{r:.2f}" for r in m.rounds)
     print(
-        f"  {case.name:12s} {what:4s} N={cell.n} C={cell.c}: {result.images_per_second:8.1f} img/s, "
-        f"p50 {result.percentile_ms(50):7.1f} ms, p99 {result.percentile_ms(99):7.1f} ms "
-        f"({len(result.latencies)} requests)",
+        f"  {case.name:12s} N={cell.n} C={cell.c}: raw {m.raw.images_per_second:7.1f} img/s "
+        f"({len(m.raw.latencies)} requests), grpc {m.rpc.images_per_second:7.1f} img/s "
+        f"({len(m.rpc.latencies)} requests), grpc/raw {m.ratio:.2f} (rounds: {rounds})",
         flush=True,
     )
 
 
-def table(rows: Sequence[tuple[ModelCase, Cell, Result, Result]]) -> list[str]:
+def table(rows: Sequence[tuple[ModelCase, Cell, Measurement]]) -> list[str]:
     header = (
         f"{'model':12s} {'N':>2s} {'C':>2s} | {'raw img/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} | "
-        f"{'grpc img/s':>10s} {'p50 ms':>7s} {'p99 ms':>7s} | {'grpc/raw':>8s}"
+        f"{'grpc img/s':>10s} {'p50 ms':>7s} {'p99 ms':>7s} | {'grpc/raw':>8s} {'min-max of rounds':>17s}"
     )
     lines = [header, "-" * len(header)]
-    for case, cell, raw, rpc in rows:
-        ratio = rpc.images_per_second / raw.images_per_second if raw.images_per_second else float("nan")
+    for case, cell, m in rows:
+        raw, rpc = m.raw, m.rpc
+        spread = f"{min(m.rounds):.2f}-{max(m.rounds):.2f}" if m.rounds else ""
         lines.append(
             f"{case.name:12s} {cell.n:2d} {cell.c:2d} | {raw.images_per_second:9.1f} {raw.percentile_ms(50):7.1f} "
             f"{raw.percentile_ms(99):7.1f} | {rpc.images_per_second:10.1f} {rpc.percentile_ms(50):7.1f} "
-            f"{rpc.percentile_ms(99):7.1f} | {ratio:8.2f}"
+            f"{rpc.percentile_ms(99):7.1f} | {m.ratio:8.2f} {spread:>17s}"
         )
     return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        raise SystemExit("--rounds must be at least 1 and --seconds positive")
     for line in machine_info():
         print(line)
     print(
-        f"plugin_config {PLUGIN_CONFIG}; {args.seconds:g} s per cell after {args.warmup:g} s of warm-up; "
-        "latency = one request of N images"
+        f"plugin_config {PLUGIN_CONFIG}; per cell and side {args.seconds:g} s in {args.rounds} alternating rounds "
+        f"after {args.warmup:g} s of warm-up; latency = one request of N images"
     )
     cells = [Cell(n, c) for n in args.n for c in args.concurrency]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_demux-") as tmp:
         workdir = Path(tmp)
         for case in prepare_models(args.models, workdir):
-            raw = bench_raw(case, cells, args.seconds, args.warmup)  # before the server starts: no CPU sharing
-            rpc = bench_grpc(case, cells, args.seconds, args.warmup, workdir, args.server_log)
-            rows += [(case, cell, raw[cell], rpc[cell]) for cell in cells]
+            results = asyncio.run(bench_model(case, cells, args, workdir))
+            rows += [(case, cell, results[cell]) for cell in cells]
     print()
     for line in table(rows):
         print(line)

@@ -188,12 +188,7 @@ class Manager:
 
     async def model_version(self, name: str, number: int | None) -> ModelVersion:
         """An AVAILABLE version (default = highest); waits up to 10 s for one that is loading."""
-        entry = self.models.get(name)
-        if entry is None:
-            raise ServingError("MODEL_NAME_MISSING", name)
-        version = entry.versions.get(number) if number else entry.default()
-        if version is None:
-            raise ServingError("MODEL_VERSION_MISSING", f"model {name}" + (f" version {number}" if number else ""))
+        version = self._version(name, number)
         if version.state in ("START", "LOADING") and version.error_code == "OK":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(version.settled.wait(), VERSION_WAIT_S)
@@ -201,13 +196,16 @@ class Manager:
 
     def model_version_now(self, name: str, number: int | None) -> ModelVersion:
         """Like model_version, without waiting (pipeline nodes, metadata)."""
+        return self._available(name, self._version(name, number))
+
+    def _version(self, name: str, number: int | None) -> _Version:
         entry = self.models.get(name)
         if entry is None:
             raise ServingError("MODEL_NAME_MISSING", name)
         version = entry.versions.get(number) if number else entry.default()
         if version is None:
             raise ServingError("MODEL_VERSION_MISSING", f"model {name}" + (f" version {number}" if number else ""))
-        return self._available(name, version)
+        return version
 
     @staticmethod
     def _available(name: str, version: _Version) -> ModelVersion:
