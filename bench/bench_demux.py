@@ -124,7 +124,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--models", type=_model_list, default=["demo", "light"], help=f"default demo,light ({models})")
     p.add_argument("--n", type=_int_list, default=[1, 8], help="images per request, e.g. 1,8")
     p.add_argument("--concurrency", type=_int_list, default=[1, 4], help="concurrent requests, e.g. 1,4")
-    p.add_argument("--server-log", type=Path, help="keep the server's log here (default: a temporary file)")
+    p.add_argument("--server-logs", type=Path, help="keep the servers' logs in this folder (default: thrown away)")
     return p.parse_args(argv)
 
 
@@ -142,6 +142,41 @@ def machine_info() -> list[str]:
         f"software: python {platform.python_version()}, openvino {ov.get_version()}, grpcio {grpc.__version__}, "
         f"numpy {np.__version__}",
     ]
+
+
+class Background:
+    """CPU used by processes other than this one and the server while a cell runs, from /proc (Linux)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pids = (os.getpid(), server_pid)
+        self.start = self._sample()
+
+    @staticmethod
+    def _busy() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    def _sample(self) -> tuple[int, int, int] | None:
+        try:
+            ours = 0
+            for pid in self.pids:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                ours += int(fields[11]) + int(fields[12])  # utime + stime, all threads
+            busy, total = self._busy()
+            return busy, total, ours
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def share(self) -> float:
+        """Fraction of the machine's CPU time (all cores) that others used since the start; nan if unknown."""
+        end = self._sample()
+        if self.start is None or end is None or end[1] == self.start[1]:
+            return float("nan")
+        busy, total, ours = (b - a for a, b in zip(self.start, end, strict=True))
+        return max(0.0, (busy - ours) / total)
 
 
 # --- models -----------------------------------------------------------------------------------------------------
@@ -396,6 +431,7 @@ class Measurement:
     raw: Result
     rpc: Result
     rounds: list[float] = field(default_factory=list)
+    background: float = float("nan")  # share of the machine's CPU that other processes used meanwhile
 
     @property
     def ratio(self) -> float:
@@ -404,9 +440,10 @@ class Measurement:
 
 
 async def measure_cell(
-    cell: Cell, driver: RawDriver, call: Callable[..., Any], payload: bytes, args: argparse.Namespace
+    cell: Cell, driver: RawDriver, call: Callable[..., Any], payload: bytes, args: argparse.Namespace, server: int
 ) -> Measurement:
     """Warm both sides up, then alternate raw and grpc slices for args.rounds rounds."""
+    background = Background(server)
     await asyncio.to_thread(driver.run, cell.c, args.warmup)
     await grpc_run(call, payload, cell.n, cell.c, args.warmup)
     measurement = Measurement(Result(cell.n), Result(cell.n))
@@ -416,6 +453,7 @@ async def measure_cell(
         measurement.raw.add(raw)
         measurement.rpc.add(rpc)
         measurement.rounds.append(Measurement(raw, rpc).ratio)
+    measurement.background = background.share()
     return measurement
 
 
@@ -426,7 +464,9 @@ async def bench_model(
     compiled, nireq, props = compile_as_server(case)
     streams = compiled.get_property("NUM_STREAMS")
     print(f"[{case.name}] raw OpenVINO: compile config {props}, NUM_STREAMS {streams}, nireq {nireq}", flush=True)
-    log_path = args.server_log or workdir / f"server-{case.name}.log"
+    logs = args.server_logs or workdir
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"server-{case.name}.log"
     results = {}
     with server_process(write_server_config(case, workdir), log_path) as (process, port):
         print(f"[{case.name}] gRPC: ovserve pid {process.pid} on port {port}, log {log_path}", flush=True)
@@ -440,7 +480,7 @@ async def bench_model(
                 payload = predict_bytes(images(cell.n))
                 check_response(await call(payload, timeout=60), cell.n)
                 driver = RawDriver(compiled, nireq, images(cell.n))
-                results[cell] = await measure_cell(cell, driver, call, payload, args)
+                results[cell] = await measure_cell(cell, driver, call, payload, args, process.pid)
                 _progress(case, cell, results[cell])
     return results
 
@@ -453,7 +493,8 @@ def _progress(case: ModelCase, cell: Cell, m: Measurement) -> None:
     print(
         f"  {case.name:12s} N={cell.n} C={cell.c}: raw {m.raw.images_per_second:7.1f} img/s "
         f"({len(m.raw.latencies)} requests), grpc {m.rpc.images_per_second:7.1f} img/s "
-        f"({len(m.rpc.latencies)} requests), grpc/raw {m.ratio:.2f} (rounds: {rounds})",
+        f"({len(m.rpc.latencies)} requests), grpc/raw {m.ratio:.2f} (rounds: {rounds}), "
+        f"other processes {100 * m.background:.0f}% CPU",
         flush=True,
     )
 
@@ -461,7 +502,7 @@ def _progress(case: ModelCase, cell: Cell, m: Measurement) -> None:
 def table(rows: Sequence[tuple[ModelCase, Cell, Measurement]]) -> list[str]:
     header = (
         f"{'model':12s} {'N':>2s} {'C':>2s} | {'raw img/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s} | "
-        f"{'grpc img/s':>10s} {'p50 ms':>7s} {'p99 ms':>7s} | {'grpc/raw':>8s} {'min-max of rounds':>17s}"
+        f"{'grpc img/s':>10s} {'p50 ms':>7s} {'p99 ms':>7s} | {'grpc/raw':>8s} {'rounds min-max':>14s} {'others':>6s}"
     )
     lines = [header, "-" * len(header)]
     for case, cell, m in rows:
@@ -470,7 +511,7 @@ def table(rows: Sequence[tuple[ModelCase, Cell, Measurement]]) -> list[str]:
         lines.append(
             f"{case.name:12s} {cell.n:2d} {cell.c:2d} | {raw.images_per_second:9.1f} {raw.percentile_ms(50):7.1f} "
             f"{raw.percentile_ms(99):7.1f} | {rpc.images_per_second:10.1f} {rpc.percentile_ms(50):7.1f} "
-            f"{rpc.percentile_ms(99):7.1f} | {m.ratio:8.2f} {spread:>17s}"
+            f"{rpc.percentile_ms(99):7.1f} | {m.ratio:8.2f} {spread:>14s} {100 * m.background:5.0f}%"
         )
     return lines
 
@@ -492,9 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case in prepare_models(args.models, workdir):
             results = asyncio.run(bench_model(case, cells, args, workdir))
             rows += [(case, cell, results[cell]) for cell in cells]
+    if not rows:
+        print("nothing measured")
+        return 1
     print()
     for line in table(rows):
         print(line)
+    print("others = share of the machine's CPU used by other processes during the cell (over 5 %: rerun when idle)")
     return 0
 
 

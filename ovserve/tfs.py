@@ -87,14 +87,15 @@ def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
         values = np.empty(len(proto.string_val), dtype=object)
         values[:] = list(proto.string_val)
         return values.reshape(shape) if count == len(values) else values
-    if proto.tensor_content:
+    content = proto.tensor_content  # each read of the field copies the payload: read it once
+    if content:
         expected = count * dtype.itemsize
-        if len(proto.tensor_content) != expected:
+        if len(content) != expected:
             raise ServingError(
                 "INVALID_CONTENT_SIZE",
-                f"Expected: {expected} bytes; Actual: {len(proto.tensor_content)} bytes; input name: {name}",
+                f"Expected: {expected} bytes; Actual: {len(content)} bytes; input name: {name}",
             )
-        return np.frombuffer(proto.tensor_content, dtype).reshape(shape)
+        return np.frombuffer(content, dtype).reshape(shape)
     values = getattr(proto, _VALUE_FIELD[proto.dtype])
     if not values and count:
         raise ServingError(
