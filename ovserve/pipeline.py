@@ -312,8 +312,11 @@ class _Run:
     async def _run_model(self, node: _Node, key: Key) -> Mapping[str, np.ndarray]:
         config, model = node.config, self.models[node.name]
         names = list(config.inputs)
-        values = await asyncio.gather(*(self._gathered(config.inputs[n], key) for n in names))
-        feeds = dict(zip(names, values, strict=True))
+        if len(names) == 1:  # the common case needs no extra task per branch
+            feeds = {names[0]: await self._gathered(config.inputs[names[0]], key)}
+        else:
+            values = await asyncio.gather(*(self._gathered(config.inputs[n], key) for n in names))
+            feeds = dict(zip(names, values, strict=True))
         try:
             for input_name, value in feeds.items():
                 check_input(value, model.inputs[input_name], node=node.name)
