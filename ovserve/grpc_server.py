@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
@@ -26,7 +26,6 @@ from .errors import ServingError
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB, as OVMS
-R = TypeVar("R", bound=Message)
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
