@@ -60,15 +60,13 @@ class TfServing:
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         tfs.check_metadata_request(request)
         spec = request.model_spec
-        version = spec.version.value if spec.HasField("version") and spec.version.value else None
-        return tfs.metadata_response(await self.dataplane.endpoint(spec.name, version))
+        return tfs.metadata_response(await self.dataplane.endpoint(spec.name, tfs.requested_version(spec)))
 
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: Any
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
-        version = spec.version.value if spec.HasField("version") and spec.version.value else None
-        return tfs.status_response(self.dataplane.status(spec.name, version))
+        return tfs.status_response(self.dataplane.status(spec.name, tfs.requested_version(spec)))
 
     async def HandleReloadConfigRequest(self, request: Any, context: Any) -> model_management_pb2.ReloadConfigResponse:
         return model_management_pb2.ReloadConfigResponse()  # OVMS answers OK and does nothing

@@ -103,9 +103,7 @@ class Manager:
                 if model.problems:
                     raise LoadError("MODEL_CONFIG_INVALID", "; ".join(model.problems))
                 found = versions.scan(model.base_path)
-                entry.versions = {
-                    n: _Version(n, p) for n, p in found.items() if n in versions.select(model.version_policy, found)
-                }
+                entry.versions = {n: _Version(n, found[n]) for n in versions.select(model.version_policy, found)}
                 if not found:
                     log.warning("model %s: no version directories in %s", model.name, model.base_path)
             except LoadError as e:

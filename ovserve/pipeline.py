@@ -75,9 +75,10 @@ class PipelineDefinition:
         """`models` maps each node name to the model version the node uses now; raises LoadError."""
         self.config = config
         self.name = config.name
-        self._counts = {n.name: n.demultiply_count for n in config.nodes if n.demultiply_count is not None}
+        # demultiply_count of every demultiplexer, the request's included (key "request")
+        self.counts = {n.name: n.demultiply_count for n in config.nodes if n.demultiply_count is not None}
         if config.demultiply_count is not None:
-            self._counts[REQUEST] = config.demultiply_count
+            self.counts[REQUEST] = config.demultiply_count
         self.nodes = self._order(config, models)
         self.inputs = self._input_specs()
         self.outputs = self._output_specs()
@@ -88,7 +89,7 @@ class PipelineDefinition:
         by_name = {n.name: n for n in config.nodes}
         if len(by_name) != len(config.nodes) or {REQUEST, RESPONSE} & set(by_name):
             raise _fail("Pipeline definition has multiple nodes with the same name", config.name)
-        if any(c < 0 for c in self._counts.values()) and len(self._counts) > 1:
+        if any(c < 0 for c in self.counts.values()) and len(self.counts) > 1:
             raise LoadError(
                 "NOT_IMPLEMENTED",
                 f"Functionality not implemented - pipeline {config.name} has a dynamic demultiplexer and another one",
@@ -110,7 +111,7 @@ class PipelineDefinition:
         if unused:
             raise _fail("Pipeline definition has unconnected nodes", ", ".join(unused))
         nodes: dict[str, _Node] = {}
-        levels: dict[str, tuple[str, ...]] = {REQUEST: (REQUEST,) if REQUEST in self._counts else ()}
+        levels: dict[str, tuple[str, ...]] = {REQUEST: (REQUEST,) if REQUEST in self.counts else ()}
         for name in order:
             if name in (REQUEST, RESPONSE):
                 continue
@@ -147,7 +148,7 @@ class PipelineDefinition:
             )
         level = found.pop() if found else ()
         if gather is not None:
-            if gather not in self._counts or gather == REQUEST:
+            if gather not in self.counts or gather == REQUEST:
                 what = (
                     "Gather node refers to not existing node"
                     if gather not in levels
@@ -204,7 +205,7 @@ class PipelineDefinition:
                     )
 
     def _dim(self, demultiplexer: str) -> Dim:
-        count = self._counts[demultiplexer]
+        count = self.counts[demultiplexer]
         return count if count > 0 else -1
 
     def _source_spec(self, source: Source, nodes: Mapping[str, _Node]) -> TensorSpec:
@@ -241,7 +242,7 @@ class PipelineDefinition:
                         source.item,
                     )
                 specs[source.item] = TensorSpec(source.item, spec.dtype, spec.shape, spec.layout)
-        if REQUEST in self._counts:
+        if REQUEST in self.counts:
             specs = {name: self._with_demux_dim(s) for name, s in specs.items()}
         return dict(sorted(specs.items()))
 
@@ -302,7 +303,7 @@ class _Run:
             outputs = self.inputs
         else:
             outputs = await self._run_model(self.pipeline.nodes[name], key)
-        count = self.pipeline._counts.get(name)
+        count = self.pipeline.counts.get(name)
         if count is not None:
             where = "pipeline input demultiplexer" if name == REQUEST else f"node {name}"
             where += f" in branch {_branch(key)}" if key else ""
@@ -348,11 +349,11 @@ class _Run:
         return gathered
 
     def _request_level(self) -> tuple[str, ...]:
-        return (REQUEST,) if REQUEST in self.pipeline._counts else ()
+        return (REQUEST,) if REQUEST in self.pipeline.counts else ()
 
     async def _value(self, source: Source, key: Key) -> np.ndarray:
         """A source's value in branch `key` (whose length equals the source's output level)."""
-        is_demux = source.node in self.pipeline._counts
+        is_demux = source.node in self.pipeline.counts
         produced_at = key[:-1] if is_demux else key
         outputs = await self._outputs(source.node, produced_at)
         value = outputs[source.item]

@@ -278,8 +278,8 @@ class ModelVersion:
         except Exception:
             return 0
 
-    async def infer(self, inputs: TensorMap, into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Run one inference; outputs are copied out (into the arrays of `into`, when given: gathering)."""
+    async def infer(self, inputs: TensorMap) -> dict[str, np.ndarray]:
+        """Run one inference; outputs are copied out of the infer request, which then serves the next caller."""
         slot: _Slot = await self._pool.acquire()
         loop = asyncio.get_running_loop()
         slot.loop = loop
@@ -304,27 +304,10 @@ class ModelVersion:
             raise self._failure(e) from e
         watcher.cancel()
         try:
-            return self._read_outputs(slot.request, into)
+            return {name: slot.request.get_output_tensor(i).data.copy() for i, name in enumerate(self._output_names)}
         finally:
             slot.future = None
             self._pool.release(slot)
-
-    def _read_outputs(self, request: ov.InferRequest, into: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-        results: dict[str, np.ndarray] = {}
-        for index, name in enumerate(self._output_names):
-            data = request.get_output_tensor(index).data
-            if into is not None and name in into:
-                target = into[name]
-                if target.shape != data.shape:
-                    raise ServingError(
-                        "PIPELINE_INCONSISTENT_SHARD_DIMENSIONS",
-                        f"model {self.name} output {name} has shape {data.shape}, other branches {target.shape}",
-                    )
-                np.copyto(target, data)
-                results[name] = target
-            else:
-                results[name] = data.copy()
-        return results
 
     def _failure(self, error: BaseException) -> ServingError:
         log.error("inference failed on model %s version %d: %s", self.name, self.version, error)

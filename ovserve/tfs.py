@@ -9,7 +9,7 @@ import numpy as np
 
 from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
-from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from .errors import ServingError
 from .tensors import TensorSpec, shape_text
 from .types import Endpoint, InferRequest, InferResult, VersionStatus
@@ -112,11 +112,14 @@ def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
 # --- messages ----------------------------------------------------------------------------------------------
 
 
+def requested_version(spec: model_pb2.ModelSpec) -> int | None:
+    """The version a ModelSpec asks for; None (absent or 0) means the default version."""
+    return spec.version.value if spec.HasField("version") and spec.version.value else None
+
+
 def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
-    spec = message.model_spec
-    version = spec.version.value if spec.HasField("version") and spec.version.value else None
     inputs = {name: make_ndarray(proto, name) for name, proto in message.inputs.items()}
-    return InferRequest(spec.name, version, inputs)
+    return InferRequest(message.model_spec.name, requested_version(message.model_spec), inputs)
 
 
 def predict_response(result: InferResult) -> predict_pb2.PredictResponse:
