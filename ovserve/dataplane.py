@@ -1,42 +1,89 @@
-"""Protocol-neutral operations every frontend calls: infer, metadata, status (spec §4.4 lookup rules)."""
+"""Protocol-neutral operations every frontend calls: infer, metadata, readiness, status; request metrics."""
 
 from __future__ import annotations
 
+from time import perf_counter_ns
+
 from .errors import ServingError
 from .manager import Manager
+from .metrics import Metrics
 from .runtime import Servable
 from .tensors import check_inputs
-from .types import Endpoint, InferRequest, InferResult, VersionStatus
+from .types import Endpoint, InferRequest, InferResult, Origin, VersionStatus
 
 
 class DataPlane:
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: Manager, metrics: Metrics | None = None) -> None:
         self.manager = manager
+        self.metrics = metrics or manager.metrics
 
-    async def servable(self, name: str, version: int | None) -> Servable:
-        """A model by name (its version or the default), else a pipeline of that name (version ignored)."""
+    async def servable(
+        self, name: str, version: int | None, missing: str = "PIPELINE_DEFINITION_NAME_MISSING"
+    ) -> Servable:
+        """A model by name (its version or the default), else a pipeline of that name (version ignored); neither
+        raises `missing` (the status each API reports for an unknown name)."""
         if name in self.manager.models:
             return await self.manager.model_version(name, version)
+        if name not in self.manager.pipelines:
+            raise ServingError(missing, name)
         return await self.manager.pipeline(name)
 
-    async def infer(self, request: InferRequest) -> InferResult:
-        servable = await self.servable(request.target, request.version)
-        check_inputs(request.inputs, servable.inputs)
-        outputs = await servable.infer(request.inputs)
+    async def infer(
+        self, request: InferRequest, origin: Origin, missing: str = "PIPELINE_DEFINITION_NAME_MISSING"
+    ) -> InferResult:
+        """Validate and run a request. `request.inputs` may be a decoder that needs the servable's input specs
+        (REST formats whose values take the model's precision)."""
+        servable = await self.servable(request.target, request.version, missing)
+        started = perf_counter_ns()
+        try:
+            inputs = request.inputs if not callable(request.inputs) else request.inputs(servable.inputs)
+            check_inputs(inputs, servable.inputs)
+            outputs = await servable.infer(inputs, origin)
+        except BaseException:
+            self.metrics.request(origin, servable.name, servable.version, False)
+            raise
+        self.metrics.request(origin, servable.name, servable.version, True, (perf_counter_ns() - started) / 1000)
         return InferResult(servable.name, servable.version, outputs)
 
-    async def endpoint(self, name: str, version: int | None) -> Endpoint:
+    async def endpoint(self, name: str, version: int | None, origin: Origin) -> Endpoint:
         """Metadata of what is serving now (no waiting for a version that is still loading)."""
         if name in self.manager.models:
             servable: Servable = self.manager.model_version_now(name, version)
+            available = tuple(s.version for s in self.status(name, None) if s.state == "AVAILABLE")
         elif name in self.manager.pipelines:
             servable = await self.manager.pipeline(name, wait=False)
+            available = (1,)
         else:
             raise ServingError("MODEL_NAME_MISSING", name)
-        return Endpoint(servable.name, servable.version, servable.inputs, servable.outputs)
+        self.metrics.request(origin, servable.name, servable.version, True)
+        return Endpoint(servable.name, servable.version, servable.inputs, servable.outputs, available)
 
-    def status(self, name: str, version: int | None) -> list[VersionStatus]:
-        return self.manager.status(name, version)
+    def model_ready(self, name: str, version: int | None, origin: Origin) -> bool:
+        """KServe ModelReady: the requested (or default) version is AVAILABLE; a pipeline is available."""
+        if name in self.manager.models:
+            entry = self.manager.models[name]
+            chosen = entry.versions.get(version) if version else entry.default()
+            if chosen is None:
+                raise ServingError(
+                    "MODEL_VERSION_MISSING", f"model {name}" + (f" version {version}" if version else "")
+                )
+            ready = chosen.state == "AVAILABLE"
+        elif name in self.manager.pipelines:
+            ready = self.manager.pipelines[name].definition is not None
+        else:
+            raise ServingError("MODEL_NAME_MISSING", name)
+        self.metrics.request(origin, name, 1, True)
+        return ready
+
+    def status(self, name: str, version: int | None, origin: Origin | None = None) -> list[VersionStatus]:
+        rows = self.manager.status(name, version)
+        if origin is not None:
+            self.metrics.request(origin, name, 1, True)
+        return rows
+
+    def names(self) -> list[str]:
+        """Every model and pipeline name known to the server, sorted."""
+        return sorted({*self.manager.models, *self.manager.pipelines})
 
     @property
     def ready(self) -> bool:

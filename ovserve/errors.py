@@ -54,6 +54,75 @@ TABLE: dict[str, _Entry] = {
     "OV_INTERNAL_INFERENCE_ERROR": _Entry("Internal inference error", "INTERNAL", 500),
     "OV_UNSUPPORTED_SERIALIZATION_PRECISION": _Entry("Unsupported serialization precision", "INTERNAL", 500),
     "INTERNAL_ERROR": _Entry("Internal server error", "INTERNAL", 500),
+    "MEDIAPIPE_DEFINITION_NAME_MISSING": _Entry(
+        "Mediapipe graph definition with requested name is not found", "NOT_FOUND", 404
+    ),
+    "INVALID_MESSAGE_STRUCTURE": _Entry(
+        "Passing buffers both in ModelInferRequest::InferInputTensor::contents and in "
+        "ModelInferRequest::raw_input_contents is not allowed",
+        "INVALID_ARGUMENT",
+        400,
+    ),
+    "OV_UNSUPPORTED_DESERIALIZATION_PRECISION": _Entry("Unsupported deserialization precision", "INTERNAL", 500),
+    "JSON_INVALID": _Entry("The file is not valid json", "FAILED_PRECONDITION", 412),
+    "SERVER_NOT_READY": _Entry("Server is not ready", "UNAVAILABLE", 503),
+    # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
+    "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
+    "REST_COULD_NOT_PARSE_VERSION": _Entry("Could not parse model version in request", "INVALID_ARGUMENT", 400),
+    "REST_INVALID_URL": _Entry("Invalid request URL", "INVALID_ARGUMENT", 400),
+    "REST_UNSUPPORTED_METHOD": _Entry("Unsupported method", "UNIMPLEMENTED", 406),
+    "REST_BODY_IS_NOT_AN_OBJECT": _Entry("Request body should be JSON object", "INVALID_ARGUMENT", 400),
+    "REST_PREDICT_UNKNOWN_ORDER": _Entry(
+        "Invalid JSON structure. Could not detect row or column format", "INVALID_ARGUMENT", 400
+    ),
+    "REST_INSTANCES_NOT_AN_ARRAY": _Entry(
+        "Invalid JSON structure. Nonamed instance is not an array.", "INVALID_ARGUMENT", 400
+    ),
+    "REST_NAMED_INSTANCE_NOT_AN_OBJECT": _Entry(
+        "Invalid JSON structure. One of named instances is not a JSON object.", "INVALID_ARGUMENT", 400
+    ),
+    "REST_NO_INSTANCES_FOUND": _Entry(
+        "Invalid JSON structure. Missing instances in row format", "INVALID_ARGUMENT", 400
+    ),
+    "REST_INSTANCES_NOT_NAMED_OR_NONAMED": _Entry(
+        "Could not detect neither named or nonamed format", "INVALID_ARGUMENT", 400
+    ),
+    "REST_COULD_NOT_PARSE_INSTANCE": _Entry(
+        "Could not parse instance content. Not valid ndarray detected", "INVALID_ARGUMENT", 400
+    ),
+    "REST_INSTANCES_BATCH_SIZE_DIFFER": _Entry(
+        "Invalid JSON structure. Request inputs have different batch sizes", "INVALID_ARGUMENT", 400
+    ),
+    "REST_INPUTS_NOT_AN_OBJECT": _Entry(
+        "Invalid JSON structure. One of inputs is not a JSON object.", "INVALID_ARGUMENT", 400
+    ),
+    "REST_NO_INPUTS_FOUND": _Entry("Invalid JSON structure, missing inputs", "INVALID_ARGUMENT", 400),
+    "REST_COULD_NOT_PARSE_INPUT": _Entry(
+        "Could not parse input content. Not valid ndarray detected", "INVALID_ARGUMENT", 400
+    ),
+    "REST_COULD_NOT_PARSE_OUTPUT": _Entry("Could not parse output content.", "INVALID_ARGUMENT", 400),
+    "REST_COULD_NOT_PARSE_PARAMETERS": _Entry("Could not parse request parameters", "INVALID_ARGUMENT", 400),
+    "REST_BASE64_DECODE_ERROR": _Entry("Decode Base64 to string error", "INVALID_ARGUMENT", 400),
+    "REST_UNSUPPORTED_PRECISION": _Entry(
+        "Could not parse input content. Unsupported data precision detected", "INVALID_ARGUMENT", 400
+    ),
+    "REST_INFERENCE_HEADER_CONTENT_LENGTH_EXCEEDED": _Entry(
+        "Inference-Header-Content-Length header exceeds actual payload length", "INVALID_ARGUMENT", 400
+    ),
+    "REST_INFERENCE_HEADER_CONTENT_LENGTH_INVALID": _Entry(
+        "Inference-Header-Content-Length header is invalid and couldn't be parsed", "INVALID_ARGUMENT", 400
+    ),
+    "REST_BINARY_DATA_SIZE_PARAMETER_INVALID": _Entry(
+        "binary_data_size parameter is invalid and cannot be parsed", "INVALID_ARGUMENT", 400
+    ),
+    "REST_BINARY_BUFFER_EXCEEDED": _Entry(
+        "Received buffer size is smaller than binary_data_size parameter indicates", "INVALID_ARGUMENT", 400
+    ),
+    "REST_CONTENTS_FIELD_NOT_EMPTY": _Entry(
+        "Request contains values both in binary data and in content value", "INVALID_ARGUMENT", 400
+    ),
+    "PATH_INVALID": _Entry("The provided base path is invalid or doesn't exists", "INVALID_ARGUMENT", 400),
+    "CONFIG_FILE_INVALID": _Entry("Configuration file not found or cannot open", "INTERNAL", 500),
 }
 
 

@@ -22,10 +22,14 @@ from ._proto.tensorflow_serving.apis import (
 )
 from .dataplane import DataPlane
 from .errors import ServingError
+from .types import Origin
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB, as OVMS
+_TFS_PREDICT = Origin("TensorFlowServing", "gRPC", "Predict")
+_TFS_METADATA = Origin("TensorFlowServing", "gRPC", "GetModelMetadata")
+_TFS_STATUS = Origin("TensorFlowServing", "gRPC", "GetModelStatus")
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
@@ -52,7 +56,7 @@ class TfServing:
         self.dataplane = dataplane
 
     async def Predict(self, request: predict_pb2.PredictRequest, context: Any) -> predict_pb2.PredictResponse:
-        result = await self.dataplane.infer(tfs.predict_request(request))
+        result = await self.dataplane.infer(tfs.predict_request(request), _TFS_PREDICT)
         return tfs.predict_response(result)
 
     async def GetModelMetadata(
@@ -60,13 +64,14 @@ class TfServing:
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         tfs.check_metadata_request(request)
         spec = request.model_spec
-        return tfs.metadata_response(await self.dataplane.endpoint(spec.name, tfs.requested_version(spec)))
+        endpoint = await self.dataplane.endpoint(spec.name, tfs.requested_version(spec), _TFS_METADATA)
+        return tfs.metadata_response(endpoint)
 
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: Any
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
-        return tfs.status_response(self.dataplane.status(spec.name, tfs.requested_version(spec)))
+        return tfs.status_response(self.dataplane.status(spec.name, tfs.requested_version(spec), _TFS_STATUS))
 
     async def HandleReloadConfigRequest(self, request: Any, context: Any) -> model_management_pb2.ReloadConfigResponse:
         return model_management_pb2.ReloadConfigResponse()  # OVMS answers OK and does nothing

@@ -15,10 +15,11 @@ import openvino as ov
 from . import runtime, versions
 from .config import Latest, ModelConfig, PipelineConfig, ServerConfig
 from .errors import LoadError, ServingError
+from .metrics import Metrics
 from .pipeline import PipelineDefinition
 from .runtime import ModelVersion, TensorMap
 from .tensors import TensorSpec
-from .types import VersionStatus
+from .types import Origin, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,17 @@ class BoundPipeline:
         self._definition = definition
         self._manager = manager
 
-    async def infer(self, inputs: TensorMap) -> dict[str, np.ndarray]:
-        return await self._definition.infer(inputs, self._manager.model_version_now)
+    async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
+        manager = self._manager
+        return await self._definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
 
 
 class Manager:
     """Owns every model version and pipeline; the only place that changes what is served."""
 
-    def __init__(self, core: ov.Core | None = None) -> None:
+    def __init__(self, core: ov.Core | None = None, metrics: Metrics | None = None) -> None:
         self.core = core or ov.Core()
+        self.metrics = metrics or Metrics(())
         self.models: dict[str, ModelEntry] = {}
         self.pipelines: dict[str, PipelineEntry] = {}
         self.loaded = asyncio.Event()  # the initial load has finished (readiness)
@@ -140,7 +143,8 @@ class Manager:
         version.state = "LOADING"
         try:
             path = versions.model_file(version.path)
-            version.servable = await asyncio.to_thread(runtime.load, self.core, config, version.number, path)
+            metrics = self.metrics.model(config.name, version.number)
+            version.servable = await asyncio.to_thread(runtime.load, self.core, config, version.number, path, metrics)
         except LoadError as e:
             version.error_code, version.message = "UNKNOWN", str(e)
             log.error("model %s version %d failed to load: %s", config.name, version.number, e)
@@ -148,6 +152,8 @@ class Manager:
         version.state = "AVAILABLE"
         version.settled.set()
         servable = version.servable
+        metrics.loaded(servable.streams, servable.nireq)
+        self.metrics.servable_loaded(config.name, version.number)
         log.info(
             "model %s version %d available: nireq %d, inputs %s, outputs %s",
             config.name, version.number, servable.nireq,
@@ -163,6 +169,7 @@ class Manager:
                 for node in entry.config.nodes
             }
             entry.definition = PipelineDefinition(entry.config, models)
+            self.metrics.servable_loaded(entry.config.name, 1)
             log.info("pipeline %s available: inputs %s, outputs %s", entry.config.name,
                      {n: s.metadata_shape() for n, s in entry.definition.inputs.items()},
                      {n: s.metadata_shape() for n, s in entry.definition.outputs.items()})  # fmt: skip

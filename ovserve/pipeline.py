@@ -6,13 +6,16 @@ import asyncio
 import graphlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from time import perf_counter_ns
 
 import numpy as np
 
 from .config import NodeConfig, PipelineConfig, Source
 from .errors import LoadError, ServingError
+from .metrics import Metrics
 from .runtime import ModelVersion, TensorMap
 from .tensors import Dim, TensorSpec, check_input, dims_overlap, precision_name, shape_text
+from .types import Origin
 
 REQUEST, RESPONSE = "request", "response"
 MAX_BRANCHES = 10000
@@ -264,19 +267,30 @@ class PipelineDefinition:
 
     # --- execution ----------------------------------------------------------------------------------------
 
-    async def infer(self, inputs: TensorMap, resolve: Resolve) -> dict[str, np.ndarray]:
+    async def infer(
+        self, inputs: TensorMap, resolve: Resolve, metrics: Metrics | None = None, origin: Origin | None = None
+    ) -> dict[str, np.ndarray]:
         """Run the graph for one validated request; `resolve` gives each DL node its model version now."""
         models = {name: resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
-        return await _Run(self, models, inputs).response()
+        return await _Run(self, models, inputs, metrics or Metrics(()), origin).response()
 
 
 class _Run:
     """One request's execution: each (node, branch key) runs once, as soon as its inputs are ready."""
 
-    def __init__(self, pipeline: PipelineDefinition, models: Mapping[str, ModelVersion], inputs: TensorMap):
+    def __init__(
+        self,
+        pipeline: PipelineDefinition,
+        models: Mapping[str, ModelVersion],
+        inputs: TensorMap,
+        metrics: Metrics,
+        origin: Origin | None,
+    ):
         self.pipeline = pipeline
         self.models = models
         self.inputs = inputs
+        self.metrics = metrics
+        self.origin = origin
         self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
         self.branches: dict[tuple[str, Key], int] = {}
 
@@ -307,7 +321,8 @@ class _Run:
         if count is not None:
             where = "pipeline input demultiplexer" if name == REQUEST else f"node {name}"
             where += f" in branch {_branch(key)}" if key else ""
-            self.branches[(name, key)] = split_count(outputs, count, where)
+            self.branches[(name, key)] = branches = split_count(outputs, count, where)
+            self.metrics.branches(self.pipeline.name, name, branches)
         return outputs
 
     async def _run_model(self, node: _Node, key: Key) -> Mapping[str, np.ndarray]:
@@ -318,15 +333,26 @@ class _Run:
         else:
             values = await asyncio.gather(*(self._gathered(config.inputs[n], key) for n in names))
             feeds = dict(zip(names, values, strict=True))
+        started = perf_counter_ns()
         try:
             for input_name, value in feeds.items():
                 check_input(value, model.inputs[input_name], node=node.name)
             results = await model.infer(feeds)
         except ServingError as e:
+            self._record(node.name, model, False, started)
             if not key:
                 raise
             raise ServingError(e.status, f"{e.details}; branch {_branch(key)}") from e
+        except BaseException:
+            self._record(node.name, model, False, started)
+            raise
+        self._record(node.name, model, True, started)
         return {alias: results[item] for alias, item in config.outputs.items() if item in results}
+
+    def _record(self, node: str, model: ModelVersion, ok: bool, started: int) -> None:
+        self.metrics.node(self.pipeline.name, node, ok, (perf_counter_ns() - started) / 1000)
+        if self.origin is not None:  # OVMS also counts each DL node execution on that node's model
+            self.metrics.request(self.origin, model.name, model.version, ok)
 
     async def _gathered(self, source: Source, key: Key) -> np.ndarray:
         """A source's value for a consumer at `key`, stacked over the branches of every demultiplexer the source

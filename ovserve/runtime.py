@@ -7,6 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,7 +15,9 @@ import openvino as ov
 
 from .config import ModelConfig
 from .errors import LoadError, ServingError
+from .metrics import Metrics, ModelMetrics
 from .tensors import Dim, TensorSpec
+from .types import Origin
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,9 @@ class Servable(Protocol):
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
 
-    async def infer(self, inputs: TensorMap) -> dict[str, np.ndarray]: ...
+    async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
+        """`origin` names the front door, for servables that record per-part metrics (pipelines)."""
+        ...
 
 
 # --- metadata from OpenVINO ports ----------------------------------------------------------------------
@@ -136,7 +141,9 @@ def _plugin_config(config: ModelConfig) -> dict[str, Any]:
     return props
 
 
-def load(core: ov.Core, config: ModelConfig, version: int, path: Path) -> ModelVersion:
+def load(
+    core: ov.Core, config: ModelConfig, version: int, path: Path, metrics: ModelMetrics | None = None
+) -> ModelVersion:
     """Read, shape and compile one version (blocking: call it in a worker thread)."""
     try:
         model = core.read_model(str(path))
@@ -155,7 +162,7 @@ def load(core: ov.Core, config: ModelConfig, version: int, path: Path) -> ModelV
         message = f"Cannot compile model into target device: {e}"
         raise LoadError("CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE", message) from e
     nireq = config.nireq or _optimal_nireq(compiled)
-    return ModelVersion(config.name, version, compiled, nireq, layouts)
+    return ModelVersion(config.name, version, compiled, nireq, layouts, metrics)
 
 
 def _optimal_nireq(compiled: ov.CompiledModel) -> int:
@@ -259,11 +266,20 @@ class _Slot:
 class ModelVersion:
     """A compiled model version serving requests on `nireq` infer requests; satisfies Servable."""
 
-    def __init__(self, name: str, version: int, compiled: ov.CompiledModel, nireq: int, layouts: Mapping[str, str]):
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        compiled: ov.CompiledModel,
+        nireq: int,
+        layouts: Mapping[str, str],
+        metrics: ModelMetrics | None = None,
+    ):
         self.name = name
         self.version = version
         self.compiled = compiled
         self.nireq = nireq
+        self.metrics = metrics or Metrics(()).model(name, version)
         self.inputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.inputs)}
         self.outputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.outputs)}
         self._output_names = list(self.outputs)
@@ -278,9 +294,13 @@ class ModelVersion:
         except Exception:
             return 0
 
-    async def infer(self, inputs: TensorMap) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
         """Run one inference; outputs are copied out of the infer request, which then serves the next caller."""
+        metrics = self.metrics
+        asked = perf_counter_ns()
         slot: _Slot = await self._pool.acquire()
+        started = perf_counter_ns()
+        metrics.acquired((started - asked) / 1000)
         loop = asyncio.get_running_loop()
         slot.loop = loop
         slot.future = future = loop.create_future()
@@ -288,7 +308,7 @@ class ModelVersion:
             slot.start(inputs)
         except Exception as e:
             slot.future = None
-            self._pool.release(slot)
+            self._release(slot, None)
             raise self._failure(e) from e
         watcher = loop.call_later(0.05, slot.watch, future, 0.1)
         try:
@@ -296,18 +316,22 @@ class ModelVersion:
         except asyncio.CancelledError:
             # The caller gave up but OpenVINO still owns the request (and the watcher keeps polling it): return
             # the request to the pool only when the run ends.
-            future.add_done_callback(lambda _: self._pool.release(slot))
+            future.add_done_callback(lambda _: self._release(slot, None))
             raise
         except Exception as e:
             watcher.cancel()
-            self._pool.release(slot)
+            self._release(slot, None)
             raise self._failure(e) from e
         watcher.cancel()
         try:
             return {name: slot.request.get_output_tensor(i).data.copy() for i, name in enumerate(self._output_names)}
         finally:
             slot.future = None
-            self._pool.release(slot)
+            self._release(slot, (perf_counter_ns() - started) / 1000)
+
+    def _release(self, slot: _Slot, inference_us: float | None) -> None:
+        self.metrics.released(inference_us)
+        self._pool.release(slot)
 
     def _failure(self, error: BaseException) -> ServingError:
         log.error("inference failed on model %s version %d: %s", self.name, self.version, error)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import openvino as ov
 
-from . import grpc_server
+from . import grpc_server, http_routes
 from .config import ServerConfig
 from .dataplane import DataPlane
+from .http_app import Cors, HttpApp, HttpServer
 from .manager import Manager
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +24,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Settings:
     port: int | None = None  # gRPC port; None = no gRPC server, 0 = any free port
-    rest_port: int | None = None
+    rest_port: int | None = None  # HTTP port; None = no HTTP server, 0 = any free port
     grpc_bind_address: str = "0.0.0.0"
+    rest_bind_address: str = "0.0.0.0"
     cache_dir: Path | None = None
     fatal_load_errors: bool = False  # single-model mode: a model that fails to load stops the server
+    metrics: tuple[str, ...] | None = ()  # enabled metric families: () = off, None = OVMS's defaults
+    cors: Cors = field(default_factory=Cors)
 
 
 class Server:
@@ -37,10 +42,13 @@ class Server:
         core = core or ov.Core()
         if settings.cache_dir is not None:
             core.set_property({"CACHE_DIR": str(settings.cache_dir)})
-        self.manager = Manager(core)
+        self.metrics = Metrics(settings.metrics)
+        self.manager = Manager(core, self.metrics)
         self.dataplane = DataPlane(self.manager)
         self.grpc: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
+        self.http: HttpServer | None = None
+        self.rest_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -57,8 +65,12 @@ class Server:
             self.grpc_port = ports[0]
             await self.grpc.start()
             log.info("gRPC server listening on %s (port %d)", ", ".join(hosts), self.grpc_port)
-        if self.settings.rest_port:
-            log.warning("--rest_port %d accepted; the REST API is not served by this version", self.settings.rest_port)
+        if self.settings.rest_port is not None:
+            app = HttpApp(http_routes.routes(self.dataplane, self.metrics), self.settings.cors)
+            self.http = HttpServer(app, self.settings.rest_bind_address, self.settings.rest_port)
+            await self.http.start()
+            self.rest_port = self.http.port
+            log.info("REST server listening on %s (port %d)", self.settings.rest_bind_address, self.rest_port)
         self._loading = asyncio.create_task(self.manager.load(self.config))
 
     async def loaded(self) -> None:
@@ -74,6 +86,8 @@ class Server:
         """Stop taking requests, let running ones finish (up to `grace` seconds)."""
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        if self.http is not None:
+            await self.http.stop()
         if self.grpc is not None:
             await self.grpc.stop(grace)
         log.info("server stopped")

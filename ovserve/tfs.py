@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
 
 from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
@@ -170,6 +171,13 @@ def status_response(statuses: Iterable[VersionStatus]) -> get_model_status_pb2.G
         entry.status.error_code = status.error_code
         entry.status.error_message = status.error_code
     return response
+
+
+def status_json(statuses: Iterable[VersionStatus]) -> str:
+    """GetModelStatus as OVMS's REST API prints it: protobuf JSON, every field, 1-space indent (spec §4.5)."""
+    response = status_response(statuses)
+    text: str = json_format.MessageToJson(response, indent=1, always_print_fields_with_no_presence=True)
+    return text
 
 
 def output_arrays(response: predict_pb2.PredictResponse) -> Mapping[str, np.ndarray]:

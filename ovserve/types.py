@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -14,7 +15,19 @@ from .tensors import TensorSpec
 class InferRequest:
     target: str  # model or pipeline name
     version: int | None  # None (or 0 on the wire) = the default version
-    inputs: Mapping[str, np.ndarray]
+    inputs: Mapping[str, np.ndarray] | Decoder  # arrays, or a decoder given the servable's input specs
+
+
+Decoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Which front door a request came through; the labels of its request metrics (spec §9)."""
+
+    api: Literal["TensorFlowServing", "KServe"]
+    interface: Literal["gRPC", "REST"]
+    method: str  # Predict, GetModelMetadata, GetModelStatus, ModelInfer, ModelMetadata, ModelReady
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +45,7 @@ class Endpoint:
     version: int
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
+    available: tuple[int, ...] = ()  # every version AVAILABLE now, ascending (pipelines: 1)
 
 
 @dataclass(frozen=True, slots=True)

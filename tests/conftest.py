@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -35,9 +36,14 @@ class RunningServer:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = Server(load_config(config_path), Settings(port=0, grpc_bind_address="127.0.0.1"))
+        settings = Settings(
+            port=0, rest_port=0, grpc_bind_address="127.0.0.1", rest_bind_address="127.0.0.1", metrics=None
+        )
+        self.server = Server(load_config(config_path), settings)
         self.call(self._start())
         self.port = self.server.grpc_port
+        self.rest_port = self.server.rest_port
+        self.url = f"http://127.0.0.1:{self.rest_port}"
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
 
     async def _start(self) -> None:
@@ -54,6 +60,18 @@ class RunningServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+    def http(
+        self, method: str, path: str, body: bytes | str | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One plain HTTP/1.1 request to the REST port: (status, lower-case headers, body)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.rest_port, timeout=60)
+        try:
+            connection.request(method, path, body=body.encode() if isinstance(body, str) else body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            connection.close()
 
     # --- TF Serving calls ----------------------------------------------------------------------------------
 

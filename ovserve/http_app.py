@@ -1,0 +1,178 @@
+"""HTTP frontend: an ASGI app with routes as data and one error handler, served by uvicorn on the server's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import socket
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import uvicorn
+
+from .errors import ServingError
+
+log = logging.getLogger(__name__)
+
+ALLOWED_METHODS = frozenset({"GET", "POST", "OPTIONS"})
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    path: str  # as sent, still percent-encoded
+    query: str
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    params: Mapping[str, str] = field(default_factory=dict)  # the route's named groups, percent-decoded
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = JSON
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def route(methods: str, pattern: str, handler: Handler) -> Route:
+    """A route for space-separated `methods` on a regex fully matching the raw path; named groups become params."""
+    return Route(frozenset(methods.split()), re.compile(pattern), handler)
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """CORS response headers from the CLI (spec §4.1)."""
+
+    origins: str = "*"
+    methods: str = "*"
+    headers: str = "*"
+    credentials: bool = False
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        pairs = [
+            (b"access-control-allow-origin", self.origins.encode()),
+            (b"access-control-allow-methods", self.methods.encode()),
+            (b"access-control-allow-headers", self.headers.encode()),
+        ]
+        if self.credentials:
+            pairs.append((b"access-control-allow-credentials", b"true"))
+        return pairs
+
+
+class HttpApp:
+    """Dispatches on method and raw path; a ServingError becomes {"error": "<status text>"} with its HTTP status."""
+
+    def __init__(self, routes: Sequence[Route], cors: Cors = Cors()) -> None:
+        self.routes = list(routes)
+        self._cors = cors.items()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan or websocket support is needed
+        response = await self._respond(scope, receive)
+        headers = [(b"content-type", response.content_type.encode()), *self._cors]
+        headers.extend((k.lower().encode(), v.encode()) for k, v in response.headers.items())
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _respond(self, scope: dict[str, Any], receive: Any) -> HttpResponse:
+        method: str = scope["method"]
+        raw = scope.get("raw_path") or scope["path"].encode()
+        path = raw.decode("latin-1").split("?", 1)[0]
+        try:
+            if method not in ALLOWED_METHODS:
+                raise ServingError("REST_UNSUPPORTED_METHOD", method)
+            if method == "OPTIONS":
+                return HttpResponse(200)
+            if ".." in unquote(path).split("/"):
+                raise ServingError("PATH_INVALID", path)
+            found, params = self._match(path, method)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            body = await _body(receive)
+            query = scope.get("query_string", b"").decode("latin-1")
+            return await found.handler(HttpRequest(method, path, query, headers, body, params))
+        except ServingError as e:
+            return HttpResponse(e.http_status, error_body(str(e)))
+        except Exception:
+            log.exception("unexpected failure serving %s %s", method, path)
+            return HttpResponse(500, error_body(ServingError("INTERNAL_ERROR").args[0]))
+
+    def _match(self, path: str, method: str) -> tuple[Route, dict[str, str]]:
+        wrong_method = False
+        for candidate in self.routes:
+            m = candidate.pattern.fullmatch(path)
+            if m is None:
+                continue
+            if method in candidate.methods:
+                return candidate, {k: unquote(v) for k, v in m.groupdict().items() if v is not None}
+            wrong_method = True
+        if wrong_method:
+            raise ServingError("REST_UNSUPPORTED_METHOD", f"{method} {path}")
+        raise ServingError("REST_INVALID_URL", path)
+
+
+async def _body(receive: Any) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    while message.get("more_body"):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the ovserve process owns SIGINT/SIGTERM and stops this server itself
+
+
+class HttpServer:
+    """uvicorn serving `app` on host:port (port 0 = any free port) as a task of the running loop."""
+
+    def __init__(self, app: HttpApp, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host, port), family=family, backlog=2048)
+        self.port: int = self.socket.getsockname()[1]
+        config = uvicorn.Config(
+            app, lifespan="off", log_config=None, access_log=False, http="httptools", ws="none", timeout_keep_alive=30
+        )
+        self._server = _Uvicorn(config)
+        self._task: Any = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self.socket]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise OSError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self.socket.close()

@@ -1,0 +1,46 @@
+"""The HTTP route table: TF Serving REST, KServe REST, the config API and /metrics (spec §4.5, §4.7, §4.8)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from . import rest_kserve, rest_tfs, tfs
+from .dataplane import DataPlane
+from .errors import ServingError
+from .http_app import HttpRequest, HttpResponse, Route, route
+from .metrics import Metrics
+
+Reload = Callable[[], Awaitable[bool]]  # reloads config.json; True if anything changed; raises ServingError
+
+
+def config_json(dataplane: DataPlane) -> bytes:
+    """Every servable's status in OVMS's exact /v1/config text layout."""
+    parts = []
+    for name in dataplane.names():
+        try:
+            parts.append(f'"{name}" : \n{tfs.status_json(dataplane.status(name, None))}')
+        except ServingError:
+            continue  # OVMS skips servables whose status cannot be obtained
+    return ("{\n" + ",\n".join(parts) + "\n}" if parts else "{}").encode()
+
+
+def routes(dataplane: DataPlane, metrics: Metrics, reload: Reload | None = None) -> list[Route]:
+    async def get_config(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, config_json(dataplane))
+
+    async def post_reload(request: HttpRequest) -> HttpResponse:
+        changed = await reload() if reload is not None else False
+        return HttpResponse(201 if changed else 200, config_json(dataplane))
+
+    async def get_metrics(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, metrics.render().encode(), "text/plain; version=0.0.4")
+
+    table = [
+        route("GET", r"/v1/config", get_config),
+        route("POST", r"/v1/config/reload", post_reload),
+        *rest_tfs.routes(dataplane),
+        *rest_kserve.routes(dataplane),
+    ]
+    if metrics.enabled:
+        table.append(route("GET", r"/metrics", get_metrics))
+    return table
