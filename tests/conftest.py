@@ -67,7 +67,8 @@ class RunningServer:
         """One plain HTTP/1.1 request to the REST port: (status, lower-case headers, body)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.rest_port, timeout=60)
         try:
-            connection.request(method, path, body=body.encode() if isinstance(body, str) else body, headers=headers or {})
+            data = body.encode() if isinstance(body, str) else body
+            connection.request(method, path, body=data, headers=headers or {})
             response = connection.getresponse()
             return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
         finally:
