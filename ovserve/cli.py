@@ -14,6 +14,8 @@ from typing import Any
 from . import __version__
 from .config import ServerConfig, load_config, single_model_config
 from .errors import ConfigError
+from .http_app import Cors
+from .metrics import FAMILIES, parse_families
 from .server import Settings, serve
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
@@ -42,12 +44,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ovserve {__version__}")
     p.add_argument("--config_path", help="config.json (or a directory holding it): multi-model mode")
     p.add_argument("--port", type=_port, default=0, help="gRPC port; 0 = gRPC not started")
-    p.add_argument("--rest_port", type=_port, default=0, help="REST port (accepted; REST arrives in a later version)")
+    p.add_argument("--rest_port", type=_port, default=0, help="HTTP port (TF Serving and KServe REST, /metrics)")
     p.add_argument("--grpc_bind_address", default="0.0.0.0", help="comma-separated addresses for gRPC")
     p.add_argument("--rest_bind_address", default="0.0.0.0")
     p.add_argument("--grpc_workers", type=int, default=1, help="accepted for compatibility; one event loop serves all")
     p.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="accepted; reloads come later")
     p.add_argument("--cache_dir", type=Path, help="OpenVINO compiled-model cache directory")
+    p.add_argument("--metrics_enable", action="store_true", help="serve /metrics on the REST port")
+    p.add_argument("--metrics_list", help="comma-separated metric families (default: OVMS's default set)")
+    p.add_argument("--allowed_origins", default="*", help="CORS Access-Control-Allow-Origin")
+    p.add_argument("--allowed_methods", default="*", help="CORS Access-Control-Allow-Methods")
+    p.add_argument("--allowed_headers", default="*", help="CORS Access-Control-Allow-Headers")
+    p.add_argument("--allow_credentials", action="store_true", help="CORS Access-Control-Allow-Credentials: true")
     p.add_argument("--log_level", default="INFO", choices=LOG_LEVELS)
     p.add_argument("--log_path", type=Path, help="write the log to this file")
     single = p.add_argument_group("single-model mode")
@@ -94,9 +102,33 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         port=args.port or None,
         rest_port=args.rest_port or None,
         grpc_bind_address=args.grpc_bind_address,
+        rest_bind_address=args.rest_bind_address,
         cache_dir=args.cache_dir,
         fatal_load_errors=not args.config_path,
+        metrics=_metrics(args, config),
+        cors=Cors(args.allowed_origins, args.allowed_methods, args.allowed_headers, args.allow_credentials),
     )
+
+
+def _metrics(args: argparse.Namespace, config: ServerConfig) -> tuple[str, ...] | None:
+    """Enabled metric families from the CLI or the config's `monitoring` (read once per start, spec §1.7)."""
+    monitoring = config.monitoring.get("metrics") if isinstance(config.monitoring, dict) else None
+    if args.metrics_list and not args.metrics_enable:
+        raise ConfigError("--metrics_list requires --metrics_enable")
+    if args.metrics_enable and monitoring is not None:
+        raise ConfigError("Configuration file not found or cannot open: metrics are set both in the config and the CLI")
+    if args.metrics_enable:
+        listed = parse_families(args.metrics_list)
+    elif isinstance(monitoring, dict) and monitoring.get("enable") is True:
+        listed = parse_families(monitoring.get("metrics_list"))
+    else:
+        return ()
+    if not args.rest_port:
+        raise ConfigError("Missing rest_port parameter in server CLI: metrics are served on the REST port")
+    unknown = [name for name in listed or () if name not in FAMILIES]
+    if unknown:
+        raise ConfigError(f"Invalid name in metrics_list: {', '.join(unknown)}")
+    return listed
 
 
 def _logging(level: str, path: Path | None) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ class ServerConfig:
     libraries: dict[str, Path] = field(default_factory=dict)
     monitoring: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    source: Path | None = None  # the config.json this came from (None: CLI single-model mode)
+    digest: str = ""  # MD5 of that file's bytes: a reload with the same digest changes no configuration
 
 
 # --- reading typed JSON with paths -------------------------------------------------------------------
@@ -375,7 +378,14 @@ def parse_config(document: Any, root: Path) -> ServerConfig:
     for ignored in ("mediapipe_config_list", "custom_loader_config_list"):
         if keys.get(ignored) is not None and keys[ignored].array():
             warnings.append(f"{ignored}: not supported by ovserve; entries ignored")
-    monitoring = keys["monitoring"].value if "monitoring" in keys else {}
+    monitoring: dict[str, Any] = {}
+    if "monitoring" in keys:
+        metrics = keys["monitoring"].obj({"metrics"}, {"metrics"})["metrics"]
+        fields = metrics.obj({"enable", "metrics_list"}, {"enable"})
+        if not isinstance(fields["enable"].value, bool):
+            raise fields["enable"].fail("expected true or false")
+        names = [item.string() for item in fields["metrics_list"].array()] if "metrics_list" in fields else None
+        monitoring = {"metrics": {"enable": fields["enable"].value, "metrics_list": names}}
     return ServerConfig(tuple(models), tuple(pipelines), libraries, monitoring, tuple(warnings))
 
 
@@ -384,17 +394,19 @@ def load_config(path: Path) -> ServerConfig:
     if path.is_dir():
         path = path / "config.json"
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"Configuration file not found or cannot open: {path}: {e.strerror}") from e
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"The file is not valid json: {path}: {e.msg} at line {e.lineno} column {e.colno}") from e
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else "encoding"
+        raise ConfigError(f"The file is not valid json: {path}: {getattr(e, 'msg', e)} at {where}") from e
     try:
-        return parse_config(document, path.parent.resolve())
+        config = parse_config(document, path.parent.resolve())
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
+    return replace(config, source=path, digest=hashlib.md5(data).hexdigest())
 
 
 def single_model_config(name: str, base_path: Path, settings: Mapping[str, Any]) -> ServerConfig:

@@ -122,6 +122,10 @@ TABLE: dict[str, _Entry] = {
         "Request contains values both in binary data and in content value", "INVALID_ARGUMENT", 400
     ),
     "PATH_INVALID": _Entry("The provided base path is invalid or doesn't exists", "INVALID_ARGUMENT", 400),
+    "RELOAD_CONFIG_FILE_MISSING": _Entry("Config file not found or cannot open.", "INTERNAL", 500),
+    "RELOAD_CONFIG_FAILED": _Entry(
+        "Reloading config file failed. Check server logs for more info.", "FAILED_PRECONDITION", 412
+    ),
     "CONFIG_FILE_INVALID": _Entry("Configuration file not found or cannot open", "INTERNAL", 500),
 }
 

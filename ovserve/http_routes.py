@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 from . import rest_kserve, rest_tfs, tfs
@@ -29,7 +30,10 @@ def routes(dataplane: DataPlane, metrics: Metrics, reload: Reload | None = None)
         return HttpResponse(200, config_json(dataplane))
 
     async def post_reload(request: HttpRequest) -> HttpResponse:
-        changed = await reload() if reload is not None else False
+        try:
+            changed = await reload() if reload is not None else False
+        except ServingError as e:  # the config API's own error layout (spec §4.8)
+            return HttpResponse(e.http_status, ("{\n\t\"error\": " + json.dumps(str(e)) + "\n}").encode())
         return HttpResponse(201 if changed else 200, config_json(dataplane))
 
     async def get_metrics(request: HttpRequest) -> HttpResponse:

@@ -46,12 +46,14 @@ class ModelEntry:
     config: ModelConfig
     versions: dict[int, _Version] = field(default_factory=dict)
     error: str = ""  # a problem of the whole model (bad base path, bad config values)
+    retired: bool = False  # removed from the config: listed with its versions in END
 
     def default(self) -> _Version | None:
-        """The highest AVAILABLE version, else the highest one still on its way there."""
+        """The highest AVAILABLE version, else the highest one still on its way there, else a retired one."""
         ready = [v for v in self.versions.values() if v.state == "AVAILABLE"]
         coming = [v for v in self.versions.values() if v.state in ("START", "LOADING") and v.error_code == "OK"]
-        return max(ready or coming, key=lambda v: v.number, default=None)
+        ended = [v for v in self.versions.values() if v.state == "END"]
+        return max(ready or coming or ended, key=lambda v: v.number, default=None)
 
 
 @dataclass
@@ -60,8 +62,11 @@ class PipelineEntry:
     definition: PipelineDefinition | None = None
     error: str = ""
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    retired: bool = False
 
     def status(self) -> VersionStatus:
+        if self.retired:
+            return VersionStatus(1, "END")
         if self.definition is not None:
             return VersionStatus(1, "AVAILABLE")
         if self.error:
@@ -95,25 +100,80 @@ class Manager:
         self.models: dict[str, ModelEntry] = {}
         self.pipelines: dict[str, PipelineEntry] = {}
         self.loaded = asyncio.Event()  # the initial load has finished (readiness)
+        self._reconciling = asyncio.Lock()
 
     # --- loading ---------------------------------------------------------------------------------------
 
     def register(self, config: ServerConfig) -> None:
         """Make every configured name known (versions in START) so requests can wait while loading runs."""
         for model in config.models:
-            entry = self.models[model.name] = ModelEntry(model)
-            try:
-                if model.problems:
-                    raise LoadError("MODEL_CONFIG_INVALID", "; ".join(model.problems))
-                found = versions.scan(model.base_path)
-                entry.versions = {n: _Version(n, found[n]) for n in versions.select(model.version_policy, found)}
-                if not found:
-                    log.warning("model %s: no version directories in %s", model.name, model.base_path)
-            except LoadError as e:
-                entry.error = str(e)
-                log.error("model %s: %s", model.name, e)
+            self.models[model.name] = self._entry(model)
         for pipeline in config.pipelines:
             self.pipelines[pipeline.name] = PipelineEntry(pipeline)
+
+    @staticmethod
+    def _entry(model: ModelConfig) -> ModelEntry:
+        entry = ModelEntry(model)
+        try:
+            if model.problems:
+                raise LoadError("MODEL_CONFIG_INVALID", "; ".join(model.problems))
+            found = versions.scan(model.base_path)
+            entry.versions = {n: _Version(n, found[n]) for n in versions.select(model.version_policy, found)}
+            if not found:
+                log.warning("model %s: no version directories in %s", model.name, model.base_path)
+        except LoadError as e:
+            entry.error = str(e)
+            log.error("model %s: %s", model.name, e)
+        return entry
+
+    async def reconcile(self, config: ServerConfig) -> bool:
+        """Serve `config` from now on: new and changed models load while the old ones keep serving, then the old
+        ones retire (requests in flight finish on the versions they hold) and every pipeline is rebuilt on the
+        models now served. Returns whether anything changed."""
+        async with self._reconciling:
+            fresh = [
+                (self.models.get(m.name), self._entry(m))
+                for m in config.models
+                if m.name not in self.models or self.models[m.name].config != m or self.models[m.name].retired
+            ]
+            await asyncio.gather(*(self._load_model(entry) for _, entry in fresh))
+            for old, entry in fresh:
+                self.models[entry.config.name] = entry
+                if old is not None:
+                    self._retire(old)
+                log.info("model %s %s", entry.config.name, "reloaded" if old is not None else "added")
+            names = {m.name for m in config.models}
+            removed = [e for name, e in self.models.items() if name not in names and not e.retired]
+            for entry in removed:
+                self._retire(entry)
+                log.info("model %s retired", entry.config.name)
+            pipelines_changed = self._rebuild_pipelines(config, models_changed=bool(fresh or removed))
+            return bool(fresh or removed or pipelines_changed)
+
+    def _retire(self, entry: ModelEntry) -> None:
+        entry.retired = True
+        for version in entry.versions.values():
+            if version.servable is not None:
+                version.servable.metrics.unloaded()
+            version.state, version.servable = "END", None
+            version.settled.set()
+
+    def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool) -> bool:
+        changed = False
+        wanted = {p.name: p for p in config.pipelines}
+        for name, entry in list(self.pipelines.items()):
+            if name not in wanted and not entry.retired:
+                entry.retired, entry.definition, changed = True, None, True
+                log.info("pipeline %s retired", name)
+        for name, pipeline in wanted.items():
+            old = self.pipelines.get(name)
+            if old is not None and old.config == pipeline and not old.retired and not models_changed:
+                continue
+            entry = PipelineEntry(pipeline)
+            self._build_pipeline(entry)
+            changed = changed or old is None or old.config != pipeline or old.retired or old.error != entry.error
+            self.pipelines[name] = entry
+        return changed
 
     async def load(self, config: ServerConfig) -> None:
         """Load every registered model version, then build the pipelines; failures stay per model/pipeline."""
@@ -227,6 +287,8 @@ class Manager:
         if wait and entry.definition is None and not entry.settled.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(entry.settled.wait(), PIPELINE_WAIT_S)
+        if entry.retired:
+            raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {name}")
         if entry.definition is None:
             raise ServingError(
                 "PIPELINE_DEFINITION_NOT_LOADED_YET", f"pipeline {name}" + (f": {entry.error}" if entry.error else "")

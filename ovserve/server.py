@@ -12,8 +12,9 @@ import grpc
 import openvino as ov
 
 from . import grpc_server, http_routes
-from .config import ServerConfig
+from .config import ServerConfig, load_config
 from .dataplane import DataPlane
+from .errors import ConfigError, ServingError
 from .http_app import Cors, HttpApp, HttpServer
 from .manager import Manager
 from .metrics import Metrics
@@ -66,12 +67,35 @@ class Server:
             await self.grpc.start()
             log.info("gRPC server listening on %s (port %d)", ", ".join(hosts), self.grpc_port)
         if self.settings.rest_port is not None:
-            app = HttpApp(http_routes.routes(self.dataplane, self.metrics), self.settings.cors)
+            app = HttpApp(http_routes.routes(self.dataplane, self.metrics, self.reload), self.settings.cors)
             self.http = HttpServer(app, self.settings.rest_bind_address, self.settings.rest_port)
             await self.http.start()
             self.rest_port = self.http.port
             log.info("REST server listening on %s (port %d)", self.settings.rest_bind_address, self.rest_port)
         self._loading = asyncio.create_task(self.manager.load(self.config))
+
+    async def reload(self) -> bool:
+        """Re-read config.json and serve what it says (spec §4.8); True if anything changed. A file that cannot be
+        read or does not validate raises ServingError and changes nothing: the running config keeps serving."""
+        source = self.config.source
+        if source is None:
+            return False  # single-model mode
+        if self._loading is not None and not self._loading.done():
+            await asyncio.shield(self._loading)
+        try:
+            config = load_config(source)
+        except ConfigError as e:
+            log.error("config reload failed; the running config keeps serving: %s", e)
+            status = "RELOAD_CONFIG_FILE_MISSING" if "cannot open" in str(e) else "RELOAD_CONFIG_FAILED"
+            raise ServingError(status, str(e)) from e
+        if config.digest == self.config.digest:
+            return False
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
+        changed = await self.manager.reconcile(config)
+        self.config = config
+        log.info("config reloaded from %s: %s", source, "changes applied" if changed else "nothing to change")
+        return changed
 
     async def loaded(self) -> None:
         """Wait for the initial load; in single-model mode raise if the model did not load."""
