@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import models
@@ -39,6 +40,18 @@ def test_bad_flags_print_what_is_wrong(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--plugin_config: not valid JSON" in result.stderr
     result = run("--model_name", "m", "--model_path", str(tmp_path), "--port", "1", "--shape", "[1,2]")
     assert result.returncode == 2 and 'shape "[1,2]" must look like' in result.stderr
+    (tmp_path / "ok.json").write_text('{"model_config_list": []}')
+    result = run("--config_path", str(tmp_path / "ok.json"), "--port", "1", "--metrics_enable")
+    assert result.returncode == 2 and "Missing rest_port parameter in server CLI" in result.stderr
+    result = run("--config_path", str(tmp_path / "ok.json"), "--rest_port", "2", "--metrics_list", "ovms_streams")
+    assert result.returncode == 2 and "--metrics_list requires --metrics_enable" in result.stderr
+    (tmp_path / "m.json").write_text('{"model_config_list": [], "monitoring": {"metrics": {"enable": true}}}')
+    result = run("--config_path", str(tmp_path / "m.json"), "--rest_port", "2", "--metrics_enable")
+    assert result.returncode == 2 and "Configuration file not found or cannot open" in result.stderr
+    (tmp_path / "m.json").write_text('{"model_config_list": [], "monitoring": {"metrics": {"enable": true, '
+                                     '"metrics_list": ["ovms_nope"]}}}')  # fmt: skip
+    result = run("--config_path", str(tmp_path / "m.json"), "--rest_port", "2")
+    assert result.returncode == 2 and "Invalid name in metrics_list: ovms_nope" in result.stderr
     (tmp_path / "config.json").write_text('{"model_config_list": [{"config": {"name": 3}}]}')
     result = run("--config_path", str(tmp_path / "config.json"), "--port", "1")
     assert result.returncode == 2 and "model_config_list[0].config.name: expected a string, got 3" in result.stderr
@@ -52,10 +65,12 @@ def test_single_model_mode_fails_when_the_model_does_not_load(tmp_path: Path) ->
 def test_serve_a_config_then_stop_on_sigterm(tmp_path: Path) -> None:
     models.save(models.classifier(), tmp_path, "resnet")
     config = models.write_config(tmp_path, models.seed_config())
-    port = free_port()
+    port, rest_port = free_port(), free_port()
     server = subprocess.Popen(
         [PYTHON, "-m", "ovserve", "--config_path", str(config), "--port", str(port),
-         "--grpc_bind_address", "127.0.0.1"],
+         "--grpc_bind_address", "127.0.0.1", "--rest_port", str(rest_port), "--rest_bind_address", "127.0.0.1",
+         "--metrics_enable", "--metrics_list", "ovms_streams,ovms_infer_req_queue_size", "--allowed_origins",
+         "https://example.org"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -69,6 +84,11 @@ def test_serve_a_config_then_stop_on_sigterm(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "\tInput name: 0; shape: [-1, 1, 3, 4, 4]; dtype: DT_FLOAT" in result.stdout
         assert "\tOutput name: 1463; shape: [-1, 1, 10]; dtype: DT_FLOAT" in result.stdout
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/metrics", timeout=30) as response:
+            assert response.headers["Access-Control-Allow-Origin"] == "https://example.org"
+            text = response.read().decode()
+        assert "# TYPE ovms_streams gauge" in text and 'ovms_infer_req_queue_size{name="resnet",version="1"}' in text
+        assert "ovms_requests_success" not in text  # exactly the listed families
     finally:
         os.kill(server.pid, signal.SIGTERM)
         output, _ = server.communicate(timeout=30)
