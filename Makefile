@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-tfserving lint bench protos clean
+.PHONY: demo test test-tfserving test-perf-analyzer lint bench protos clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -20,7 +20,7 @@ demo: $(VENV)/.installed $(DEMO_CACHE)/.ready
 
 ## The whole test suite (real servers on loopback, real OpenVINO, real clients), then lint and types.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not tfserving"
+	$(PY) -m pytest -q -m "not tfserving and not perf_analyzer"
 	$(MAKE) --no-print-directory lint
 
 lint: $(VENV)/.installed
@@ -36,6 +36,14 @@ $(TFS_VENV)/.installed:
 
 test-tfserving: $(VENV)/.installed $(TFS_VENV)/.installed
 	TFSERVING_PYTHON=$(TFS_VENV)/bin/python $(PY) -m pytest -q -m tfserving
+
+## Triton's perf_analyzer (a C++ binary from an older tritonclient wheel, plus two libraries it loads).
+PERF_ANALYZER := .cache/perf_analyzer/perf_analyzer
+$(PERF_ANALYZER): scripts/get_perf_analyzer.sh $(VENV)/.installed
+	PIP=$(VENV)/bin/pip bash scripts/get_perf_analyzer.sh .cache/perf_analyzer
+
+test-perf-analyzer: $(VENV)/.installed $(PERF_ANALYZER)
+	PERF_ANALYZER=$(PERF_ANALYZER) $(PY) -m pytest -q -m perf_analyzer
 
 ## Demultiplexing pipeline over gRPC against raw in-process OpenVINO (needs the demo cache for the real model).
 bench: $(VENV)/.installed $(DEMO_CACHE)/.ready

@@ -158,7 +158,15 @@ class HttpServer:
         self.socket = socket.create_server((host, port), family=family, backlog=2048)
         self.port: int = self.socket.getsockname()[1]
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, http="httptools", ws="none", timeout_keep_alive=30
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            http="httptools",
+            ws="none",
+            proxy_headers=False,
+            server_header=False,
+            timeout_keep_alive=30,
         )
         self._server = _Uvicorn(config)
         self._task: Any = None
