@@ -127,6 +127,9 @@ TABLE: dict[str, _Entry] = {
         "Reloading config file failed. Check server logs for more info.", "FAILED_PRECONDITION", 412
     ),
     "CONFIG_FILE_INVALID": _Entry("Configuration file not found or cannot open", "INTERNAL", 500),
+    # Not in OVMS's HTTP table (it would answer 500): a too deep body is the client's mistake.
+    "JSON_NESTING_DEPTH_EXCEEDED": _Entry("JSON nesting depth exceeds the allowed limit", "INVALID_ARGUMENT", 400),
+    "REST_PROTO_TO_STRING_ERROR": _Entry("Response parsing to JSON error", "INTERNAL", 500),
 }
 
 

@@ -1,18 +1,24 @@
-"""TensorFlow Serving translation: TensorProto ↔ numpy, PredictRequest/Response, metadata and status messages."""
+"""TensorFlow Serving translation: TensorProto ↔ numpy, PredictRequest/Response, metadata and status messages; the
+REST API's JSON bodies (spec §4.5)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
 
+from . import _proto
 from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from .errors import ServingError
-from .tensors import TensorSpec, shape_text
+from .tensors import TensorSpec, precision_name, shape_text
 from .types import Endpoint, InferRequest, InferResult, VersionStatus
 
 DT = types_pb2.DataType
@@ -183,3 +189,266 @@ def status_json(statuses: Iterable[VersionStatus]) -> str:
 def output_arrays(response: predict_pb2.PredictResponse) -> Mapping[str, np.ndarray]:
     """Client side: every output of a PredictResponse as numpy."""
     return {name: make_ndarray(proto, name) for name, proto in response.outputs.items()}
+
+
+# --- REST (JSON) translation, spec §4.5 ------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 100  # nesting levels of arrays and objects OVMS accepts in a request body
+_POOL = getattr(_proto, "POOL", None)  # the private descriptor pool of the generated modules, when they have one
+
+# Structural bytes of JSON text: +1 opens a level, -1 closes one, 2 is a quote (strings hide brackets).
+_STRUCTURE = np.zeros(256, np.int8)
+_STRUCTURE[[ord("["), ord("{")]] = 1
+_STRUCTURE[[ord("]"), ord("}")]] = -1
+_STRUCTURE[ord('"')] = 2
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+
+
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays and objects in a JSON text (brackets inside strings do not count), found with
+    numpy over the raw bytes so that a hostile body never reaches the recursive parser."""
+    if b"\\" in body:
+        body = _ESCAPE.sub(b"__", body)  # escaped quotes must not toggle the in-string state; offsets are kept
+    codes = _STRUCTURE[np.frombuffer(body, np.uint8)]
+    marks = codes[np.flatnonzero(codes)]
+    quotes = marks == 2
+    outside = (np.cumsum(quotes, dtype=np.int64) & 1) == 0
+    steps = marks[outside & ~quotes].astype(np.int64)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as Python values; OVMS's errors for too deep (more than 100 levels) and invalid JSON."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ServingError("JSON_NESTING_DEPTH_EXCEEDED", f"more than {MAX_JSON_DEPTH} levels of arrays and objects")
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as e:
+        raise ServingError("JSON_INVALID", f"Error: {e.msg} Offset: {e.pos}") from None
+    except UnicodeDecodeError as e:
+        raise ServingError("JSON_INVALID", f"Error: Invalid encoding in string. Offset: {e.start}") from None
+
+
+def _is_b64(value: Any) -> bool:
+    """TF Serving's binary value: an object with the single key "b64" holding a string."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _b64_decode(text: str, status: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise ServingError(status, f"input {name}: invalid base64 data") from None
+
+
+def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str) -> np.ndarray:
+    """One input's JSON value (nested lists, a scalar, strings or {"b64": ...} objects) as an array in the endpoint
+    input's precision; numbers are cast as OVMS casts them (1.7 is 1 for an integer input). Inputs unknown to the
+    endpoint take I32 for integers and FP32 otherwise, and fail the validation that follows."""
+    try:
+        raw = np.array(value)  # numpy infers the shape; ragged or mixed nesting raises ValueError
+    except (ValueError, TypeError, OverflowError):
+        raise ServingError(status, f"input {name}: nested lists of unequal lengths or depths") from None
+    if raw.size == 0:
+        raise ServingError(status, f"input {name}: empty array")
+    target = spec.dtype if spec is not None else None
+    kind = raw.dtype.kind
+    if kind in "iuf":
+        if target is None:
+            target = np.dtype(np.float32) if kind == "f" else np.dtype(np.int32)
+        elif target.kind not in "iuf":
+            raise ServingError(status, f"input {name}: numbers for a {precision_name(target)} input")
+        with np.errstate(all="ignore"):
+            converted: np.ndarray = raw.astype(target)
+        return converted
+    if kind == "U":  # plain strings: STRING inputs and U8 inputs (2-D strings, spec §8.3)
+        if target is not None and target in (np.dtype(np.uint8), np.dtype(np.object_)):
+            encoded: np.ndarray = np.char.encode(raw, "utf-8").astype(object)
+            return encoded
+        raise ServingError(status, f"input {name}: strings for a {precision_name(target)} input")
+    if kind == "O":
+        flat = raw.ravel()
+        if all(_is_b64(v) for v in flat):  # binary inputs; decoded into images later (spec §8)
+            values = np.empty(flat.size, dtype=object)
+            values[:] = [_b64_decode(v["b64"], status, name) for v in flat]
+            return values.reshape(raw.shape or (1,))
+    raise ServingError(status, f'input {name}: values must be numbers, strings or {{"b64": ...}} objects')
+
+
+def _only_input(specs: Mapping[str, TensorSpec]) -> tuple[str, TensorSpec]:
+    if len(specs) != 1:
+        raise ServingError("INVALID_INPUT_FORMAT", f"the no-named format needs one input; there are {len(specs)}")
+    name, spec = next(iter(specs.items()))
+    return name, spec
+
+
+def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+    status = "REST_COULD_NOT_PARSE_INSTANCE"
+    if not isinstance(instances, list):
+        raise ServingError("REST_INSTANCES_NOT_AN_ARRAY")
+    if not instances:
+        raise ServingError("REST_NO_INSTANCES_FOUND")
+    first = instances[0]
+    if isinstance(first, dict) and not _is_b64(first):  # named: [{input: value, ...}, ...]
+        columns: dict[str, list[Any]] = {}
+        for instance in instances:
+            if not isinstance(instance, dict):
+                raise ServingError("REST_NAMED_INSTANCE_NOT_AN_OBJECT")
+            if not instance:
+                raise ServingError(status, "an instance names no input")
+            for name, value in instance.items():
+                columns.setdefault(name, []).append(value)
+        inputs = {name: _json_tensor(values, specs.get(name), status, name) for name, values in columns.items()}
+        if len({len(values) for values in columns.values()}) > 1:
+            sizes = ", ".join(f"{name}: {len(values)}" for name, values in columns.items())
+            raise ServingError("REST_INSTANCES_BATCH_SIZE_DIFFER", sizes)
+        return inputs
+    number = isinstance(first, (int, float)) and not isinstance(first, bool)
+    if isinstance(first, (list, str)) or number or _is_b64(first):  # no-named: the instances are the tensor
+        name, spec = _only_input(specs)
+        return {name: _json_tensor(instances, spec, status, name)}
+    raise ServingError("REST_INSTANCES_NOT_NAMED_OR_NONAMED")
+
+
+def _column_inputs(inputs: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+    status = "REST_COULD_NOT_PARSE_INPUT"
+    if isinstance(inputs, list):  # no-named: the value is the tensor of the only input
+        name, spec = _only_input(specs)
+        return {name: _json_tensor(inputs, spec, status, name)}
+    if not isinstance(inputs, dict):
+        raise ServingError("REST_INPUTS_NOT_AN_OBJECT")
+    if not inputs:
+        raise ServingError("REST_NO_INPUTS_FOUND")
+    return {name: _json_tensor(value, specs.get(name), status, name) for name, value in inputs.items()}
+
+
+class RestPredict:
+    """A TF Serving REST predict body as a data-plane decoder: parsed once the servable's input specs are known (its
+    values take their precisions); it remembers the request's format for the response (spec §4.5)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.row = False
+
+    def __call__(self, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+        document = parse_json(self.body)
+        if not isinstance(document, dict):
+            raise ServingError("REST_BODY_IS_NOT_AN_OBJECT")
+        if ("instances" in document) == ("inputs" in document):
+            raise ServingError("REST_PREDICT_UNKNOWN_ORDER")
+        self.row = "instances" in document
+        return _row_inputs(document["instances"], specs) if self.row else _column_inputs(document["inputs"], specs)
+
+    def response(self, outputs: Mapping[str, np.ndarray]) -> bytes:
+        return predict_json(outputs, self.row)
+
+
+# Powers of ten a double holds exactly: scaling by them rounds once, so the decimal arithmetic below is exact
+# enough to decide; elements it cannot vouch for are formatted by Python instead.
+_POW10 = 10.0 ** np.arange(23)
+
+
+def _round_significant(x: np.ndarray, digits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Finite nonzero doubles rounded to `digits` significant decimal digits: the double nearest to the decimal
+    printf("%.<digits>g") writes; and a mask of the elements this arithmetic cannot vouch for (a near tie, or a
+    scale beyond exact powers of ten)."""
+    exponent = np.floor(np.log10(np.abs(x))).astype(np.int64)
+
+    def scaled(shift: np.ndarray) -> np.ndarray:
+        up = _POW10[np.clip(shift, 0, 22)]
+        down = _POW10[np.clip(-shift, 0, 22)]
+        result: np.ndarray = np.where(shift >= 0, x * up, x / down)
+        return result
+
+    shift = digits - 1 - exponent
+    s = np.abs(scaled(shift))  # log10 may be one off next to a power of ten: fix the exponent, then rescale
+    shift = shift - (s >= 10.0**digits) + (s < 10.0 ** (digits - 1))
+    s = scaled(shift)  # |s| in [10**(digits-1), 10**digits]: its integer part holds the significant digits
+    mantissa = np.rint(s)
+    unsure = (np.abs(shift) > 22) | (np.abs(np.abs(s - np.floor(s)) - 0.5) < 10.0**digits * 2.0**-50)
+    up, down = _POW10[np.clip(shift, 0, 22)], _POW10[np.clip(-shift, 0, 22)]
+    value: np.ndarray = np.where(shift >= 0, mantissa / up, mantissa * down)  # one rounding: the nearest double
+    return value, unsure
+
+
+def _float32_text_value(v: float) -> float:
+    short = float(f"{v:.6g}")
+    return short if np.float32(short) == np.float32(v) else float(f"{v:.9g}")
+
+
+def json_floats(array: np.ndarray) -> np.ndarray:
+    """Float32 values as the doubles a client reads from TF Serving's JSON text (json_tensor's WriteDecimal): the
+    6-significant-digit form when it converts back to the same float32, else 9 digits; so 0.1f reads 0.1, not
+    0.10000000149011612. Vectorised; returns float64 (NaN and infinities unchanged)."""
+    x = array.astype(np.float64)
+    regular = np.isfinite(x) & (x != 0)
+    values = x[regular]
+    with np.errstate(all="ignore"):  # elements beyond exact powers of ten compute garbage here; redone below
+        short, unsure_short = _round_significant(values, 6)
+        full, unsure_full = _round_significant(values, 9)
+        same = short.astype(np.float32) == values.astype(np.float32)
+    chosen = np.where(same, short, full)
+    for i in np.flatnonzero(unsure_short | unsure_full):  # rare: near ties, subnormal or huge values
+        chosen[i] = _float32_text_value(float(values[i]))
+    x[regular] = chosen
+    return x
+
+
+def json_values(array: np.ndarray, name: str) -> Any:
+    """An output as JSON-ready nested lists (TF Serving's rules): integers as ints, floats as TF Serving prints them,
+    strings as text or, for outputs named *_bytes, {"b64": ...}. FP16, U16 and BOOL cannot be rendered."""
+    dtype = array.dtype
+    if dtype == np.float32:
+        return json_floats(array).tolist()
+    if dtype == np.float64:
+        return array.tolist()  # %.6g when it round-trips, else %.17g: a client reads the same double either way
+    if dtype.kind in "iu" and dtype != np.uint16:
+        return array.tolist()
+    if dtype.kind == "O":
+        flat = array.ravel()
+        rendered = np.empty(flat.size, dtype=object)
+        if name.endswith("_bytes"):
+            rendered[:] = [{"b64": base64.b64encode(_as_bytes(v)).decode()} for v in flat]
+        else:
+            rendered[:] = [_as_bytes(v).decode("utf-8", "replace") for v in flat]
+        return rendered.reshape(array.shape).tolist()
+    raise ServingError("REST_UNSUPPORTED_PRECISION", f"output {name} is {precision_name(dtype)}")
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def predict_json(outputs: Mapping[str, np.ndarray], row: bool) -> bytes:
+    """A predict response body: {"predictions": ...} for row requests, {"outputs": ...} for column requests."""
+    names = sorted(outputs)
+    values = {name: json_values(outputs[name], name) for name in names}
+    if not row:
+        payload: dict[str, Any] = {"outputs": values[names[0]] if len(names) == 1 else values}
+    else:
+        batch: int | None = None
+        for name in names:
+            shape = outputs[name].shape
+            if not shape:
+                raise ServingError("REST_PROTO_TO_STRING_ERROR", f"Tensor name: {name} has no shape information")
+            if batch is None:
+                batch = shape[0]
+            elif shape[0] != batch:
+                raise ServingError(
+                    "REST_PROTO_TO_STRING_ERROR",
+                    f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: {batch}",
+                )
+        if len(names) == 1:
+            payload = {"predictions": values[names[0]]}
+        else:
+            payload = {"predictions": [{name: values[name][i] for name in names} for i in range(batch or 0)]}
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def metadata_json(endpoint: Endpoint) -> str:
+    """GetModelMetadata as OVMS's REST API prints it: protobuf JSON, every field, 1-space indent, the Any with its
+    type URL (spec §4.5)."""
+    text: str = json_format.MessageToJson(
+        metadata_response(endpoint), indent=1, always_print_fields_with_no_presence=True, descriptor_pool=_POOL
+    )
+    return text
