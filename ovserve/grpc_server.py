@@ -130,5 +130,8 @@ def create(dataplane: DataPlane, addresses: Sequence[str]) -> tuple[grpc.aio.Ser
         ]
     )
     server.add_generic_rpc_handlers(handlers(TfServing(dataplane)))
+    from . import grpc_kserve  # here, not at the top: grpc_kserve reuses this module's _errors and _method
+
+    server.add_generic_rpc_handlers(grpc_kserve.handlers(grpc_kserve.KServe(dataplane)))
     ports = [server.add_insecure_port(address) for address in addresses]
     return server, ports

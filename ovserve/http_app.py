@@ -156,6 +156,8 @@ class HttpServer:
     def __init__(self, app: HttpApp, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.create_server((host, port), family=family, backlog=2048)
+        # Accepted connections inherit this; without it small keep-alive responses wait ~40 ms for delayed ACKs.
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port: int = self.socket.getsockname()[1]
         config = uvicorn.Config(
             app,

@@ -13,6 +13,15 @@ paths to ``ovserve._proto.tensorflow...``. The descriptor file names stay the
 original ``tensorflow/...`` paths, which keeps the full message names, gRPC method
 paths and ``Any`` type URLs identical to TensorFlow Serving's.
 
+Every generated module registers its descriptors into ovserve's private pool
+``ovserve._proto.POOL`` instead of protobuf's default pool (the script rewrites
+``_descriptor_pool.Default()``): tritonclient registers the same ``inference.*``
+full names in the default pool, and ovmsclient the same ``tensorflow.*`` ones, and
+both may be imported into one process with ovserve. ``POOL`` is pre-loaded with the
+well-known types the protos import (``google/protobuf/*.proto``). Code that prints
+or parses protobuf JSON with ``Any`` fields must pass ``descriptor_pool=POOL`` to
+``json_format``.
+
 The output directory is wiped and recreated on every run, so the script is
 idempotent.
 """
@@ -32,7 +41,19 @@ PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "ovserve" / "_proto"
 PY_PACKAGE = "ovserve._proto"
 TOP_LEVEL_PACKAGES = ("tensorflow", "tensorflow_serving")
-ROOT_INIT = '"""Generated protobuf modules; never edit, regenerate with scripts/gen_protos.py."""\n'
+ROOT_INIT = '''"""Generated protobuf modules; never edit, regenerate with scripts/gen_protos.py.
+
+POOL is the private descriptor pool every module here registers into (not protobuf's default pool, where
+tritonclient and ovmsclient register the same full names). json_format calls on messages with Any fields need
+descriptor_pool=POOL.
+"""
+
+from google.protobuf import descriptor_pool as _descriptor_pool
+{imports}
+
+POOL = _descriptor_pool.DescriptorPool()
+{loads}
+'''
 
 # `from tensorflow.core.framework import tensor_pb2 as ...` / `import tensorflow_serving...`
 _IMPORT_RE = re.compile(
@@ -41,7 +62,15 @@ _IMPORT_RE = re.compile(
 )
 # Module name passed to the builder, e.g. `_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR,
 # 'tensorflow.core.framework.tensor_pb2', _globals)`: it becomes the classes' __module__.
-_MODULE_NAME_RE = re.compile(r"(?P<q>['\"])(?P<mod>(?:" + "|".join(TOP_LEVEL_PACKAGES) + r")(?:\.\w+)*_pb2)(?P=q)")
+_MODULE_NAME_RE = re.compile(
+    r"(?P<head>BuildTopDescriptorsAndMessages\(DESCRIPTOR, )(?P<q>['\"])(?P<mod>\w+(?:\.\w+)*_pb2)(?P=q)"
+)
+# The default pool the generated code registers into, replaced by ovserve's private pool.
+_DEFAULT_POOL = "_descriptor_pool.Default()"
+_POOL_IMPORT = f"from {PY_PACKAGE} import POOL as _ovserve_pool\n"
+_IMPORTS_MARK = "# @@protoc_insertion_point(imports)\n"
+# `import "google/protobuf/any.proto";` in a .proto file: a well-known type POOL must hold first.
+_WKT_IMPORT_RE = re.compile(r'^import\s+"google/protobuf/(?P<name>\w+)\.proto";', re.MULTILINE)
 
 
 def _protoc_include_dir() -> Path:
@@ -63,6 +92,11 @@ def _run_protoc(proto_files: list[Path]) -> None:
         raise SystemExit(f"protoc failed with exit code {rc}")
 
 
+def _qualified_module(m: re.Match[str]) -> str:
+    module = m["mod"] if m["mod"].startswith(PY_PACKAGE + ".") else f"{PY_PACKAGE}.{m['mod']}"
+    return f"{m['head']}{m['q']}{module}{m['q']}"
+
+
 def _rewrite_imports(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     new = _IMPORT_RE.sub(
@@ -70,13 +104,23 @@ def _rewrite_imports(path: Path) -> None:
         text,
     )
     if path.suffix == ".py":
-        new = _MODULE_NAME_RE.sub(lambda m: f"{m['q']}{PY_PACKAGE}.{m['mod']}{m['q']}", new)
+        new = _MODULE_NAME_RE.sub(_qualified_module, new)
+        if _DEFAULT_POOL not in new or _IMPORTS_MARK not in new:
+            raise SystemExit(f"{path}: no {_DEFAULT_POOL} to redirect to the private pool")
+        new = new.replace(_DEFAULT_POOL, "_ovserve_pool").replace(_IMPORTS_MARK, _IMPORTS_MARK + _POOL_IMPORT, 1)
     if new != text:
         path.write_text(new, encoding="utf-8")
 
 
-def _write_init_files() -> None:
-    (OUT_DIR / "__init__.py").write_text(ROOT_INIT, encoding="utf-8")
+def _well_known_types(proto_files: list[Path]) -> list[str]:
+    """Names of the google/protobuf/*.proto files the protos import (any, wrappers, ...), sorted."""
+    return sorted({m["name"] for p in proto_files for m in _WKT_IMPORT_RE.finditer(p.read_text(encoding="utf-8"))})
+
+
+def _write_init_files(well_known: list[str]) -> None:
+    imports = "\n".join(f"from google.protobuf import {name}_pb2 as _{name}_pb2" for name in well_known)
+    loads = "\n".join(f"POOL.AddSerializedFile(_{name}_pb2.DESCRIPTOR.serialized_pb)" for name in well_known)
+    (OUT_DIR / "__init__.py").write_text(ROOT_INIT.format(imports=imports, loads=loads), encoding="utf-8")
     for directory in sorted(p for p in OUT_DIR.rglob("*") if p.is_dir()):
         init = directory / "__init__.py"
         if not init.exists():
@@ -94,7 +138,7 @@ def main() -> int:
     generated = sorted([*OUT_DIR.rglob("*.py"), *OUT_DIR.rglob("*.pyi")])
     for path in generated:
         _rewrite_imports(path)
-    _write_init_files()
+    _write_init_files(_well_known_types(proto_files))
     print(f"generated {len(generated)} files from {len(proto_files)} protos into {OUT_DIR.relative_to(ROOT)}")
     return 0
 

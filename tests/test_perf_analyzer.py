@@ -14,7 +14,8 @@ pytestmark = pytest.mark.perf_analyzer
 
 def _perf_analyzer(*args: str) -> str:
     binary = os.environ.get("PERF_ANALYZER")
-    assert binary, "set PERF_ANALYZER to the perf_analyzer wrapper (`make test-perf-analyzer` does)"
+    if not binary:
+        pytest.skip("set PERF_ANALYZER to the perf_analyzer wrapper (`make test-perf-analyzer` does)")
     result = subprocess.run([binary, *args], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -29,7 +30,7 @@ def test_perf_analyzer_measures_the_demultiplexing_pipeline(seed_server: Running
     )  # fmt: skip
     rates = [float(x) for x in re.findall(r"Concurrency: \d+, throughput: ([\d.]+) infer/sec", output)]
     assert len(rates) == 2 and all(rate > 0 for rate in rates), output
-    status, _, body = seed_server.http("GET", "/metrics")
+    _, _, body = seed_server.http("GET", "/metrics")
     counted = re.search(
         rf'ovms_requests_success{{api="KServe",interface="{"gRPC" if protocol == "grpc" else "REST"}",'
         r'method="ModelInfer",name="resnet50DAG",version="1"} (\d+)',

@@ -18,13 +18,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
     'tensorflow_serving/apis/inference.proto'
 )
 # @@protoc_insertion_point(imports)
+from ovserve._proto import POOL as _ovserve_pool
 
 _sym_db = _symbol_database.Default()
 
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'tensorflow_serving/apis/inference.proto\x12\x12tensorflow.serving\"\x17\n\x15MultiInferenceRequest\"\x18\n\x16MultiInferenceResponseb\x06proto3')
+DESCRIPTOR = _ovserve_pool.AddSerializedFile(b'\n\'tensorflow_serving/apis/inference.proto\x12\x12tensorflow.serving\"\x17\n\x15MultiInferenceRequest\"\x18\n\x16MultiInferenceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

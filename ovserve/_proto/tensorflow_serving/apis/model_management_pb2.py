@@ -18,6 +18,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
     'tensorflow_serving/apis/model_management.proto'
 )
 # @@protoc_insertion_point(imports)
+from ovserve._proto import POOL as _ovserve_pool
 
 _sym_db = _symbol_database.Default()
 
@@ -25,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from ovserve._proto.tensorflow_serving.util import status_pb2 as tensorflow__serving_dot_util_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.tensorflow_serving/apis/model_management.proto\x12\x12tensorflow.serving\x1a$tensorflow_serving/util/status.proto\"\x13\n\x11ModelServerConfig\"\x08\n\x06Metric\"b\n\x13ReloadConfigRequest\x12\x35\n\x06\x63onfig\x18\x01 \x01(\x0b\x32%.tensorflow.serving.ModelServerConfig\x12\x14\n\x0cmetric_names\x18\x02 \x03(\t\"s\n\x14ReloadConfigResponse\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.tensorflow.serving.StatusProto\x12*\n\x06metric\x18\x02 \x03(\x0b\x32\x1a.tensorflow.serving.Metricb\x06proto3')
+DESCRIPTOR = _ovserve_pool.AddSerializedFile(b'\n.tensorflow_serving/apis/model_management.proto\x12\x12tensorflow.serving\x1a$tensorflow_serving/util/status.proto\"\x13\n\x11ModelServerConfig\"\x08\n\x06Metric\"b\n\x13ReloadConfigRequest\x12\x35\n\x06\x63onfig\x18\x01 \x01(\x0b\x32%.tensorflow.serving.ModelServerConfig\x12\x14\n\x0cmetric_names\x18\x02 \x03(\t\"s\n\x14ReloadConfigResponse\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.tensorflow.serving.StatusProto\x12*\n\x06metric\x18\x02 \x03(\x0b\x32\x1a.tensorflow.serving.Metricb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -18,6 +18,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
     'tensorflow_serving/util/status.proto'
 )
 # @@protoc_insertion_point(imports)
+from ovserve._proto import POOL as _ovserve_pool
 
 _sym_db = _symbol_database.Default()
 
@@ -25,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from ovserve._proto.tensorflow.core.protobuf import error_codes_pb2 as tensorflow_dot_core_dot_protobuf_dot_error__codes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$tensorflow_serving/util/status.proto\x12\x12tensorflow.serving\x1a*tensorflow/core/protobuf/error_codes.proto\"k\n\x0bStatusProto\x12\x36\n\nerror_code\x18\x01 \x01(\x0e\x32\x16.tensorflow.error.CodeR\nerror_code\x12$\n\rerror_message\x18\x02 \x01(\tR\rerror_messageb\x06proto3')
+DESCRIPTOR = _ovserve_pool.AddSerializedFile(b'\n$tensorflow_serving/util/status.proto\x12\x12tensorflow.serving\x1a*tensorflow/core/protobuf/error_codes.proto\"k\n\x0bStatusProto\x12\x36\n\nerror_code\x18\x01 \x01(\x0e\x32\x16.tensorflow.error.CodeR\nerror_code\x12$\n\rerror_message\x18\x02 \x01(\tR\rerror_messageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -1,0 +1,112 @@
+"""gRPC frontend: KServe's inference.GRPCInferenceService (plus Triton's ModelConfig) as thin handlers over the
+DataPlane (spec §4.6)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+
+from . import kfs
+from ._proto import grpc_predict_v2_pb2 as pb
+from .dataplane import DataPlane
+from .errors import ServingError
+from .grpc_server import _errors, _method
+from .types import Origin
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+_INFER = Origin("KServe", "gRPC", "ModelInfer")
+_METADATA = Origin("KServe", "gRPC", "ModelMetadata")
+_READY = Origin("KServe", "gRPC", "ModelReady")
+_CONFIG = Origin("KServe", "gRPC", "ModelConfig")
+# Triton's other rpcs (statistics, repository, shared memory, tracing, logging): a clean UNIMPLEMENTED. perf_analyzer
+# asks for statistics only when ServerMetadata lists the "statistics" extension, which it does not.
+_TRITON_ONLY = (
+    "ModelStatistics",
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
+    "TraceSetting",
+    "LogSettings",
+)
+
+
+def model_version(dataplane: DataPlane, name: str, text: str) -> int | None:
+    """The version a ModelReady/ModelMetadata request names: parsed for models only (pipelines ignore it, and an
+    unknown name fails its lookup as MODEL_NAME_MISSING), as OVMS does."""
+    if name not in dataplane.manager.models:
+        return None
+    return kfs.parse_version(text)
+
+
+class KServe:
+    """inference.GRPCInferenceService."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.dataplane.ready)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        return kfs.server_metadata()
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        version = model_version(self.dataplane, request.name, request.version)
+        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, version, _READY))
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        version = model_version(self.dataplane, request.name, request.version)
+        return kfs.metadata_response(await self.dataplane.endpoint(request.name, version, _METADATA))
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        version = model_version(self.dataplane, request.name, request.version)
+        return kfs.model_config(await self.dataplane.endpoint(request.name, version, _CONFIG))
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        result = await self.dataplane.infer(kfs.infer_request(request), _INFER, missing="MODEL_NAME_MISSING")
+        return kfs.infer_response(result, request.id)
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Streaming serves MediaPipe graphs only in OVMS: for models and pipelines the stream ends with NOT_FOUND."""
+        async for request in requests:
+            error = ServingError("MEDIAPIPE_DEFINITION_NAME_MISSING", request.model_name)
+            await context.abort(grpc.StatusCode[error.grpc_code], str(error))
+
+    async def unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Functionality not implemented")
+
+
+def handlers(service: KServe) -> Sequence[grpc.GenericRpcHandler]:
+    unary = {
+        "ServerLive": _method(service.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
+        "ServerReady": _method(service.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
+        "ServerMetadata": _method(service.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+        "ModelReady": _method(service.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
+        "ModelMetadata": _method(service.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+        "ModelInfer": _method(service.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
+        "ModelConfig": _method(service.ModelConfig, pb.ModelConfigRequest, pb.ModelConfigResponse),
+        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+            service.ModelStreamInfer,
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+        ),
+    }
+    for name in _TRITON_ONLY:  # bytes in, nothing out: no message types needed to refuse
+        unary[name] = grpc.unary_unary_rpc_method_handler(_errors(service.unimplemented))
+    return [grpc.method_handlers_generic_handler(SERVICE, unary)]

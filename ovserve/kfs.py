@@ -1,0 +1,611 @@
+"""KServe v2 translation for both transports: ModelInferRequest and REST JSON/binary bodies ↔ numpy, responses,
+metadata, readiness and Triton's ModelConfig (spec §4.2, §4.3, §4.6, §4.7).
+
+A request becomes an `InferRequest` whose inputs are a decoder: given the servable's input specs it validates in
+OVMS's order (number of inputs, buffer coherency, then each input by sorted name: presence, negative dimensions,
+precision, rank, batch, shape, content) before it reads any buffer, so a wrong request never costs a decode. Raw
+buffers become numpy views without copies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from ._proto import grpc_predict_v2_pb2 as pb
+from .errors import ServingError
+from .tensors import TensorSpec, check_input, shape_text
+from .types import Endpoint, InferRequest, InferResult
+
+SERVER_NAME = "OpenVINO Model Server"
+PLATFORM = "OpenVINO"
+CONFIG_PLATFORM = "openvino"  # Triton ModelConfig platform/backend
+INT64_MAX = 2**63 - 1
+
+# KServe datatype names (spec §4.3) of numpy dtypes; strings are BYTES, held as object arrays of bytes.
+_DATATYPE: dict[np.dtype[Any], str] = {
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+    np.dtype(np.float16): "FP16",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.int16): "INT16",
+    np.dtype(np.int8): "INT8",
+    np.dtype(np.uint64): "UINT64",
+    np.dtype(np.uint32): "UINT32",
+    np.dtype(np.uint16): "UINT16",
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.bool_): "BOOL",
+    np.dtype(np.object_): "BYTES",
+}
+NUMPY_OF: dict[str, np.dtype[Any]] = {name: dtype for dtype, name in _DATATYPE.items()}
+BYTES = "BYTES"
+
+# The typed field of InferTensorContents that carries each datatype, with the numpy type of its values (narrower
+# integers travel widened and are cast, wrapping, as OVMS does). FP16 has none: raw only.
+_CONTENTS_FIELD: dict[str, tuple[str, type[Any]]] = {
+    "BOOL": ("bool_contents", np.bool_),
+    "INT8": ("int_contents", np.int32),
+    "INT16": ("int_contents", np.int32),
+    "INT32": ("int_contents", np.int32),
+    "INT64": ("int64_contents", np.int64),
+    "UINT8": ("uint_contents", np.uint32),
+    "UINT16": ("uint_contents", np.uint32),
+    "UINT32": ("uint_contents", np.uint32),
+    "UINT64": ("uint64_contents", np.uint64),
+    "FP32": ("fp32_contents", np.float32),
+    "FP64": ("fp64_contents", np.float64),
+    "BYTES": ("bytes_contents", np.object_),
+}
+
+# Triton ModelConfig DataType of each KServe datatype.
+_CONFIG_TYPE = {
+    "BOOL": pb.TYPE_BOOL,
+    "UINT8": pb.TYPE_UINT8,
+    "UINT16": pb.TYPE_UINT16,
+    "UINT32": pb.TYPE_UINT32,
+    "UINT64": pb.TYPE_UINT64,
+    "INT8": pb.TYPE_INT8,
+    "INT16": pb.TYPE_INT16,
+    "INT32": pb.TYPE_INT32,
+    "INT64": pb.TYPE_INT64,
+    "FP16": pb.TYPE_FP16,
+    "FP32": pb.TYPE_FP32,
+    "FP64": pb.TYPE_FP64,
+    "BYTES": pb.TYPE_STRING,
+}
+
+
+def datatype(dtype: np.dtype[Any] | None) -> str:
+    """KServe datatype name of a numpy dtype; "INVALID" when there is none (bf16 and the like)."""
+    return _DATATYPE.get(dtype, "INVALID") if dtype is not None else "INVALID"
+
+
+def element_size(name: str) -> int:
+    """Bytes per element of a KServe datatype (BYTES and unknown names: 1 and 0, as OVMS counts them)."""
+    if name == BYTES:
+        return 1
+    dtype = NUMPY_OF.get(name)
+    return dtype.itemsize if dtype is not None else 0
+
+
+_VERSION_RE = re.compile(r"[0-9]+")
+
+
+def parse_version(text: str) -> int | None:
+    """A KServe version string: empty or 0 is the default version (None); anything but digits fitting int64 is
+    MODEL_VERSION_INVALID_FORMAT."""
+    if not text:
+        return None
+    if not _VERSION_RE.fullmatch(text) or int(text) > INT64_MAX:
+        raise ServingError("MODEL_VERSION_INVALID_FORMAT", f"version: {text}")
+    return int(text) or None
+
+
+# --- request tensors ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """One request input as received, not yet decoded: raw little-endian bytes, or typed values."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    raw: bytes | memoryview | None = None  # raw_input_contents[i] / the REST binary part
+    values: Any = None  # a typed InferTensorContents field, or a flat numpy array decoded from REST JSON
+    bytes_status: str = "INVALID_CONTENT_SIZE"  # status of a malformed length-prefixed BYTES buffer
+
+
+def _count(shape: Sequence[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+def split_bytes(buffer: bytes | memoryview, name: str, status: str = "INVALID_CONTENT_SIZE") -> list[bytes]:
+    """Elements of a BYTES buffer: each is a 4-byte little-endian length and that many bytes."""
+    view = memoryview(buffer).cast("B")
+    size = len(view)
+    items: list[bytes] = []
+    offset = 0
+    while size - offset >= 4:
+        length = int.from_bytes(view[offset : offset + 4], "little")
+        if offset + 4 + length > size:
+            raise ServingError(
+                status,
+                f"Batch length metadata exceeded buffer size, buffer size: {size}, batch length: {length}; "
+                f"input name: {name}",
+            )
+        items.append(bytes(view[offset + 4 : offset + 4 + length]))
+        offset += 4 + length
+    if offset != size:
+        raise ServingError(status, f"Processed bytes: {offset} do not equal to buffer size: {size}; input name: {name}")
+    return items
+
+
+def join_bytes(array: np.ndarray) -> bytes:
+    """A BYTES tensor's wire form: every element as a 4-byte little-endian length and its bytes."""
+    parts: list[bytes] = []
+    for item in array.ravel():
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(len(data).to_bytes(4, "little"))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _object_array(items: Sequence[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = list(items)
+    return array.reshape(shape)
+
+
+def _decode(tensor: Tensor, dtype: np.dtype[Any]) -> np.ndarray:
+    """The array of a validated tensor, after the content check (spec §4.6 step 4)."""
+    name, shape = tensor.name, tensor.shape
+    count = _count(shape)
+    if tensor.raw is not None:
+        if tensor.datatype == BYTES:
+            items = split_bytes(tensor.raw, name, tensor.bytes_status)
+            if len(items) != count:
+                raise ServingError(
+                    "INVALID_VALUE_COUNT", f"Expected: {count} values; Actual: {len(items)} values; input name: {name}"
+                )
+            return _object_array(items, shape)
+        expected = count * dtype.itemsize
+        if len(tensor.raw) != expected:
+            raise ServingError(
+                "INVALID_CONTENT_SIZE",
+                f"Expected: {expected} bytes; Actual: {len(tensor.raw)} bytes; input name: {name}",
+            )
+        return np.frombuffer(tensor.raw, dtype).reshape(shape)
+    values = tensor.values if tensor.values is not None else ()
+    if len(values) != count:
+        raise ServingError(
+            "INVALID_VALUE_COUNT", f"Expected: {count} values; Actual: {len(values)} values; input name: {name}"
+        )
+    if tensor.datatype == BYTES:
+        return _object_array(list(values), shape)
+    if not isinstance(values, np.ndarray):  # a protobuf repeated field
+        values = np.fromiter(values, _CONTENTS_FIELD[tensor.datatype][1], count)
+    return values.astype(dtype, copy=False).reshape(shape)
+
+
+def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -> Any:
+    """The InferRequest decoder: validates `tensors` against the servable's specs in OVMS's order, then decodes."""
+
+    def decode(specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+        if not tensors or len(tensors) != len(specs):
+            raise ServingError("INVALID_NO_OF_INPUTS", f"Expected: {len(specs)}; Actual: {len(tensors)}")
+        if coherency is not None:
+            raise coherency
+        by_name = {t.name: t for t in tensors}
+        checked: list[tuple[Tensor, np.dtype[Any]]] = []
+        for name in sorted(specs):
+            tensor = by_name.get(name)
+            if tensor is None:
+                raise ServingError("INVALID_MISSING_INPUT", f"Required input: {name}")
+            if any(d < 0 for d in tensor.shape):
+                shape = shape_text(tensor.shape)
+                raise ServingError(
+                    "INVALID_SHAPE", f"Negative or zero dimension size is not acceptable: {shape}; input name: {name}"
+                )
+            spec = specs[name]
+            dtype = NUMPY_OF.get(tensor.datatype)
+            if (spec.dtype is not None and dtype != spec.dtype) or dtype is None:
+                raise ServingError(
+                    "INVALID_PRECISION",
+                    f"Expected: {datatype(spec.dtype)}; Actual: {tensor.datatype}; input name: {name}",
+                )
+            # Rank, batch and shape from the declared shape alone: a zero-strided stand-in, no buffer read yet.
+            check_input(np.broadcast_to(np.empty((), dtype), tensor.shape), spec)
+            checked.append((tensor, dtype))
+        return {tensor.name: _decode(tensor, dtype) for tensor, dtype in checked}
+
+    return decode
+
+
+# --- gRPC messages -----------------------------------------------------------------------------------------
+
+
+def infer_request(message: pb.ModelInferRequest) -> InferRequest:
+    """A ModelInferRequest as an InferRequest; raw_input_contents[i] belongs to inputs[i]."""
+    version = parse_version(message.model_version)
+    raw = list(message.raw_input_contents)  # each read of the field copies: read it once
+    coherency = None
+    if raw:
+        for proto in message.inputs:
+            if proto.HasField("contents"):
+                coherency = ServingError(
+                    "INVALID_MESSAGE_STRUCTURE",
+                    "Passing buffers both in InferInputTensor contents and in raw_input_contents is not allowed. "
+                    f"Detected buffer in InferInputTensor contents for input: {proto.name}",
+                )
+                break
+        if coherency is None and len(raw) != len(message.inputs):
+            coherency = ServingError(
+                "INVALID_MESSAGE_STRUCTURE",
+                f"Size of raw_input_contents: {len(raw)} is different than number of inputs: {len(message.inputs)}",
+            )
+    tensors = []
+    for i, proto in enumerate(message.inputs):
+        field = _CONTENTS_FIELD.get(proto.datatype, ("", None))[0]
+        tensors.append(
+            Tensor(
+                proto.name,
+                proto.datatype,
+                tuple(proto.shape),
+                raw=raw[i] if i < len(raw) else None,
+                values=getattr(proto.contents, field) if field and not raw else None,
+            )
+        )
+    return InferRequest(message.model_name, version, _decoder(tensors, coherency))
+
+
+def _raw(array: np.ndarray) -> bytes:
+    if array.dtype == object:
+        return join_bytes(array)
+    return np.ascontiguousarray(array).tobytes()
+
+
+def _sorted(outputs: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    return [(name, outputs[name]) for name in sorted(outputs)]
+
+
+def infer_response(result: InferResult, request_id: str = "") -> pb.ModelInferResponse:
+    """Every output, sorted by name, with its data in raw_output_contents at the same index."""
+    response = pb.ModelInferResponse(model_name=result.target, model_version=str(result.version), id=request_id)
+    for name, array in _sorted(result.outputs):
+        response.outputs.add(name=name, datatype=datatype(array.dtype), shape=array.shape)
+        response.raw_output_contents.append(_raw(array))
+    return response
+
+
+def _tensor_metadata(specs: Mapping[str, TensorSpec]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    return [
+        pb.ModelMetadataResponse.TensorMetadata(
+            name=name, datatype=datatype(specs[name].dtype), shape=specs[name].metadata_shape()
+        )
+        for name in sorted(specs)
+    ]
+
+
+def metadata_response(endpoint: Endpoint) -> pb.ModelMetadataResponse:
+    """Name, the versions AVAILABLE now (pipelines: "1"), platform, inputs and outputs sorted by name."""
+    versions = sorted({*endpoint.available, endpoint.version})
+    return pb.ModelMetadataResponse(
+        name=endpoint.name,
+        versions=[str(v) for v in versions],
+        platform=PLATFORM,
+        inputs=_tensor_metadata(endpoint.inputs),
+        outputs=_tensor_metadata(endpoint.outputs),
+    )
+
+
+def server_metadata() -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
+
+
+def model_config(endpoint: Endpoint) -> pb.ModelConfigResponse:
+    """Triton's ModelConfig as far as perf_analyzer reads it: no implicit batching, full shapes (-1 = dynamic)."""
+    config = pb.ModelConfig(name=endpoint.name, platform=CONFIG_PLATFORM, backend=CONFIG_PLATFORM, max_batch_size=0)
+    for name in sorted(endpoint.inputs):
+        spec = endpoint.inputs[name]
+        config.input.add(
+            name=name, data_type=_CONFIG_TYPE.get(datatype(spec.dtype), pb.TYPE_INVALID), dims=spec.metadata_shape()
+        )
+    for name in sorted(endpoint.outputs):
+        spec = endpoint.outputs[name]
+        config.output.add(
+            name=name, data_type=_CONFIG_TYPE.get(datatype(spec.dtype), pb.TYPE_INVALID), dims=spec.metadata_shape()
+        )
+    return pb.ModelConfigResponse(config=config)
+
+
+# --- REST (spec §4.7) --------------------------------------------------------------------------------------
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def _dumps(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def metadata_json(endpoint: Endpoint) -> bytes:
+    message = metadata_response(endpoint)
+
+    def tensors(items: Iterable[pb.ModelMetadataResponse.TensorMetadata]) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
+
+    return _dumps(
+        {
+            "name": message.name,
+            "versions": list(message.versions),
+            "platform": message.platform,
+            "inputs": tensors(message.inputs),
+            "outputs": tensors(message.outputs),
+        }
+    )
+
+
+def server_metadata_json() -> bytes:
+    return _dumps({"name": SERVER_NAME, "version": __version__})  # no "extensions" key when there are none
+
+
+def model_config_json(endpoint: Endpoint) -> bytes:
+    """Triton's GET /v2/models/{name}/config (JSON of ModelConfig, dims as integers) for perf_analyzer over HTTP."""
+    config = model_config(endpoint).config
+
+    def tensors(items: Iterable[Any]) -> list[dict[str, Any]]:
+        return [{"name": t.name, "data_type": pb.DataType.Name(t.data_type), "dims": list(t.dims)} for t in items]
+
+    return _dumps(
+        {
+            "name": config.name,
+            "platform": config.platform,
+            "backend": config.backend,
+            "max_batch_size": config.max_batch_size,
+            "input": tensors(config.input),
+            "output": tensors(config.output),
+        }
+    )
+
+
+def _parameters(node: Any) -> dict[str, Any]:
+    """Request, input or output parameters: an object of string, bool or integer values."""
+    if not isinstance(node, dict):
+        raise ServingError("REST_COULD_NOT_PARSE_PARAMETERS")
+    for key, value in node.items():
+        if not isinstance(value, str | bool) and not (type(value) is int and -(2**63) <= value <= INT64_MAX):
+            raise ServingError("REST_COULD_NOT_PARSE_PARAMETERS", f"parameter {key}: {json.dumps(value)}")
+    return node
+
+
+def _bytes_values(node: Any, name: str, out: list[bytes]) -> None:
+    for value in node:
+        if isinstance(value, list):
+            _bytes_values(value, name, out)
+        elif isinstance(value, str):
+            out.append(value.encode())
+        else:
+            raise ServingError("REST_COULD_NOT_PARSE_INPUT", f"BYTES data must be strings; input name: {name}")
+
+
+def _json_values(data: list[Any], datatype_name: str, name: str) -> Any:
+    """`data` (nested or flat) as a flat array of the declared datatype; wrong JSON types are parse errors."""
+    if datatype_name == BYTES:
+        items: list[bytes] = []
+        _bytes_values(data, name, items)
+        return items
+    dtype = NUMPY_OF.get(datatype_name)
+    if dtype is None:
+        raise ServingError("REST_UNSUPPORTED_PRECISION", f"datatype: {datatype_name}; input name: {name}")
+    if datatype_name == "FP16":
+        raise ServingError("REST_COULD_NOT_PARSE_INPUT", f"FP16 is accepted only as binary data; input name: {name}")
+    bad = ServingError("REST_COULD_NOT_PARSE_INPUT", f"data does not hold {datatype_name} values; input name: {name}")
+    try:
+        array = np.asarray(data)
+    except (ValueError, OverflowError) as e:  # ragged nesting, numbers beyond 64 bits
+        raise bad from e
+    flat = array.ravel()
+    if flat.size == 0:
+        return flat.astype(dtype)
+    if dtype == np.uint64 and flat.dtype.kind not in "iu":  # numpy widens a mix of int64 and uint64 to float64
+        flat = _uint64_values(data, bad)
+    kind = flat.dtype.kind
+    if dtype.kind == "f":
+        ok = kind in "iuf"
+    elif dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        ok = kind in "iu" and int(flat.min()) >= info.min and int(flat.max()) <= info.max
+    else:  # bool
+        ok = kind == "b"
+    if not ok:
+        raise bad
+    return flat.astype(dtype)
+
+
+def _uint64_values(data: list[Any], bad: ServingError) -> np.ndarray:
+    """JSON integers beyond int64 beside small ones, as uint64; anything else raises `bad`."""
+    items = np.asarray(data, dtype=object).ravel()
+    if not all(type(v) is int and 0 <= v < 2**64 for v in items):
+        raise bad
+    return np.array(items.tolist(), dtype=np.uint64)
+
+
+@dataclass(frozen=True, slots=True)
+class _RestInput:
+    tensor: Tensor  # without raw yet when its bytes come from the binary part
+    parameters: dict[str, Any]
+    has_data: bool
+
+
+def _rest_input(node: Any, only_one: bool) -> _RestInput:
+    if not isinstance(node, dict):
+        raise ServingError("REST_COULD_NOT_PARSE_INPUT", "an input is not a JSON object")
+    name = node.get("name")
+    if not isinstance(name, str):
+        raise ServingError("REST_COULD_NOT_PARSE_INPUT", "an input has no string name")
+    shape = node.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d <= INT64_MAX for d in shape):
+        raise ServingError("REST_COULD_NOT_PARSE_INPUT", f"shape must be a list of integers >= 0; input name: {name}")
+    datatype_name = node.get("datatype")
+    if not isinstance(datatype_name, str):
+        raise ServingError("REST_COULD_NOT_PARSE_INPUT", f"datatype must be a string; input name: {name}")
+    parameters = _parameters(node["parameters"]) if "parameters" in node else {}
+    if "data" in node:
+        data = node["data"]
+        if not isinstance(data, list):
+            raise ServingError("REST_COULD_NOT_PARSE_INPUT", f"data must be an array; input name: {name}")
+        values = _json_values(data, datatype_name, name)
+        return _RestInput(Tensor(name, datatype_name, tuple(shape), values=values), parameters, True)
+    if "binary_data_size" not in parameters and datatype_name == BYTES and not (only_one and shape == [1]):
+        raise ServingError(
+            "REST_COULD_NOT_PARSE_INPUT",
+            f"BYTES input without binary_data_size needs to be the only input, of shape [1]; input name: {name}",
+        )
+    return _RestInput(Tensor(name, datatype_name, tuple(shape), bytes_status="INVALID_INPUT_FORMAT"), parameters, False)
+
+
+@dataclass(frozen=True, slots=True)
+class RestInfer:
+    """A parsed REST infer body: the request and what the response needs."""
+
+    request: InferRequest
+    request_id: str
+    binary_outputs: frozenset[str] | None  # None: every output binary; else the names of binary outputs
+
+
+def header_length(headers: Mapping[str, str], body_size: int) -> int | None:
+    """The Inference-Header-Content-Length header: where the JSON part of the body ends."""
+    text = headers.get(HEADER_LENGTH)
+    if text is None:
+        return None
+    text = text.strip()
+    if not text.isdigit():
+        raise ServingError("REST_INFERENCE_HEADER_CONTENT_LENGTH_INVALID", text)
+    length = int(text)
+    if length > body_size:
+        raise ServingError(
+            "REST_INFERENCE_HEADER_CONTENT_LENGTH_EXCEEDED", f"header: {length}; payload: {body_size} bytes"
+        )
+    return length
+
+
+def rest_infer(name: str, version: int | None, body: bytes, headers: Mapping[str, str]) -> RestInfer:
+    """Parse a POST .../infer body: JSON, then inputs without `data` from the binary part in input order."""
+    end = header_length(headers, len(body))
+    json_end = len(body) if end is None else end
+    try:
+        document = json.loads(body[:json_end])
+    except (ValueError, RecursionError) as e:
+        detail = f"Error: {e.msg} Offset: {e.pos}" if isinstance(e, json.JSONDecodeError) else f"Error: {e}"
+        raise ServingError("JSON_INVALID", detail) from e
+    if not isinstance(document, dict):
+        raise ServingError("REST_BODY_IS_NOT_AN_OBJECT")
+    request_id = document.get("id", "")
+    if not isinstance(request_id, str):
+        raise ServingError("REST_COULD_NOT_PARSE_INPUT", "id must be a string")
+    parameters = _parameters(document["parameters"]) if "parameters" in document else {}
+    requested: list[tuple[str, dict[str, Any]]] | None = None
+    if "outputs" in document:
+        outputs = document["outputs"]
+        if not isinstance(outputs, list):
+            raise ServingError("REST_COULD_NOT_PARSE_INPUT", "outputs must be an array")
+        requested = []
+        for node in outputs:
+            if not isinstance(node, dict) or not isinstance(node.get("name"), str):
+                raise ServingError("REST_COULD_NOT_PARSE_OUTPUT")
+            requested.append((node["name"], _parameters(node["parameters"]) if "parameters" in node else {}))
+    if "inputs" not in document:
+        raise ServingError("REST_NO_INPUTS_FOUND")
+    nodes = document["inputs"]
+    if not isinstance(nodes, list):
+        raise ServingError("REST_COULD_NOT_PARSE_INPUT", "inputs must be an array")
+    if not nodes:
+        raise ServingError("REST_NO_INPUTS_FOUND")
+    inputs = [_rest_input(node, len(nodes) == 1) for node in nodes]
+    tensors = _attach_binary(inputs, memoryview(body)[json_end:])
+    default_binary = parameters.get("binary_data_output") is True
+    binary: frozenset[str] | None
+    if requested is None:
+        binary = None if default_binary else frozenset()
+    else:
+        binary = frozenset(
+            out_name for out_name, out_parameters in requested if _binary(out_parameters, default_binary)
+        )
+    return RestInfer(InferRequest(name, version, _decoder(tensors)), request_id, binary)
+
+
+def _binary(parameters: Mapping[str, Any], default: bool) -> bool:
+    """Whether a requested output goes binary: its `binary_data` parameter, else the request's default."""
+    value = parameters.get("binary_data")
+    return value if isinstance(value, bool) else default
+
+
+def _attach_binary(inputs: Sequence[_RestInput], buffer: memoryview) -> list[Tensor]:
+    """Give each input without `data` its slice of the binary part (views, no copies)."""
+    tensors: list[Tensor] = []
+    offset = 0
+    for item in inputs:
+        tensor = item.tensor
+        size_parameter = item.parameters.get("binary_data_size")
+        if "binary_data_size" in item.parameters:
+            if item.has_data and len(tensor.values):
+                raise ServingError("REST_CONTENTS_FIELD_NOT_EMPTY", f"input name: {tensor.name}")
+            if type(size_parameter) is not int or size_parameter < 0:
+                raise ServingError("REST_BINARY_DATA_SIZE_PARAMETER_INVALID", f"input name: {tensor.name}")
+            size = size_parameter
+        elif item.has_data:
+            tensors.append(tensor)
+            continue
+        elif len(inputs) == 1 and tensor.datatype == BYTES:
+            size = len(buffer)
+        else:
+            size = _count(tensor.shape) * element_size(tensor.datatype)
+        if offset + size > len(buffer):
+            raise ServingError(
+                "REST_BINARY_BUFFER_EXCEEDED",
+                f"input name: {tensor.name}; needed: {offset + size} bytes; binary part: {len(buffer)} bytes",
+            )
+        raw = buffer[offset : offset + size]
+        tensors.append(Tensor(tensor.name, tensor.datatype, tensor.shape, raw=raw, bytes_status=tensor.bytes_status))
+        offset += size
+    return tensors
+
+
+def _json_data(array: np.ndarray) -> list[Any]:
+    """An output's values for JSON: a flat list; BYTES as strings; FP16 cannot be written."""
+    if array.dtype == object:
+        return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    if array.dtype == np.float16:
+        raise ServingError("REST_UNSUPPORTED_PRECISION", "Unsupported precisionFP16")
+    values: list[Any] = array.ravel().tolist()
+    return values
+
+
+def rest_response(result: InferResult, parsed: RestInfer) -> tuple[bytes, dict[str, str]]:
+    """The infer response: JSON, then the binary outputs' bytes in output order (with the header that splits)."""
+    outputs: list[dict[str, Any]] = []
+    binary_parts: list[bytes] = []
+    for name, array in _sorted(result.outputs):
+        entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype(array.dtype)}
+        if parsed.binary_outputs is None or name in parsed.binary_outputs:
+            raw = _raw(array)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            binary_parts.append(raw)
+        else:
+            entry["data"] = _json_data(array)
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": result.target, "model_version": str(result.version)}
+    if parsed.request_id:
+        document["id"] = parsed.request_id
+    document["outputs"] = outputs
+    head = _dumps(document)
+    if not binary_parts:
+        return head, {}
+    return b"".join([head, *binary_parts]), {"Inference-Header-Content-Length": str(len(head))}
