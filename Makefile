@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-tfserving test-perf-analyzer lint bench protos clean
+.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api protos clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -48,6 +48,10 @@ test-perf-analyzer: $(VENV)/.installed $(PERF_ANALYZER)
 ## Demultiplexing pipeline over gRPC against raw in-process OpenVINO (needs the demo cache for the real model).
 bench: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	$(PY) bench/bench_demux.py
+
+## The four front doors (TF Serving and KServe, gRPC and REST) against raw in-process OpenVINO.
+bench-api: $(VENV)/.installed $(DEMO_CACHE)/.ready
+	$(PY) bench/bench_api.py
 
 ## Regenerate ovserve/_proto from proto/ (the generated code is committed).
 protos: $(VENV)/.installed

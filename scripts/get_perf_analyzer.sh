@@ -12,7 +12,9 @@ cd "$OUT"
 "$PIP" download -q --no-deps -d wheels 'nvidia-cuda-runtime-cu12==12.9.79'
 python3 -m zipfile -e wheels/tritonclient-2.50.0-*.whl unpacked
 python3 -m zipfile -e wheels/nvidia_cuda_runtime_cu12-*.whl unpacked
-(cd wheels && apt-get download libb64-0d 2>/dev/null)
+(cd wheels && apt-get download -q libb64-0d >/dev/null 2>&1) || python3 -c "import urllib.request as u; \
+u.urlretrieve('http://deb.debian.org/debian/pool/main/libb/libb64/libb64-0d_1.2-5+b1_amd64.deb', \
+'wheels/libb64-0d_1.2-5+b1_amd64.deb')"
 dpkg -x wheels/libb64-0d_*.deb unpacked
 chmod +x unpacked/tritonclient-2.50.0.data/data/bin/perf_analyzer
 cat > perf_analyzer <<WRAPPER
