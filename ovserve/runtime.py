@@ -227,6 +227,8 @@ class _Slot:
     def start(self, inputs: TensorMap) -> None:
         others: dict[str, np.ndarray] = {}
         for name, value in inputs.items():
+            if value.dtype == object:  # strings: OpenVINO takes numpy bytes arrays for string tensors
+                value = value.astype(np.bytes_)
             buffer = self.buffers.get(name)
             if buffer is not None and buffer.shape == value.shape and buffer.dtype == value.dtype:
                 np.copyto(buffer, value)
@@ -283,6 +285,7 @@ class ModelVersion:
         self.inputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.inputs)}
         self.outputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.outputs)}
         self._output_names = list(self.outputs)
+        self._string_outputs = {i for i, s in enumerate(self.outputs.values()) if s.dtype == np.dtype(object)}
         static = [s.name for s in self.inputs.values() if s.dtype not in (None, np.dtype(object))
                   and all(isinstance(d, int) and d >= 0 for d in s.shape)]  # fmt: skip
         self._pool = _Pool([_Slot(compiled.create_infer_request(), static) for _ in range(nireq)])
@@ -324,10 +327,19 @@ class ModelVersion:
             raise self._failure(e) from e
         watcher.cancel()
         try:
-            return {name: slot.request.get_output_tensor(i).data.copy() for i, name in enumerate(self._output_names)}
+            return {name: self._output(slot, i) for i, name in enumerate(self._output_names)}
         finally:
             slot.future = None
             self._release(slot, (perf_counter_ns() - started) / 1000)
+
+    def _output(self, slot: _Slot, index: int) -> np.ndarray:
+        tensor = slot.request.get_output_tensor(index)
+        if index not in self._string_outputs:
+            result: np.ndarray = tensor.data.copy()
+            return result
+        values = np.empty(int(np.prod(tuple(tensor.shape), dtype=np.int64)), dtype=object)
+        values[:] = tensor.bytes_data
+        return values.reshape(tuple(tensor.shape))
 
     def _release(self, slot: _Slot, inference_us: float | None) -> None:
         self.metrics.released(inference_us)

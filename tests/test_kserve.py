@@ -372,6 +372,19 @@ def test_grpc_stream_infer_answers_not_found(server: RunningServer) -> None:
     )
 
 
+def test_bytes_round_trip_through_a_string_model(server: RunningServer) -> None:
+    words = np.array([b"ab", b"", "\u00e9t\u00e9".encode()], dtype=object)
+    data = grpcclient.InferInput("text", [3], "BYTES")
+    data.set_data_from_numpy(words)
+    result = _grpc(server).infer("echo", [data])
+    assert list(result.as_numpy("text")) == list(words)
+    data = httpclient.InferInput("text", [3], "BYTES")
+    data.set_data_from_numpy(words, binary_data=True)
+    output = httpclient.InferRequestedOutput("text", binary_data=True)
+    result = _http(server).infer("echo", [data], outputs=[output])
+    assert list(result.as_numpy("text")) == list(words)
+
+
 def test_bytes_buffers_are_checked(server: RunningServer) -> None:
     request = triton_pb2.ModelInferRequest(model_name="echo")
     request.inputs.add(name="text", datatype="BYTES", shape=[2])
