@@ -1,0 +1,622 @@
+"""Benchmark: the four front doors (TF Serving and KServe, gRPC and REST) against raw in-process OpenVINO.
+
+For each model it measures requests/s and per-request latency p50/p99 (ms) of batch-1 requests [1,3,224,224] to the
+model itself, with C closed-loop clients (C = 1 and 16 by default), through:
+
+raw          the model compiled in this process exactly as ovserve compiles it (bench_demux.compile_as_server),
+             an ``ov.AsyncInferQueue`` of the server's nireq, one job per request;
+tfs-grpc     TF Serving gRPC ``PredictionService/Predict``, the image in ``tensor_content``;
+kserve-grpc  KServe gRPC ``GRPCInferenceService/ModelInfer``, the image in ``raw_input_contents`` (the request is
+             built with tritonclient's generated protos, so this client does not depend on ovserve's code);
+kserve-rest  KServe REST ``POST /v2/models/{name}/infer`` with the binary data extension both ways (JSON header,
+             ``Inference-Header-Content-Length``, ``binary_data_size``; the output asked as ``binary_data``);
+tfs-rest     TF Serving REST ``POST /v1/models/{name}:predict`` with ``{"instances": [...]}`` JSON.
+
+One ``python -m ovserve --config_path ... --port P --rest_port R`` subprocess serves each model on both ports. The gRPC
+clients are ``grpc.aio`` coroutines on one channel; the HTTP clients are a minimal asyncio HTTP/1.1 keep-alive client
+(one connection per concurrent client), lighter than aiohttp, so that on a small machine the benchmark process takes
+as little CPU from the server as possible. Every request is serialized once, before measuring; responses are not
+parsed after the first one of each door, which is checked against raw OpenVINO (same top-1 class, close values).
+
+As in bench_demux, each cell (model, C) is warmed up, then measured in --rounds rounds of alternating slices (raw,
+tfs-grpc, kserve-grpc, ...) of --seconds/--rounds each, so drift of the machine's speed falls on all sides alike.
+Requests/s counts the requests completed in a slice over the time from the slice's start to the last of them.
+
+Usage (from the repo root; ``make demo`` prepares the demo model):
+    .venv/bin/python bench/bench_api.py [--seconds 4] [--models tiny,demo] [--concurrency 1,16] [--doors raw,tfs-grpc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_demux import (  # bench/ is put on sys.path just above
+    IMAGE,
+    INPUT,
+    MODELS,
+    OUTPUT,
+    PLUGIN_CONFIG,
+    PREDICT,
+    READY_TIMEOUT,
+    REPO,
+    Background,
+    ModelCase,
+    RawDriver,
+    Result,
+    _channel,
+    _identity,
+    _int_list,
+    _model_list,
+    _tail,
+    compile_as_server,
+    free_port,
+    grpc_run,
+    images,
+    machine_info,
+    prepare_models,
+)
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
+HOST = "127.0.0.1"
+DOORS = {
+    "raw": "in-process OpenVINO, AsyncInferQueue of the server's nireq",
+    "tfs-grpc": "TF Serving gRPC Predict, tensor_content",
+    "kserve-grpc": "KServe gRPC ModelInfer, raw_input_contents",
+    "kserve-rest": "KServe REST infer, binary data extension in and out",
+    "tfs-rest": 'TF Serving REST predict, {"instances": ...} JSON',
+}
+REQUEST_TIMEOUT = 60.0
+
+Array = Any  # numpy arrays; numpy is imported lazily, as in bench_demux
+
+
+# --- arguments --------------------------------------------------------------------------------------------------
+
+
+def _door_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(DOORS))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"doors are among {', '.join(DOORS)}, got {text}")
+    return [name for name in DOORS if name in names]  # always in the table's order
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--seconds", type=float, default=4.0, help="measured duration of each cell and door (default 4)")
+    p.add_argument("--warmup", type=float, default=0.5, help="warm-up of each door before each cell (default 0.5)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of alternating slices per cell (default 2)")
+    models = "; ".join(f"{k}: {v}" for k, v in MODELS.items())
+    p.add_argument("--models", type=_model_list, default=["tiny", "demo"], help=f"default tiny,demo ({models})")
+    p.add_argument("--concurrency", type=_int_list, default=[1, 16], help="concurrent clients, default 1,16")
+    doors = "; ".join(f"{k}: {v}" for k, v in DOORS.items())
+    p.add_argument("--doors", type=_door_list, default=list(DOORS), help=f"default all ({doors})")
+    p.add_argument("--server-logs", type=Path, help="keep the servers' logs in this folder (default: thrown away)")
+    return p.parse_args(argv)
+
+
+# --- the server -------------------------------------------------------------------------------------------------
+
+
+def write_server_config(case: ModelCase, workdir: Path) -> Path:
+    """A config.json serving just the model, compiled with PLUGIN_CONFIG (as the raw side is)."""
+    document = {
+        "model_config_list": [
+            {"config": {"name": case.name, "base_path": str(case.xml.parent.parent), "plugin_config": PLUGIN_CONFIG}}
+        ]
+    }
+    path = workdir / f"config-{case.name}.json"
+    path.write_text(json.dumps(document, indent=1))
+    return path
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    grpc_port: int
+    rest_port: int
+    log: Path
+
+
+@contextlib.contextmanager
+def server_process(config: Path, log_path: Path) -> Iterator[ServerProcess]:
+    """`python -m ovserve` with gRPC and REST on free loopback ports; SIGTERM and wait on the way out."""
+    grpc_port, rest_port = free_port(), free_port()
+    while rest_port == grpc_port:
+        rest_port = free_port()
+    command = [sys.executable, "-m", "ovserve", "--config_path", str(config)]
+    command += ["--port", str(grpc_port), "--rest_port", str(rest_port)]
+    command += ["--grpc_bind_address", HOST, "--rest_bind_address", HOST]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield ServerProcess(process, grpc_port, rest_port, log_path)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def wait_ready(server: ServerProcess, model: str) -> None:
+    """Poll the model's status over gRPC until a version is AVAILABLE; fail with the log's tail otherwise."""
+    import grpc
+
+    from ovserve._proto.tensorflow_serving.apis import get_model_status_pb2 as st
+
+    request = st.GetModelStatusRequest()
+    request.model_spec.name = model
+    deadline = time.monotonic() + READY_TIMEOUT
+    async with _channel(server.grpc_port) as channel:
+        call = channel.unary_unary(
+            STATUS,
+            request_serializer=st.GetModelStatusRequest.SerializeToString,
+            response_deserializer=st.GetModelStatusResponse.FromString,
+        )
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"the server exited ({server.process.returncode}):\n{_tail(server.log)}")
+            try:
+                response = await call(request, timeout=2)
+                if any(v.state == st.ModelVersionStatus.AVAILABLE for v in response.model_version_status):
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the server was not ready in {READY_TIMEOUT:.0f}s:\n{_tail(server.log)}")
+
+
+# --- a minimal HTTP/1.1 keep-alive client -----------------------------------------------------------------------
+
+
+def http_request(method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 request, serialized once and sent as is on every call."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class HttpConnection:
+    """One keep-alive connection: write a prepared request, read the status line, the headers and the body
+    (Content-Length or chunked; uvicorn answers chunked when the application sets no length)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> HttpConnection:
+        reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
+        return cls(reader, writer)
+
+    async def send(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
+        self.writer.write(request)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head[:-4].decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            body = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            body = await self._chunked()
+        else:
+            raise RuntimeError(f"HTTP {status} response with neither Content-Length nor chunked encoding")
+        if headers.get("connection", "").lower() == "close":
+            raise RuntimeError(f"the server closed the keep-alive connection (HTTP {status}: {body[:200]!r})")
+        return status, headers, body
+
+    async def _chunked(self) -> bytes:
+        chunks = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+            if size == 0:
+                while await self.reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the empty line
+                    pass
+                return b"".join(chunks)
+            chunks.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+# --- the doors --------------------------------------------------------------------------------------------------
+
+
+class Door(Protocol):
+    name: str
+    request_bytes: int
+
+    async def output(self) -> Array:
+        """Send the request once and decode the model's output from the response."""
+
+    async def run(self, clients: int, seconds: float) -> Result:
+        """`clients` closed-loop clients sending the request back to back for `seconds`."""
+
+
+class RawDoor:
+    name = "raw"
+
+    def __init__(self, compiled: Any, nireq: int, image: Array) -> None:
+        self.compiled = compiled
+        self.image = image
+        self.request_bytes = image.nbytes
+        self.driver = RawDriver(compiled, nireq, image[None])  # one job of one [1,3,224,224] image per request
+
+    async def output(self) -> Array:
+        return self.compiled({INPUT: self.image})[self.compiled.output(0)]
+
+    async def run(self, clients: int, seconds: float) -> Result:
+        return await asyncio.to_thread(self.driver.run, clients, seconds)
+
+
+class GrpcDoor:
+    """A unary call on one grpc.aio channel with bytes in and bytes out: serialized once, never parsed in the loop."""
+
+    def __init__(self, name: str, call: Callable[..., Any], payload: bytes, decode: Callable[[bytes], Array]) -> None:
+        self.name = name
+        self.call = call
+        self.payload = payload
+        self.request_bytes = len(payload)
+        self.decode = decode
+
+    async def output(self) -> Array:
+        return self.decode(await self.call(self.payload, timeout=REQUEST_TIMEOUT))
+
+    async def run(self, clients: int, seconds: float) -> Result:
+        return await grpc_run(self.call, self.payload, 1, clients, seconds)
+
+
+class HttpDoor:
+    """A prepared HTTP request sent on one keep-alive connection per client; only the status is looked at."""
+
+    def __init__(self, name: str, port: int, request: bytes, decode: Callable[[dict[str, str], bytes], Array]) -> None:
+        self.name = name
+        self.port = port
+        self.request = request
+        self.request_bytes = len(request)
+        self.decode = decode
+        self.connections: list[HttpConnection] = []
+
+    async def _send(self, connection: HttpConnection) -> tuple[dict[str, str], bytes]:
+        status, headers, body = await connection.send(self.request)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {body[:300].decode(errors='replace')}")
+        return headers, body
+
+    async def output(self) -> Array:
+        connection = await HttpConnection.open(self.port)
+        try:
+            return self.decode(*await asyncio.wait_for(self._send(connection), REQUEST_TIMEOUT))
+        finally:
+            await connection.close()
+
+    async def run(self, clients: int, seconds: float) -> Result:
+        while len(self.connections) < clients:
+            self.connections.append(await HttpConnection.open(self.port))
+        result = Result(1)
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def client(connection: HttpConnection) -> None:
+            while True:
+                sent = time.perf_counter()
+                await self._send(connection)
+                done = time.perf_counter()
+                if done > deadline:
+                    return
+                result.latencies.append(done - sent)
+                result.elapsed = max(result.elapsed, done - start)
+
+        clients_done = asyncio.gather(*(client(c) for c in self.connections[:clients]))
+        await asyncio.wait_for(clients_done, seconds + REQUEST_TIMEOUT)
+        return result
+
+    async def close(self) -> None:
+        for connection in self.connections:
+            await connection.close()
+        self.connections.clear()
+
+
+# --- requests and responses of each door ------------------------------------------------------------------------
+
+
+def tfs_grpc_request(model: str, image: Array) -> bytes:
+    from ovserve._proto.tensorflow.core.framework import types_pb2
+    from ovserve._proto.tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    tensor = request.inputs[INPUT]
+    tensor.dtype = types_pb2.DT_FLOAT
+    tensor.tensor_shape.dim.extend(tensor.tensor_shape.Dim(size=d) for d in image.shape)
+    tensor.tensor_content = image.tobytes()
+    return request.SerializeToString()
+
+
+def tfs_grpc_output(data: bytes) -> Array:
+    import numpy as np
+
+    from ovserve._proto.tensorflow_serving.apis import predict_pb2
+
+    tensor = predict_pb2.PredictResponse.FromString(data).outputs[OUTPUT]
+    return np.frombuffer(tensor.tensor_content, np.float32).reshape([d.size for d in tensor.tensor_shape.dim])
+
+
+def kserve_grpc_request(model: str, image: Array) -> bytes:
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name=INPUT, datatype="FP32", shape=list(image.shape))
+    request.outputs.add(name=OUTPUT)
+    request.raw_input_contents.append(image.tobytes())
+    return request.SerializeToString()
+
+
+def kserve_grpc_output(data: bytes) -> Array:
+    import numpy as np
+    from tritonclient.grpc import service_pb2
+
+    response = service_pb2.ModelInferResponse.FromString(data)
+    for i, output in enumerate(response.outputs):
+        if output.name == OUTPUT:
+            if output.datatype != "FP32":
+                raise RuntimeError(f"output {OUTPUT} is {output.datatype}, expected FP32")
+            return np.frombuffer(response.raw_output_contents[i], np.float32).reshape(list(output.shape))
+    raise RuntimeError(f"no output {OUTPUT} in {[o.name for o in response.outputs]}")
+
+
+def kserve_rest_request(model: str, image: Array) -> bytes:
+    header = {
+        "inputs": [
+            {
+                "name": INPUT,
+                "shape": list(image.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": image.nbytes},
+            }
+        ],
+        "outputs": [{"name": OUTPUT, "parameters": {"binary_data": True}}],
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+    return http_request("POST", f"/v2/models/{model}/infer", head + image.tobytes(), headers)
+
+
+def kserve_rest_output(headers: dict[str, str], body: bytes) -> Array:
+    import numpy as np
+
+    length = int(headers.get("inference-header-content-length", len(body)))
+    response = json.loads(body[:length])
+    offset = length
+    for output in response["outputs"]:
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if output["name"] == OUTPUT:
+            if output["datatype"] != "FP32":
+                raise RuntimeError(f"output {OUTPUT} is {output['datatype']}, expected FP32")
+            if size is None:
+                raise RuntimeError(f"output {OUTPUT} came as JSON data, not binary: {str(output)[:200]}")
+            return np.frombuffer(body[offset : offset + size], np.float32).reshape(output["shape"])
+        offset += size or 0
+    raise RuntimeError(f"no output {OUTPUT} in {[o['name'] for o in response['outputs']]}")
+
+
+def tfs_rest_request(model: str, image: Array) -> bytes:
+    body = json.dumps({"instances": image.tolist()}, separators=(",", ":")).encode()
+    return http_request("POST", f"/v1/models/{model}:predict", body, {"Content-Type": "application/json"})
+
+
+def tfs_rest_output(headers: dict[str, str], body: bytes) -> Array:
+    import numpy as np
+
+    return np.asarray(json.loads(body)["predictions"], np.float32)
+
+
+def check_output(door: str, output: Array, reference: Array) -> None:
+    """Same top-1 class and values close to raw OpenVINO's (the REST JSON carries 6 significant digits)."""
+    import numpy as np
+
+    if output.size != reference.size:
+        raise RuntimeError(f"{door}: output shape {output.shape}, raw OpenVINO gives {reference.shape}")
+    output = output.reshape(reference.shape)
+    top, expected = int(np.argmax(output)), int(np.argmax(reference))
+    tolerance = 1e-4 * float(np.abs(reference).max())
+    if top != expected or not np.allclose(output, reference, rtol=1e-3, atol=tolerance):
+        worst = float(np.abs(output - reference).max())
+        raise RuntimeError(f"{door}: top-1 {top} (raw OpenVINO {expected}), largest difference {worst:.3g}")
+
+
+# --- measurement ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    """One cell (model, C): every door's requests, with each round's door/raw ratio of requests/s."""
+
+    results: dict[str, Result]
+    rounds: dict[str, list[float]] = field(default_factory=dict)
+    background: float = float("nan")  # share of the machine's CPU that other processes used meanwhile
+
+    def ratio(self, door: str) -> float:
+        raw = self.results.get("raw")
+        if raw is None or not raw.images_per_second:
+            return float("nan")
+        return self.results[door].images_per_second / raw.images_per_second
+
+
+async def measure_cell(clients: int, doors: Sequence[Door], args: argparse.Namespace, server_pid: int) -> Measurement:
+    """Warm every door up, then run args.rounds rounds of one slice per door, in turns."""
+    background = Background(server_pid)
+    for door in doors:
+        await door.run(clients, args.warmup)
+    m = Measurement({door.name: Result(1) for door in doors}, {door.name: [] for door in doors})
+    for _ in range(args.rounds):
+        slices = {}
+        for door in doors:
+            slices[door.name] = await door.run(clients, args.seconds / args.rounds)
+            m.results[door.name].add(slices[door.name])
+        raw = slices.get("raw")
+        for name, result in slices.items():
+            ratio = result.images_per_second / raw.images_per_second if raw and raw.images_per_second else float("nan")
+            m.rounds[name].append(ratio)
+    m.background = background.share()
+    return m
+
+
+async def open_doors(
+    case: ModelCase, names: Sequence[str], server: ServerProcess, channel: Any, raw: RawDoor, image: Array
+) -> list[Door]:
+    """The doors asked for, each checked once against raw OpenVINO; a door that fails is reported and left out."""
+    candidates: dict[str, Callable[[], Door]] = {
+        "raw": lambda: raw,
+        "tfs-grpc": lambda: GrpcDoor(
+            "tfs-grpc",
+            channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity),
+            tfs_grpc_request(case.name, image),
+            tfs_grpc_output,
+        ),
+        "kserve-grpc": lambda: GrpcDoor(
+            "kserve-grpc",
+            channel.unary_unary(MODEL_INFER, request_serializer=_identity, response_deserializer=_identity),
+            kserve_grpc_request(case.name, image),
+            kserve_grpc_output,
+        ),
+        "kserve-rest": lambda: HttpDoor(
+            "kserve-rest", server.rest_port, kserve_rest_request(case.name, image), kserve_rest_output
+        ),
+        "tfs-rest": lambda: HttpDoor("tfs-rest", server.rest_port, tfs_rest_request(case.name, image), tfs_rest_output),
+    }
+    reference = await raw.output()
+    doors = []
+    for name in names:
+        door = candidates[name]()
+        try:
+            check_output(name, await door.output(), reference)
+        except Exception as e:
+            details = f"{e.code().name} {e.details()}" if hasattr(e, "details") and hasattr(e, "code") else str(e)
+            print(f"[{case.name}] {name}: NOT MEASURED, the first response failed: {details}", flush=True)
+            continue
+        print(f"[{case.name}] {name}: first response checked, request {door.request_bytes} bytes", flush=True)
+        doors.append(door)
+    return doors
+
+
+async def bench_model(
+    case: ModelCase, args: argparse.Namespace, workdir: Path
+) -> tuple[list[str], dict[int, Measurement]]:
+    """Compile the raw side, start the server, check every door, then measure every concurrency."""
+    compiled, nireq, props = compile_as_server(case)
+    streams = compiled.get_property("NUM_STREAMS")
+    print(f"[{case.name}] raw OpenVINO: compile config {props}, NUM_STREAMS {streams}, nireq {nireq}", flush=True)
+    logs = args.server_logs or workdir
+    logs.mkdir(parents=True, exist_ok=True)
+    image = images(1)[0]  # [1, 3, 224, 224]
+    results: dict[int, Measurement] = {}
+    with server_process(write_server_config(case, workdir), logs / f"server-{case.name}.log") as server:
+        print(
+            f"[{case.name}] ovserve pid {server.process.pid}: gRPC port {server.grpc_port}, REST port "
+            f"{server.rest_port}, log {server.log}",
+            flush=True,
+        )
+        await wait_ready(server, case.name)
+        async with _channel(server.grpc_port) as channel:
+            doors = await open_doors(case, args.doors, server, channel, RawDoor(compiled, nireq, image), image)
+            try:
+                for clients in args.concurrency if doors else []:
+                    results[clients] = await measure_cell(clients, doors, args, server.process.pid)
+                    _progress(case, clients, results[clients])
+            finally:
+                for door in doors:
+                    if isinstance(door, HttpDoor):
+                        await door.close()
+    return [door.name for door in doors], results
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+
+def _progress(case: ModelCase, clients: int, m: Measurement) -> None:
+    parts = [f"{name} {r.images_per_second:.1f}" for name, r in m.results.items()]
+    print(f"  {case.name} C={clients}: req/s {', '.join(parts)}; others {100 * m.background:.0f}% CPU", flush=True)
+
+
+def table(rows: Sequence[tuple[str, str, int, Measurement]]) -> list[str]:
+    header = (
+        f"{'model':12s} {'door':11s} {'C':>3s} | {'req/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} | "
+        f"{'vs raw':>6s} {'rounds':>9s} {'others':>6s}"
+    )
+    lines = [header, "-" * len(header)]
+    for model, door, clients, m in rows:
+        r = m.results[door]
+        rounds = [x for x in m.rounds[door] if x == x]  # without nan
+        spread = f"{min(rounds):.2f}-{max(rounds):.2f}" if rounds and door != "raw" else ""
+        ratio = m.ratio(door)
+        versus = f"{ratio:6.2f}" if ratio == ratio else f"{'-':>6s}"  # no raw side measured: no ratio
+        lines.append(
+            f"{model:12s} {door:11s} {clients:3d} | {r.images_per_second:8.1f} {r.percentile_ms(50):7.2f} "
+            f"{r.percentile_ms(99):7.2f} | {versus} {spread:>9s} {100 * m.background:5.0f}%"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0 or args.warmup < 0:
+        raise SystemExit("--rounds must be at least 1, --seconds positive and --warmup not negative")
+    from importlib.metadata import version
+
+    import grpc
+
+    for line in machine_info():
+        print(line)
+    print(
+        f"clients: grpc.aio {grpc.__version__} on one channel (KServe protos: tritonclient {version('tritonclient')});"
+        f" own asyncio HTTP/1.1 keep-alive client, one connection per client; server: uvicorn {version('uvicorn')}"
+    )
+    print(
+        f"plugin_config {PLUGIN_CONFIG}; batch-1 requests {list(IMAGE)} FP32; per cell and door {args.seconds:g} s in "
+        f"{args.rounds} alternating rounds after {args.warmup:g} s of warm-up"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_api-") as tmp:
+        workdir = Path(tmp)
+        for case in prepare_models(args.models, workdir):
+            doors, results = asyncio.run(bench_model(case, args, workdir))
+            rows += [(case.name, door, c, results[c]) for c in args.concurrency if c in results for door in doors]
+    if not rows:
+        print("nothing measured")
+        return 1
+    print()
+    for line in table(rows):
+        print(line)
+    print("vs raw = req/s over raw OpenVINO's at the same C; rounds = that ratio's range over the rounds;")
+    print("others = share of the machine's CPU used by other processes during the cell (over 5 %: rerun when idle)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
