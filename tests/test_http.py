@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import numpy as np
 from conftest import RunningServer
@@ -73,3 +74,10 @@ def test_metrics_count_requests_inference_and_pipeline_nodes(seed_server: Runnin
     assert after[node] == 5
     active = ("ovms_current_requests", frozenset({"name": "resnet", "version": "1"}.items()))
     assert after[active] == 0
+
+
+def test_http_socket_sends_small_responses_without_delay(seed_server: RunningServer) -> None:
+    """Without TCP_NODELAY (inherited by accepted connections) every keep-alive reply waits ~40 ms for an ACK."""
+    http = seed_server.server.http
+    assert http is not None
+    assert http.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
