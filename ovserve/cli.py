@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc_bind_address", default="0.0.0.0", help="comma-separated addresses for gRPC")
     p.add_argument("--rest_bind_address", default="0.0.0.0")
     p.add_argument("--grpc_workers", type=int, default=1, help="accepted for compatibility; one event loop serves all")
+    p.add_argument("--rest_workers", type=int, help="accepted for compatibility; one event loop serves all")
     p.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="accepted; reloads come later")
     p.add_argument("--cache_dir", type=Path, help="OpenVINO compiled-model cache directory")
     p.add_argument("--metrics_enable", action="store_true", help="serve /metrics on the REST port")
