@@ -49,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rest_bind_address", default="0.0.0.0")
     p.add_argument("--grpc_workers", type=int, default=1, help="accepted for compatibility; one event loop serves all")
     p.add_argument("--rest_workers", type=int, help="accepted for compatibility; one event loop serves all")
-    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="accepted; reloads come later")
+    p.add_argument(
+        "--file_system_poll_wait_seconds", type=int, default=1, help="check config.json and version folders; 0 = off"
+    )
     p.add_argument("--cache_dir", type=Path, help="OpenVINO compiled-model cache directory")
     p.add_argument("--metrics_enable", action="store_true", help="serve /metrics on the REST port")
     p.add_argument("--metrics_list", help="comma-separated metric families (default: OVMS's default set)")
@@ -106,6 +108,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         rest_bind_address=args.rest_bind_address,
         cache_dir=args.cache_dir,
         fatal_load_errors=not args.config_path,
+        poll_seconds=max(0, args.file_system_poll_wait_seconds),
         metrics=_metrics(args, config),
         cors=Cors(args.allowed_origins, args.allowed_methods, args.allowed_headers, args.allow_credentials),
     )

@@ -136,7 +136,12 @@ class Manager:
                 for m in config.models
                 if m.name not in self.models or self.models[m.name].config != m or self.models[m.name].retired
             ]
-            await asyncio.gather(*(self._load_model(entry) for _, entry in fresh))
+            kept = [
+                self.models[m.name] for m in config.models if all(m.name != e.config.name for _, e in fresh)
+            ]
+            loads = [self._load_model(entry) for _, entry in fresh]
+            synced = await asyncio.gather(*(self._sync_versions(entry) for entry in kept), *loads)
+            versions_changed = any(synced[: len(kept)])
             for old, entry in fresh:
                 self.models[entry.config.name] = entry
                 if old is not None:
@@ -147,16 +152,53 @@ class Manager:
             for entry in removed:
                 self._retire(entry)
                 log.info("model %s retired", entry.config.name)
-            pipelines_changed = self._rebuild_pipelines(config, models_changed=bool(fresh or removed))
-            return bool(fresh or removed or pipelines_changed)
+            models_changed = bool(fresh or removed or versions_changed)
+            pipelines_changed = self._rebuild_pipelines(config, models_changed)
+            return models_changed or pipelines_changed
+
+    async def _sync_versions(self, entry: ModelEntry) -> bool:
+        """Rescan a served model's folder: versions the policy now selects load, versions it no longer selects
+        retire once the new ones are in (spec §2.5). A version that failed to load is not retried until it
+        disappears; `latest` skips it in favour of the next older one, as the first load does."""
+        if entry.error or entry.retired:
+            return False
+        try:
+            found = versions.scan(entry.config.base_path)
+        except LoadError as e:
+            log.error("model %s: %s", entry.config.name, e)
+            return False
+        failed = {n for n, v in entry.versions.items() if v.error_code != "OK" and v.state != "END"}
+        policy = entry.config.version_policy
+        if isinstance(policy, Latest):
+            wanted = set(sorted(n for n in found if n not in failed)[-policy.num_versions :])
+        else:
+            wanted = set(versions.select(policy, found)) - failed
+        loading = [n for n in sorted(wanted) if n not in entry.versions or entry.versions[n].state == "END"]
+        for number in loading:
+            entry.versions[number] = _Version(number, found[number])
+        loaded = await asyncio.gather(*(self._load_version(entry.config, entry.versions[n]) for n in loading))
+        for number in loading:
+            entry.versions[number].settled.set()
+        retiring = [n for n, v in entry.versions.items() if n not in wanted and v.state == "AVAILABLE"]
+        for number in retiring:
+            self._retire_version(entry.versions[number])
+        if loading or retiring:
+            log.info("model %s: versions %s loaded, %s retired", entry.config.name,
+                     [n for n, ok in zip(loading, loaded, strict=True) if ok], retiring)  # fmt: skip
+        return bool(loading or retiring)
 
     def _retire(self, entry: ModelEntry) -> None:
         entry.retired = True
         for version in entry.versions.values():
-            if version.servable is not None:
-                version.servable.metrics.unloaded()
-            version.state, version.servable = "END", None
-            version.settled.set()
+            self._retire_version(version)
+
+    @staticmethod
+    def _retire_version(version: _Version) -> None:
+        """Requests in flight keep the ModelVersion they hold and finish on it; new ones see END."""
+        if version.servable is not None:
+            version.servable.metrics.unloaded()
+        version.state, version.servable = "END", None
+        version.settled.set()
 
     def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool) -> bool:
         changed = False

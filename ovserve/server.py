@@ -30,6 +30,7 @@ class Settings:
     rest_bind_address: str = "0.0.0.0"
     cache_dir: Path | None = None
     fatal_load_errors: bool = False  # single-model mode: a model that fails to load stops the server
+    poll_seconds: float = 0  # watch config.json and version folders this often; 0 = only on request
     metrics: tuple[str, ...] | None = ()  # enabled metric families: () = off, None = OVMS's defaults
     cors: Cors = field(default_factory=Cors)
 
@@ -51,6 +52,8 @@ class Server:
         self.http: HttpServer | None = None
         self.rest_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self._reload_error = ""
 
     async def start(self) -> None:
         """Register what is configured, open the gRPC port, then load models in the background (OVMS order)."""
@@ -73,23 +76,39 @@ class Server:
             self.rest_port = self.http.port
             log.info("REST server listening on %s (port %d)", self.settings.rest_bind_address, self.rest_port)
         self._loading = asyncio.create_task(self.manager.load(self.config))
+        if self.settings.poll_seconds > 0:
+            self._watching = asyncio.create_task(self._watch(self.settings.poll_seconds))
+
+    async def _watch(self, seconds: float) -> None:
+        """--file_system_poll_wait_seconds: reload config.json when its content changes, rescan version folders."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.reload()
+            except ServingError:
+                pass  # logged by reload; the running config keeps serving
+            except Exception:
+                log.exception("watching the model repository failed; retrying in %s s", seconds)
 
     async def reload(self) -> bool:
         """Re-read config.json and serve what it says (spec §4.8); True if anything changed. A file that cannot be
         read or does not validate raises ServingError and changes nothing: the running config keeps serving."""
-        source = self.config.source
-        if source is None:
-            return False  # single-model mode
         if self._loading is not None and not self._loading.done():
             await asyncio.shield(self._loading)
+        source = self.config.source
+        if source is None:  # single-model mode: version folders only
+            return await self.manager.reconcile(self.config)
         try:
             config = load_config(source)
         except ConfigError as e:
-            log.error("config reload failed; the running config keeps serving: %s", e)
+            if str(e) != self._reload_error:  # a watched file that stays broken is reported once
+                log.error("config reload failed; the running config keeps serving: %s", e)
+            self._reload_error = str(e)
             status = "RELOAD_CONFIG_FILE_MISSING" if "cannot open" in str(e) else "RELOAD_CONFIG_FAILED"
             raise ServingError(status, str(e)) from e
+        self._reload_error = ""
         if config.digest == self.config.digest:
-            return False
+            return await self.manager.reconcile(self.config)  # same file: rescan version folders
         for warning in config.warnings:
             log.warning("config: %s", warning)
         changed = await self.manager.reconcile(config)
@@ -110,6 +129,8 @@ class Server:
         """Stop taking requests, let running ones finish (up to `grace` seconds)."""
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        if self._watching is not None:
+            self._watching.cancel()
         if self.http is not None:
             await self.http.stop()
         if self.grpc is not None:

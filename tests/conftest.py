@@ -32,12 +32,17 @@ from ovserve.server import Server, Settings
 class RunningServer:
     """An ovserve Server on its own event loop thread, as a real process would run it."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, poll_seconds: float = 0) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         settings = Settings(
-            port=0, rest_port=0, grpc_bind_address="127.0.0.1", rest_bind_address="127.0.0.1", metrics=None
+            port=0,
+            rest_port=0,
+            grpc_bind_address="127.0.0.1",
+            rest_bind_address="127.0.0.1",
+            metrics=None,
+            poll_seconds=poll_seconds,
         )
         self.server = Server(load_config(config_path), settings)
         self.call(self._start())

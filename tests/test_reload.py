@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -83,3 +85,61 @@ def test_reload_in_single_model_mode_or_unreadable_file(repository: Path, seed_s
     status, _, body = seed_server.http("POST", "/v1/config/reload")
     assert status == 500 and "Config file not found or cannot open." in body.decode()
     assert _states(seed_server)["resnet"] == ["AVAILABLE"]
+
+
+def _wait_for(server: RunningServer, wanted: dict[str, list[str]], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while _states(server) != wanted:
+        assert time.monotonic() < deadline, f"{_states(server)} != {wanted}"
+        time.sleep(0.05)
+
+
+def test_watching_loads_new_versions_and_config_edits_while_requests_keep_succeeding(repository: Path) -> None:
+    """--file_system_poll_wait_seconds: version folders added and removed, config edited, broken and fixed."""
+    models.save(models.classifier(seed=1), repository, "resnet", version=1)
+    server = RunningServer(models.write_config(repository, models.seed_config()), poll_seconds=0.1)
+    image = np.random.default_rng(2).random((1, 1, 3, 4, 4), dtype=np.float32)
+    answers = {seed: models.reference_classifier(image, seed=seed)[0] for seed in (1, 2)}
+    seen: set[int] = set()
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                out = server.predict("resnet", {"0": image[0]})["1463"]
+                matches = [s for s, a in answers.items() if np.allclose(out, a, rtol=1e-5, atol=1e-5)]
+                assert len(matches) == 1, out
+                seen.add(matches[0])
+            except BaseException as e:  # any failure is reported by the test
+                failures.append(e)
+                return
+
+    worker = threading.Thread(target=client)
+    worker.start()
+    try:
+        _wait_for(server, {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
+        staged = models.save(models.classifier(seed=2), repository / "staging", "resnet", version=2)
+        (staged / "2").rename(repository / "resnet" / "2")  # a new version, moved in at once: it replaces 1
+        _wait_for(server, {"resnet": ["END", "AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
+        np.testing.assert_allclose(server.predict("resnet", {"0": image[0]})["1463"], answers[2], rtol=1e-5)
+        np.testing.assert_allclose(server.predict("resnet50DAG", {"0": image})["1463"][0], answers[2], rtol=1e-5)
+
+        shutil.rmtree(repository / "resnet" / "2")  # the new version goes away: version 1 serves again
+        _wait_for(server, {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"]})
+        np.testing.assert_allclose(server.predict("resnet", {"0": image[0]})["1463"], answers[1], rtol=1e-5)
+
+        (repository / "config.json").write_text('{"model_config_list": [')  # broken: nothing changes
+        time.sleep(0.5)
+        assert _states(server) == {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"]}
+        models.save(models.add_mul(), repository, "second")
+        document = models.seed_config()
+        document["model_config_list"].append({"config": {"name": "second", "base_path": "second"}})
+        models.write_config(repository, document)  # fixed, with one more model
+        _wait_for(server, {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"], "second": ["AVAILABLE"]})
+    finally:
+        stop.set()
+        worker.join(30)
+        server.stop()
+    assert not failures, failures[0]
+    assert seen == {1, 2}
