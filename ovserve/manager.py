@@ -136,9 +136,8 @@ class Manager:
                 for m in config.models
                 if m.name not in self.models or self.models[m.name].config != m or self.models[m.name].retired
             ]
-            kept = [
-                self.models[m.name] for m in config.models if all(m.name != e.config.name for _, e in fresh)
-            ]
+            renewed = {entry.config.name for _, entry in fresh}
+            kept = [self.models[m.name] for m in config.models if m.name not in renewed]
             loads = [self._load_model(entry) for _, entry in fresh]
             synced = await asyncio.gather(*(self._sync_versions(entry) for entry in kept), *loads)
             versions_changed = any(synced[: len(kept)])
