@@ -75,6 +75,11 @@ def save(model: ov.Model, repository: Path, name: str, version: int = 1) -> Path
     return repository / name
 
 
+# Exact float32 arithmetic, so results can be compared with numpy: on CPUs with bf16 units (AVX512_BF16, AMX)
+# OpenVINO otherwise infers in bfloat16 by default, about 3 significant digits.
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 def seed_config(
     model: str = "resnet",
     pipeline: str = "resnet50DAG",
@@ -83,7 +88,8 @@ def seed_config(
     out: str = "1463",
     **model_settings: Any,
 ) -> dict[str, Any]:
-    """The guide's config.json: one batch-1 model and a pipeline demultiplexing at the request."""
+    """The guide's config.json: one batch-1 model and a pipeline demultiplexing at the request (exact f32)."""
+    model_settings.setdefault("plugin_config", F32)
     return {
         "model_config_list": [{"config": {"name": model, "base_path": model, **model_settings}}],
         "pipeline_config_list": [

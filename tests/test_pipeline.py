@@ -18,7 +18,7 @@ DT_FLOAT = types_pb2.DataType.DT_FLOAT
 
 def in_process(model_path: Path, images: np.ndarray) -> np.ndarray:
     """Reference: OpenVINO in this process, one image at a time → [N, 1, classes]."""
-    compiled = ov.Core().compile_model(str(model_path), "CPU")
+    compiled = ov.Core().compile_model(str(model_path), "CPU", models.F32)
     return np.stack([compiled(image)[0] for image in images])
 
 

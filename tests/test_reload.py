@@ -62,7 +62,8 @@ def test_reload_adds_changes_and_retires_without_failed_requests(repository: Pat
         assert body.decode().startswith('{\n\t"error": "Reloading config file failed. Check server logs')
         assert seed_server.predict("second", {"x": np.ones((1, 4), np.float32)})["y"].shape == (1, 4)  # still served
 
-        models.write_config(repository, {"model_config_list": [{"config": {"name": "resnet", "base_path": "resnet"}}]})
+        only_resnet = {"name": "resnet", "base_path": "resnet", "plugin_config": models.F32}
+        models.write_config(repository, {"model_config_list": [{"config": only_resnet}]})
         status, _, body = seed_server.http("POST", "/v1/config/reload")
         assert status == 201
         assert _states(seed_server) == {"resnet": ["AVAILABLE"], "resnet50DAG": ["END"], "second": ["END"]}
