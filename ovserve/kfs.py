@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, jsonio
 from ._proto import grpc_predict_v2_pb2 as pb
 from .errors import ServingError
 from .tensors import TensorSpec, check_input, shape_text
@@ -500,11 +500,7 @@ def rest_infer(name: str, version: int | None, body: bytes, headers: Mapping[str
     """Parse a POST .../infer body: JSON, then inputs without `data` from the binary part in input order."""
     end = header_length(headers, len(body))
     json_end = len(body) if end is None else end
-    try:
-        document = json.loads(body[:json_end])
-    except (ValueError, RecursionError) as e:
-        detail = f"Error: {e.msg} Offset: {e.pos}" if isinstance(e, json.JSONDecodeError) else f"Error: {e}"
-        raise ServingError("JSON_INVALID", detail) from e
+    document = jsonio.loads(body[:json_end])
     if not isinstance(document, dict):
         raise ServingError("REST_BODY_IS_NOT_AN_OBJECT")
     request_id = document.get("id", "")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from . import _proto
+from . import _proto, jsonio
 from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
@@ -221,12 +221,7 @@ def parse_json(body: bytes) -> Any:
     """A request body as Python values; OVMS's errors for too deep (more than 100 levels) and invalid JSON."""
     if json_depth(body) > MAX_JSON_DEPTH:
         raise ServingError("JSON_NESTING_DEPTH_EXCEEDED", f"more than {MAX_JSON_DEPTH} levels of arrays and objects")
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as e:
-        raise ServingError("JSON_INVALID", f"Error: {e.msg} Offset: {e.pos}") from None
-    except UnicodeDecodeError as e:
-        raise ServingError("JSON_INVALID", f"Error: Invalid encoding in string. Offset: {e.start}") from None
+    return jsonio.loads(body)
 
 
 def _is_b64(value: Any) -> bool:
