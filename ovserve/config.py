@@ -65,6 +65,7 @@ class NodeConfig:
     params: dict[str, str] = field(default_factory=dict)
     demultiply_count: int | None = None
     gather_from_node: str | None = None
+    repeated_inputs: tuple[str, ...] = ()  # inputs connected more than once: the pipeline fails validation
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class PipelineConfig:
 class ServerConfig:
     models: tuple[ModelConfig, ...] = ()
     pipelines: tuple[PipelineConfig, ...] = ()
-    libraries: dict[str, Path] = field(default_factory=dict)
+    libraries: dict[str, str] = field(default_factory=dict)  # name -> .so path, or a Python node "module:Class"
     monitoring: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     source: Path | None = None  # the config.json this came from (None: CLI single-model mode)
@@ -281,12 +282,15 @@ def _source(node: _Json) -> Source:
     return Source(keys["node_name"].string(), keys["data_item"].string())
 
 
-def _connections(node: _Json) -> dict[str, Source]:
+def _connections(node: _Json, repeated: list[str] | None = None) -> dict[str, Source]:
+    """Single-key objects {name: source}; a name given twice is an error here, or listed in `repeated`."""
     out: dict[str, Source] = {}
     for entry in node.array():
         name, src = entry.single()
         if name in out:
-            raise entry.fail(f'"{name}" is connected more than once')
+            if repeated is None:
+                raise entry.fail(f'"{name}" is connected more than once')
+            repeated.append(name)
         out[name] = _source(src)
     return out
 
@@ -317,10 +321,11 @@ def node_config(node: _Json) -> NodeConfig:
         out = entry.obj({"data_item", "alias"}, {"data_item", "alias"})
         outputs[out["alias"].string()] = out["data_item"].string()
     params = keys["params"].obj(set(keys["params"].value or {})) if "params" in keys else {}
+    repeated: list[str] = []
     return NodeConfig(
         name=keys["name"].string(),
         kind=kind,
-        inputs=_connections(keys["inputs"]),
+        inputs=_connections(keys["inputs"], repeated),
         outputs=outputs,
         model_name=keys["model_name"].string() if "model_name" in keys else "",
         version=keys["version"].integer(1) if "version" in keys else None,
@@ -328,6 +333,7 @@ def node_config(node: _Json) -> NodeConfig:
         params={k: v.string() for k, v in params.items()},
         demultiply_count=_demultiply_count(keys["demultiply_count"]) if "demultiply_count" in keys else None,
         gather_from_node=keys["gather_from_node"].string() if "gather_from_node" in keys else None,
+        repeated_inputs=tuple(repeated),
     )
 
 
@@ -348,6 +354,20 @@ _ROOT_KEYS = {
     "model_config_list", "custom_node_library_config_list", "pipeline_config_list", "monitoring",
     "mediapipe_config_list", "custom_loader_config_list",
 }  # fmt: skip
+
+
+# A custom node library named "module.path:Class" or "file.py:Class" is a Python node (beyond OVMS, spec §6.3).
+PYTHON_NODE = re.compile(r"^(?P<module>[A-Za-z_][\w.]*|.+\.py):(?P<cls>[A-Za-z_]\w*)$")
+
+
+def _library_location(base_path: str, root: Path) -> str:
+    """A custom node library's location: a shared library's path, or a Python node as "module:Class" (kept as is)
+    or "file.py:Class" (the file resolved like any path); relative paths resolve against the config directory."""
+    python = PYTHON_NODE.match(base_path)
+    if python is None:
+        return str(root / base_path)
+    module = python["module"]
+    return f"{root / module}:{python['cls']}" if module.endswith(".py") else base_path
 
 
 def parse_config(document: Any, root: Path) -> ServerConfig:
@@ -371,10 +391,10 @@ def parse_config(document: Any, root: Path) -> ServerConfig:
             continue
         seen.add(pipeline.name)
         pipelines.append(pipeline)
-    libraries: dict[str, Path] = {}
+    libraries: dict[str, str] = {}
     for entry in keys.get("custom_node_library_config_list", _Json([], "")).array():
         lib = entry.obj({"name", "base_path"}, {"name", "base_path"})
-        libraries[lib["name"].string()] = root / lib["base_path"].string()
+        libraries[lib["name"].string()] = _library_location(lib["base_path"].string(), root)
     for ignored in ("mediapipe_config_list", "custom_loader_config_list"):
         if keys.get(ignored) is not None and keys[ignored].array():
             warnings.append(f"{ignored}: not supported by ovserve; entries ignored")

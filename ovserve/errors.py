@@ -51,6 +51,22 @@ TABLE: dict[str, _Entry] = {
         "Gathered tensor shards dimensions are different", "INTERNAL", 500
     ),
     "NOT_IMPLEMENTED": _Entry("Functionality not implemented", "UNIMPLEMENTED", 501),
+    # Custom nodes (spec §6): a library that fails or breaks its contract is the server side's fault (INTERNAL);
+    # a Python node that raises ValueError rejects its input, which is the caller's (INVALID_ARGUMENT).
+    "NODE_LIBRARY_EXECUTION_FAILED": _Entry("Custom node failed during execution", "INTERNAL", 500),
+    "NODE_LIBRARY_INPUT_REJECTED": _Entry("Custom node failed during execution", "INVALID_ARGUMENT", 400),
+    "NODE_LIBRARY_OUTPUTS_CORRUPTED": _Entry(
+        "Custom node library has returned corrupted outputs handle", "INTERNAL", 500
+    ),
+    "NODE_LIBRARY_OUTPUTS_CORRUPTED_COUNT": _Entry(
+        "Custom node library has produced corrupted number of outputs", "INTERNAL", 500
+    ),
+    "NODE_LIBRARY_OUTPUT_MISSING_NAME": _Entry("Custom node output is missing name", "INTERNAL", 500),
+    "NODE_LIBRARY_MISSING_OUTPUT": _Entry("Custom node output is missing", "INTERNAL", 500),
+    "NODE_LIBRARY_INVALID_PRECISION": _Entry(
+        "Custom node has produced tensor with unspecified precision", "INTERNAL", 500
+    ),
+    "NODE_LIBRARY_INVALID_CONTENT_SIZE": _Entry("Custom node output has invalid content size", "INTERNAL", 500),
     "OV_INTERNAL_INFERENCE_ERROR": _Entry("Internal inference error", "INTERNAL", 500),
     "OV_UNSUPPORTED_SERIALIZATION_PRECISION": _Entry("Unsupported serialization precision", "INTERNAL", 500),
     "INTERNAL_ERROR": _Entry("Internal server error", "INTERNAL", 500),

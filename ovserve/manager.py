@@ -13,10 +13,11 @@ import numpy as np
 import openvino as ov
 
 from . import runtime, versions
-from .config import Latest, ModelConfig, PipelineConfig, ServerConfig
+from .config import Latest, ModelConfig, NodeConfig, PipelineConfig, ServerConfig
+from .custom import CustomNode, Library, open_library
 from .errors import LoadError, ServingError
 from .metrics import Metrics
-from .pipeline import PipelineDefinition
+from .pipeline import PipelineDefinition, Servable
 from .runtime import ModelVersion, TensorMap
 from .tensors import TensorSpec
 from .types import Origin, VersionStatus
@@ -99,6 +100,7 @@ class Manager:
         self.metrics = metrics or Metrics(())
         self.models: dict[str, ModelEntry] = {}
         self.pipelines: dict[str, PipelineEntry] = {}
+        self.libraries: dict[str, Library | LoadError] = {}  # custom node libraries by name
         self.loaded = asyncio.Event()  # the initial load has finished (readiness)
         self._reconciling = asyncio.Lock()
 
@@ -152,8 +154,9 @@ class Manager:
                 self._retire(entry)
                 log.info("model %s retired", entry.config.name)
             models_changed = bool(fresh or removed or versions_changed)
-            pipelines_changed = self._rebuild_pipelines(config, models_changed)
-            return models_changed or pipelines_changed
+            libraries_changed = self._load_libraries(config)
+            pipelines_changed = self._rebuild_pipelines(config, models_changed or libraries_changed)
+            return models_changed or libraries_changed or pipelines_changed
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:
         """Rescan a served model's folder: versions the policy now selects load, versions it no longer selects
@@ -199,30 +202,63 @@ class Manager:
         version.state, version.servable = "END", None
         version.settled.set()
 
+    def _load_libraries(self, config: ServerConfig) -> bool:
+        """Open the configured custom node libraries; one already open at the same location is kept (spec §1.5)."""
+        changed = False
+        for name in [n for n in self.libraries if n not in config.libraries]:
+            del self.libraries[name]  # shared libraries stay mapped: unloading one is not safe while it may run
+            changed = True
+        for name, location in config.libraries.items():
+            known = self.libraries.get(name)
+            if isinstance(known, LoadError) or known is None or known.location != location:
+                try:
+                    self.libraries[name] = open_library(name, location)
+                except LoadError as e:
+                    self.libraries[name] = e
+                    log.error("custom node library %s: %s", name, e)
+                changed = changed or known is not None or not isinstance(self.libraries[name], LoadError)
+        return changed
+
     def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool) -> bool:
         changed = False
         wanted = {p.name: p for p in config.pipelines}
         for name, entry in list(self.pipelines.items()):
             if name not in wanted and not entry.retired:
-                entry.retired, entry.definition, changed = True, None, True
+                self._retire_pipeline(entry)
+                changed = True
                 log.info("pipeline %s retired", name)
         for name, pipeline in wanted.items():
             old = self.pipelines.get(name)
             if old is not None and old.config == pipeline and not old.retired and not models_changed:
                 continue
             entry = PipelineEntry(pipeline)
-            self._build_pipeline(entry)
+            self._build_pipeline(entry, old.definition if old is not None else None)
             changed = changed or old is None or old.config != pipeline or old.retired or old.error != entry.error
             self.pipelines[name] = entry
+            if old is not None:
+                self._retire_pipeline(old)
         return changed
+
+    @staticmethod
+    def _retire_pipeline(entry: PipelineEntry) -> None:
+        """Requests in flight finish on the definition they hold; its custom nodes close after them."""
+        if entry.definition is not None:
+            entry.definition.retire()
+        entry.retired, entry.definition = True, None
+
+    def stop(self) -> None:
+        """Retire every pipeline (custom nodes deinitialise once their last request ends)."""
+        for entry in self.pipelines.values():
+            self._retire_pipeline(entry)
 
     async def load(self, config: ServerConfig) -> None:
         """Load every registered model version, then build the pipelines; failures stay per model/pipeline."""
         if not self.models and not self.pipelines:
             self.register(config)
         await asyncio.gather(*(self._load_model(entry) for entry in self.models.values()))
+        self._load_libraries(config)
         for entry in self.pipelines.values():
-            self._build_pipeline(entry)
+            self._build_pipeline(entry, None)
         self.loaded.set()
 
     async def _load_model(self, entry: ModelEntry) -> None:
@@ -263,30 +299,68 @@ class Manager:
         )  # fmt: skip
         return True
 
-    def _build_pipeline(self, entry: PipelineEntry) -> None:
+    def _build_pipeline(self, entry: PipelineEntry, old: PipelineDefinition | None) -> None:
+        """Validate a pipeline (spec §5.3) on the models served now; custom nodes unchanged since `old` are kept,
+        new ones initialised."""
+        config = entry.config
+        custom: dict[str, CustomNode] = {}
+        created: list[CustomNode] = []
         try:
-            models = {
-                node.name: self._node_model(entry.config.name, node.model_name, node.version)
-                for node in entry.config.nodes
-            }
-            entry.definition = PipelineDefinition(entry.config, models)
-            self.metrics.servable_loaded(entry.config.name, 1)
-            log.info("pipeline %s available: inputs %s, outputs %s", entry.config.name,
+            kept = {c.name: c for c in old.custom_nodes} if old is not None else {}
+            for node in config.nodes:
+                if node.kind == "custom":
+                    library = self._library(config.name, node)
+                    previous = kept.get(node.name)
+                    if previous is not None and previous.same(library, node.params):
+                        custom[node.name] = previous
+                    else:
+                        custom[node.name] = CustomNode(library, node.name, node.params)
+                        created.append(custom[node.name])
+
+            def resolve(node: NodeConfig) -> Servable:
+                if node.kind == "custom":
+                    return custom[node.name]
+                return self._node_model(config.name, node)
+
+            entry.definition = PipelineDefinition(config, resolve)
+            self.metrics.servable_loaded(config.name, 1)
+            log.info("pipeline %s available: inputs %s, outputs %s", config.name,
                      {n: s.metadata_shape() for n, s in entry.definition.inputs.items()},
                      {n: s.metadata_shape() for n, s in entry.definition.outputs.items()})  # fmt: skip
         except LoadError as e:
+            for unused in created:
+                unused.discard()
             entry.error = str(e)
-            log.error("pipeline %s failed validation: %s", entry.config.name, e)
+            log.error("pipeline %s failed validation: %s", config.name, e)
         entry.settled.set()
 
-    def _node_model(self, pipeline: str, model: str, number: int | None) -> ModelVersion:
+    def _library(self, pipeline: str, node: NodeConfig) -> Library:
+        library = self.libraries.get(node.library_name)
+        if not isinstance(library, LoadError) and library is not None:
+            return library
+        why = f" ({library})" if library is not None else ""
+        raise LoadError(
+            "PIPELINE_DEFINITION_INVALID",
+            f"Pipeline refers to incorrect library - {pipeline}: node {node.name} uses {node.library_name}{why}",
+        )
+
+    def _node_model(self, pipeline: str, node: NodeConfig) -> ModelVersion:
+        model, number = node.model_name, node.version
         entry = self.models.get(model)
         version = None if entry is None else (entry.versions.get(number) if number else entry.default())
-        if version is None or version.servable is None:
+        if entry is None or version is None or version.servable is None:
             wanted = f"{model}" + (f" version {number}" if number else "")
             raise LoadError(
                 "PIPELINE_DEFINITION_MISSING_MODEL",
-                f"Pipeline definition has reference to missing model - {pipeline}: {wanted}",
+                f"Pipeline definition has reference to missing model - {pipeline}: node {node.name} uses {wanted}",
+            )
+        shape = entry.config.shape
+        shapes = shape.values() if isinstance(shape, dict) else [shape]
+        if entry.config.batch_size == "auto" or "auto" in shapes:
+            raise LoadError(
+                "FORBIDDEN_MODEL_DYNAMIC_PARAMETER",
+                f'Value of provided parameter is forbidden - {pipeline}: node {node.name} uses model {model}, which '
+                f'has "auto" shape or batch_size; give it a dynamic dimension (-1) instead',
             )
         return version.servable
 

@@ -7,14 +7,16 @@ import graphlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter_ns
+from typing import Protocol
 
 import numpy as np
 
 from .config import NodeConfig, PipelineConfig, Source
+from .custom import CustomNode
 from .errors import LoadError, ServingError
 from .metrics import Metrics
 from .runtime import ModelVersion, TensorMap
-from .tensors import Dim, TensorSpec, check_input, dims_overlap, precision_name, shape_text
+from .tensors import Dim, TensorSpec, check_input, dim_text, dims_overlap, precision_name, shape_text
 from .types import Origin
 
 REQUEST, RESPONSE = "request", "response"
@@ -27,16 +29,56 @@ def _fail(message: str, details: str) -> LoadError:
     return LoadError("PIPELINE_DEFINITION_INVALID", f"{message} - {details}")
 
 
+def _intersect(a: TensorSpec, b: TensorSpec, name: str) -> TensorSpec:
+    """What two nodes fed by one pipeline input both accept: equal precisions, dimension-wise overlap (§5.2)."""
+    if a.dtype != b.dtype or len(a.shape) != len(b.shape) or not all(map(dims_overlap, a.shape, b.shape)):
+        raise _fail(
+            "Multiple nodes connected to the same pipeline input require different tensor metadata",
+            f"{name}: {precision_name(a.dtype)} {shape_text(a.shape)} and {precision_name(b.dtype)} "
+            f"{shape_text(b.shape)}",
+        )
+    return TensorSpec(a.name, a.dtype, tuple(map(_dim_intersection, a.shape, b.shape)), a.layout or b.layout)
+
+
+def _dim_intersection(a: Dim, b: Dim) -> Dim:
+    if a == -1:
+        return b
+    if b == -1:
+        return a
+    lo_a, hi_a = a if isinstance(a, tuple) else (a, a)
+    lo_b, hi_b = b if isinstance(b, tuple) else (b, b)
+    lo, hi = max(lo_a, lo_b), min(hi_a, hi_b)
+    return lo if lo == hi else (lo, hi)
+
+
+class Servable(Protocol):
+    """What a node runs: a model version (resolved per request) or a custom node (bound at load)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, TensorSpec]: ...
+    @property
+    def outputs(self) -> Mapping[str, TensorSpec]: ...
+
+
+ResolveNode = Callable[[NodeConfig], Servable]  # a node's model version or custom node now; raises LoadError
+
+
 @dataclass(frozen=True)
 class _Node:
     config: NodeConfig
-    model: ModelVersion  # the version seen at load time: metadata and validation only
+    model: Servable  # DL: the version seen at load time (metadata and validation only); custom: the node itself
     in_level: tuple[str, ...]  # demultiplexers open for this node's inputs (after its own gather)
     out_level: tuple[str, ...]  # ... and for its outputs (adds itself when it demultiplexes)
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def custom(self) -> CustomNode | None:
+        return self.model if isinstance(self.model, CustomNode) else None
 
 
 def split_count(outputs: Mapping[str, np.ndarray], count: int, where: str) -> int:
@@ -74,43 +116,181 @@ def split_count(outputs: Mapping[str, np.ndarray], count: int, where: str) -> in
 class PipelineDefinition:
     """A validated pipeline: its nodes in dependency order, their demultiplexing levels and its metadata."""
 
-    def __init__(self, config: PipelineConfig, models: Mapping[str, ModelVersion]) -> None:
-        """`models` maps each node name to the model version the node uses now; raises LoadError."""
+    def __init__(self, config: PipelineConfig, resolve: ResolveNode) -> None:
+        """Validate in the order of spec §5.3; `resolve` gives each node what it runs. Raises LoadError."""
         self.config = config
         self.name = config.name
         # demultiply_count of every demultiplexer, the request's included (key "request")
         self.counts = {n.name: n.demultiply_count for n in config.nodes if n.demultiply_count is not None}
         if config.demultiply_count is not None:
             self.counts[REQUEST] = config.demultiply_count
-        self.nodes = self._order(config, models)
+        self._by_name = {n.name: n for n in config.nodes}
+        self._servables: dict[str, Servable] = {}
+        self._resolve = resolve
+        self._check_nodes()
+        self.nodes = self._levels()
         self.inputs = self._input_specs()
         self.outputs = self._output_specs()
+        self.custom_nodes = [n.custom for n in self.nodes.values() if n.custom is not None]
+        for custom in self.custom_nodes:
+            custom.hold()
+        self._running = 0
+        self._retired = False
 
-    # --- structure ---------------------------------------------------------------------------------------
+    # --- structure (spec §5.3 step 3) --------------------------------------------------------------------------
 
-    def _order(self, config: PipelineConfig, models: Mapping[str, ModelVersion]) -> dict[str, _Node]:
-        by_name = {n.name: n for n in config.nodes}
-        if len(by_name) != len(config.nodes) or {REQUEST, RESPONSE} & set(by_name):
-            raise _fail("Pipeline definition has multiple nodes with the same name", config.name)
+    def _servable(self, name: str) -> Servable:
+        if name not in self._servables:
+            self._servables[name] = self._resolve(self._by_name[name])
+        return self._servables[name]
+
+    def _check_nodes(self) -> None:
+        config = self.config
         if any(c < 0 for c in self.counts.values()) and len(self.counts) > 1:
             raise LoadError(
                 "NOT_IMPLEMENTED",
                 f"Functionality not implemented - pipeline {config.name} has a dynamic demultiplexer and another one",
             )
+        if len(self._by_name) != len(config.nodes) or {REQUEST, RESPONSE} & set(self._by_name):
+            names = [n.name for n in config.nodes]
+            twice = sorted({n for n in names if names.count(n) > 1 or n in (REQUEST, RESPONSE)})
+            raise _fail("Pipeline definition has multiple nodes with the same name", ", ".join(twice))
+        for node in config.nodes:
+            self._check_node(node)
+        for name, source in config.outputs.items():
+            self._source_spec(RESPONSE, name, source)
+
+    def _check_node(self, node: NodeConfig) -> None:
+        """One node: what it runs, its demultiplexing and gathering, and every connection into it."""
+        servable = self._servable(node.name)
+        if node.demultiply_count is not None:
+            self._check_demultiplexer(node, servable)
+        gather = node.gather_from_node
+        if gather is not None and gather not in self.counts:
+            what = "Gather node refers to not existing node"
+            if gather in self._by_name or gather == REQUEST:
+                what = "Gather node refers to node that isn't demultiplexer"
+            raise _fail(what, f"{node.name} gathers from {gather}")
+        if gather == REQUEST:
+            raise _fail("Gathering from entry node is not allowed", f"{node.name} gathers from {gather}")
+        for input_name in node.repeated_inputs:
+            raise _fail(
+                "Pipeline definition has multiple connections to the same input of underlying model",
+                f"{node.name}: {input_name}",
+            )
+        for input_name, source in node.inputs.items():
+            self._check_source_node(node.name, source)
+            if input_name not in servable.inputs:
+                raise _fail(
+                    "Pipeline definition has connection to non existing model input", f"{node.name}: {input_name}"
+                )
+            produced = self._source_spec(node.name, input_name, source)
+            if produced.dtype is not None:
+                self._check_connection(node, input_name, produced, servable.inputs[input_name])
+        missing = sorted(set(servable.inputs) - set(node.inputs))
+        if missing:
+            raise _fail(
+                "Pipeline definition does not have connections for all inputs of underlying models",
+                f"{node.name} ({node.model_name or node.library_name}): {', '.join(missing)}",
+            )
+
+    def _check_demultiplexer(self, node: NodeConfig, servable: Servable) -> None:
+        count = node.demultiply_count
+        if node.kind == "DL model":
+            strings = sorted(n for n, s in servable.inputs.items() if s.dtype == np.dtype(object))
+            if strings:
+                raise LoadError(
+                    "NOT_IMPLEMENTED",
+                    f"Demultiplication is not supported for string precision - {node.name}: {', '.join(strings)}",
+                )
+        for alias, item in node.outputs.items():
+            spec = servable.outputs.get(item)
+            if spec is None:
+                continue  # reported with the connection that uses it
+            if len(spec.shape) < 3:
+                raise LoadError(
+                    "PIPELINE_NOT_ENOUGH_SHAPE_DIMENSIONS_TO_DEMULTIPLY",
+                    f"Pipeline has not enough shape dimensions to demultiply - {node.name} output {alias} has shape "
+                    f"{shape_text(spec.shape)}; a demultiplexer's outputs need at least 3",
+                )
+            first = spec.shape[0]
+            if count is not None and count > 0 and not dims_overlap(first, count):
+                raise LoadError(
+                    "PIPELINE_DEMULTIPLY_COUNT_DOES_NOT_MATCH_TENSOR_SHARD_COUNT",
+                    f"Demultiplication count does not match tensor first dimension - {node.name} output {alias}: "
+                    f"demultiply_count {count}, first dimension {dim_text(first)}",
+                )
+
+    def _check_connection(self, node: NodeConfig, input_name: str, produced: TensorSpec, wanted: TensorSpec) -> None:
+        """A node-to-node connection: precisions equal, shapes of the same rank with overlapping dimensions."""
+        if node.gather_from_node is not None:
+            produced = TensorSpec(produced.name, produced.dtype, (self._dim(node.gather_from_node), *produced.shape))
+        if produced.dtype == np.dtype(object) or wanted.dtype == np.dtype(object):
+            raise LoadError(
+                "NOT_IMPLEMENTED",
+                f"Functionality not implemented - {node.name} input {input_name}: strings between nodes",
+            )
+        if wanted.dtype is not None and produced.dtype != wanted.dtype:
+            raise LoadError(
+                "INVALID_PRECISION",
+                f"Invalid input precision - Node: {node.name} input: {input_name} Expected: "
+                f"{precision_name(wanted.dtype)}; Actual: {precision_name(produced.dtype)}",
+            )
+        compatible = len(produced.shape) == len(wanted.shape) and all(
+            dims_overlap(a, b) for a, b in zip(produced.shape, wanted.shape, strict=True)
+        )
+        if not compatible:
+            raise LoadError(
+                "INVALID_SHAPE",
+                f"Invalid input shape - Node: {node.name} input: {input_name} Expected: "
+                f"{shape_text(wanted.shape)}; Actual: {shape_text(produced.shape)}",
+            )
+
+    def _check_source_node(self, target: str, source: Source) -> None:
+        if source.node == RESPONSE:
+            raise _fail("Pipeline definition has response node used as dependency node", target)
+        if source.node != REQUEST and source.node not in self._by_name:
+            raise _fail("Pipeline definition has reference to missing node", f"{target} uses {source.node}")
+
+    def _source_spec(self, target: str, input_name: str, source: Source) -> TensorSpec:
+        """What a connection carries (a request input's spec is unknown here: None dtype); checks that the source
+        node exists, is not the response, declares the alias and that the alias names a real output."""
+        self._check_source_node(target, source)
+        if source.node == REQUEST:
+            if source.item not in self.config.inputs:
+                raise _fail(
+                    "Pipeline definition has reference to missing data source",
+                    f"{target} input {input_name} takes request.{source.item}, not a pipeline input",
+                )
+            return TensorSpec(source.item, None, ())
+        node = self._by_name[source.node]
+        if source.item not in node.outputs:
+            raise _fail(
+                "Pipeline definition has reference to missing data source",
+                f"{target} input {input_name} takes {source.node}.{source.item}; {source.node} declares no such alias",
+            )
+        item = node.outputs[source.item]
+        servable = self._servable(node.name)
+        if item not in servable.outputs:
+            raise _fail(
+                "Pipeline definition has reference to missing model output",
+                f"{source.node} ({node.model_name or node.library_name}) has no output {item}",
+            )
+        spec = servable.outputs[item]
+        shape = spec.shape[1:] if node.demultiply_count is not None else spec.shape
+        return TensorSpec(source.item, spec.dtype, shape, spec.layout)
+
+    # --- graph and levels (spec §5.3 steps 4-5) --------------------------------------------------------------------
+
+    def _levels(self) -> dict[str, _Node]:
+        config = self.config
         graph: dict[str, set[str]] = {n.name: {s.node for s in n.inputs.values()} for n in config.nodes}
         graph[RESPONSE] = {s.node for s in config.outputs.values()}
-        for node_name, sources in graph.items():
-            for source in sources - {REQUEST}:
-                if source == RESPONSE:
-                    raise _fail("Pipeline definition has response node used as dependency node", node_name)
-                if source not in by_name:
-                    raise _fail("Pipeline definition has reference to missing node", f"{node_name} uses {source}")
         try:
             order = list(graphlib.TopologicalSorter(graph).static_order())
         except graphlib.CycleError as e:
             raise _fail("Pipeline definition contains a cycle", " -> ".join(e.args[1])) from e
-        needed = self._reachable(graph)
-        unused = sorted(set(by_name) - needed)
+        unused = sorted(set(self._by_name) - self._reachable(graph))
         if unused:
             raise _fail("Pipeline definition has unconnected nodes", ", ".join(unused))
         nodes: dict[str, _Node] = {}
@@ -118,12 +298,11 @@ class PipelineDefinition:
         for name in order:
             if name in (REQUEST, RESPONSE):
                 continue
-            node = by_name[name]
+            node = self._by_name[name]
             in_level = self._in_level(node.name, node.inputs.values(), node.gather_from_node, levels)
             levels[name] = in_level + ((name,) if node.demultiply_count is not None else ())
-            nodes[name] = _Node(node, models[name], in_level, levels[name])
-            self._check_node(nodes[name], nodes)
-        self._in_level(RESPONSE, config.outputs.values(), None, levels, response=True)
+            nodes[name] = _Node(node, self._servable(name), in_level, levels[name])
+        self._in_level(RESPONSE, config.outputs.values(), None, levels)
         return nodes
 
     @staticmethod
@@ -136,96 +315,41 @@ class PipelineDefinition:
                     todo.append(source)
         return seen
 
+    @staticmethod
     def _in_level(
-        self,
-        name: str,
-        sources: Iterable[Source],
-        gather: str | None,
-        levels: Mapping[str, tuple[str, ...]],
-        response: bool = False,
+        name: str, sources: Iterable[Source], gather: str | None, levels: Mapping[str, tuple[str, ...]]
     ) -> tuple[str, ...]:
+        """The demultiplexers open at a node's inputs, after it gathers (LIFO: only the innermost can be gathered;
+        the response gathers all that are left)."""
         found = {levels[s.node] for s in sources}
         if len(found) > 1:
+            shown = " and ".join(sorted("(" + ",".join(level) + ")" for level in found))
             raise _fail(
-                "Demultiplexer and gather nodes are not in LIFO order", f"{name} takes inputs from different levels"
+                "Demultiplexer and gather nodes are not in LIFO order",
+                f"{name} takes inputs from different demultiplexing levels {shown}",
             )
         level = found.pop() if found else ()
         if gather is not None:
-            if gather not in self.counts or gather == REQUEST:
-                what = (
-                    "Gather node refers to not existing node"
-                    if gather not in levels
-                    else "Gather node refers to node that isn't demultiplexer"
-                )
-                raise _fail(what, f"{name} gathers from {gather}")
             if not level or level[-1] != gather:
-                raise _fail("Demultiplexer and gather nodes are not in LIFO order", f"{name} gathers from {gather}")
-            level = level[:-1]
-        return () if response else level
-
-    def _check_node(self, node: _Node, nodes: Mapping[str, _Node]) -> None:
-        """Connections of a DL node: known inputs and sources, all inputs fed, shapes and precisions agree."""
-        model, config = node.model, node.config
-        for input_name, source in config.inputs.items():
-            if input_name not in model.inputs:
+                innermost = level[-1] if level else "none"
                 raise _fail(
-                    "Pipeline definition has connection to non existing model input", f"{node.name}: {input_name}"
+                    "Demultiplexer and gather nodes are not in LIFO order",
+                    f"{name} gathers from {gather}; the innermost open demultiplexer is {innermost}",
                 )
-            produced = self._source_spec(source, nodes)
-            expected = model.inputs[input_name]
-            if config.gather_from_node is not None:
-                produced = TensorSpec(
-                    produced.name, produced.dtype, (self._dim(config.gather_from_node), *produced.shape)
-                )
-            if produced.dtype is not None and expected.dtype is not None and produced.dtype != expected.dtype:
-                raise LoadError(
-                    "INVALID_PRECISION",
-                    f"Invalid input precision - Node: {node.name} input: {input_name} Expected: "
-                    f"{precision_name(expected.dtype)}; Actual: {precision_name(produced.dtype)}",
-                )
-            compatible = len(produced.shape) == len(expected.shape) and all(
-                dims_overlap(a, b) for a, b in zip(produced.shape, expected.shape, strict=True)
-            )
-            if produced.dtype is not None and not compatible:
-                raise LoadError(
-                    "INVALID_SHAPE",
-                    f"Invalid input shape - Node: {node.name} input: {input_name} Expected: "
-                    f"{shape_text(expected.shape)}; Actual: {shape_text(produced.shape)}",
-                )
-        missing = sorted(set(model.inputs) - set(config.inputs))
-        if missing:
-            raise _fail(
-                "Pipeline definition does not have connections for all inputs of underlying models",
-                f"{node.name} ({config.model_name}): {', '.join(missing)}",
-            )
-        if config.demultiply_count is not None:
-            for alias, item in config.outputs.items():
-                shape = model.outputs[item].shape if item in model.outputs else ()
-                if len(shape) < 3:
-                    raise LoadError(
-                        "PIPELINE_NOT_ENOUGH_SHAPE_DIMENSIONS_TO_DEMULTIPLY",
-                        f"Pipeline has not enough shape dimensions to demultiply - {node.name} output {alias}",
-                    )
+            level = level[:-1]
+        return level
 
     def _dim(self, demultiplexer: str) -> Dim:
+        """The dimension a demultiplexer adds when gathered: its count, or for a dynamic custom node the first
+        dimension of its first output's metadata (spec §5.2), else -1."""
         count = self.counts[demultiplexer]
-        return count if count > 0 else -1
-
-    def _source_spec(self, source: Source, nodes: Mapping[str, _Node]) -> TensorSpec:
-        """What a connection carries: a request input's spec is unknown here (None dtype)."""
-        if source.node == REQUEST:
-            if source.item not in self.config.inputs:
-                raise _fail("Pipeline definition has reference to missing data source", f"request: {source.item}")
-            return TensorSpec(source.item, None, ())
-        node = nodes[source.node]
-        if source.item not in node.config.outputs:
-            raise _fail("Pipeline definition has reference to missing data source", f"{source.node}: {source.item}")
-        item = node.config.outputs[source.item]
-        if item not in node.model.outputs:
-            raise _fail("Pipeline definition has reference to missing model output", f"{source.node}: {item}")
-        spec = node.model.outputs[item]
-        shape = spec.shape[1:] if node.config.demultiply_count is not None else spec.shape
-        return TensorSpec(source.item, spec.dtype, shape, spec.layout)
+        if count > 0:
+            return count
+        if demultiplexer != REQUEST and self._by_name[demultiplexer].kind == "custom":
+            first = next(iter(self._servable(demultiplexer).outputs.values()))
+            if first.shape and isinstance(first.shape[0], int) and first.shape[0] > 0:
+                return first.shape[0]
+        return -1
 
     # --- metadata (spec §5.2) ---------------------------------------------------------------------------------
 
@@ -239,13 +363,16 @@ class PipelineDefinition:
                 if node.config.gather_from_node is not None:
                     spec = TensorSpec(spec.name, spec.dtype, spec.shape[1:], spec.layout)
                 known = specs.get(source.item)
-                if known is not None and (known.dtype != spec.dtype or known.shape != spec.shape):
-                    raise _fail(
-                        "Multiple nodes connected to the same pipeline input require different tensor metadata",
-                        source.item,
-                    )
+                if known is not None:
+                    spec = _intersect(known, spec, source.item)
                 specs[source.item] = TensorSpec(source.item, spec.dtype, spec.shape, spec.layout)
         if REQUEST in self.counts:
+            strings = sorted(n for n, s in specs.items() if s.dtype == np.dtype(object))
+            if strings:
+                raise LoadError(
+                    "NOT_IMPLEMENTED",
+                    f"Demultiplication is not supported for string precision - request: {', '.join(strings)}",
+                )
             specs = {name: self._with_demux_dim(s) for name, s in specs.items()}
         return dict(sorted(specs.items()))
 
@@ -260,10 +387,23 @@ class PipelineDefinition:
                 specs[name] = TensorSpec(name, None, ())
                 continue
             node = self.nodes[source.node]
-            inner = self._source_spec(source, self.nodes)
+            inner = self._source_spec(RESPONSE, name, source)
             gathered = tuple(self._dim(d) for d in node.out_level)
             specs[name] = TensorSpec(name, inner.dtype, gathered + inner.shape)
         return dict(sorted(specs.items()))
+
+    # --- lifetime ---------------------------------------------------------------------------------------------
+
+    def retire(self) -> None:
+        """No new requests will come; custom nodes are let go once the running ones end."""
+        self._retired = True
+        self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        if self._retired and self._running == 0:
+            nodes, self.custom_nodes = self.custom_nodes, []
+            for custom in nodes:
+                custom.drop()
 
     # --- execution ----------------------------------------------------------------------------------------
 
@@ -271,8 +411,13 @@ class PipelineDefinition:
         self, inputs: TensorMap, resolve: Resolve, metrics: Metrics | None = None, origin: Origin | None = None
     ) -> dict[str, np.ndarray]:
         """Run the graph for one validated request; `resolve` gives each DL node its model version now."""
-        models = {name: resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
-        return await _Run(self, models, inputs, metrics or Metrics(()), origin).response()
+        models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
+        self._running += 1
+        try:
+            return await _Run(self, models, inputs, metrics or Metrics(()), origin).response()
+        finally:
+            self._running -= 1
+            self._release_if_idle()
 
 
 class _Run:
@@ -281,7 +426,7 @@ class _Run:
     def __init__(
         self,
         pipeline: PipelineDefinition,
-        models: Mapping[str, ModelVersion],
+        models: Mapping[str, ModelVersion | CustomNode],
         inputs: TensorMap,
         metrics: Metrics,
         origin: Origin | None,
@@ -338,6 +483,12 @@ class _Run:
             for input_name, value in feeds.items():
                 check_input(value, model.inputs[input_name], node=node.name)
             results = await model.infer(feeds)
+            if node.custom is not None:
+                missing = sorted(item for item in config.outputs.values() if item not in results)
+                if missing:
+                    raise ServingError(
+                        "NODE_LIBRARY_MISSING_OUTPUT", f"node {node.name} did not produce {', '.join(missing)}"
+                    )
         except ServingError as e:
             self._record(node.name, model, False, started)
             if not key:
@@ -349,9 +500,9 @@ class _Run:
         self._record(node.name, model, True, started)
         return {alias: results[item] for alias, item in config.outputs.items() if item in results}
 
-    def _record(self, node: str, model: ModelVersion, ok: bool, started: int) -> None:
+    def _record(self, node: str, model: ModelVersion | CustomNode, ok: bool, started: int) -> None:
         self.metrics.node(self.pipeline.name, node, ok, (perf_counter_ns() - started) / 1000)
-        if self.origin is not None:  # OVMS also counts each DL node execution on that node's model
+        if self.origin is not None and isinstance(model, ModelVersion):  # OVMS counts DL node runs on their model
             self.metrics.request(self.origin, model.name, model.version, ok)
 
     async def _gathered(self, source: Source, key: Key) -> np.ndarray:
