@@ -302,7 +302,8 @@ class PipelineDefinition:
             in_level = self._in_level(node.name, node.inputs.values(), node.gather_from_node, levels)
             levels[name] = in_level + ((name,) if node.demultiply_count is not None else ())
             nodes[name] = _Node(node, self._servable(name), in_level, levels[name])
-        self._in_level(RESPONSE, config.outputs.values(), None, levels)
+        # The response gathers each output over every demultiplexer still open for it; unlike OVMS, outputs of
+        # different levels may be mixed (the labels after a gather beside the per-crop scores it gathered).
         return nodes
 
     @staticmethod

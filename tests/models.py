@@ -67,6 +67,66 @@ def replicate(
     return ov.Model([y], [x], "replicate")
 
 
+def detector(size: int = 8, window: int = 4, in_name: str = "image", out_name: str = "boxes") -> ov.Model:
+    """A 'detector' for (1,1,size,size) images: one box per window x window tile, (1,K,3) rows of score (the
+    tile's mean), y, x. Boxes above a threshold vary with the image, so a crop node after it demultiplexes."""
+    x = _named(ops.parameter([1, 1, size, size], np.float32, name=in_name), in_name)
+    means = ops.avg_pool(x, [window, window], [0, 0], [0, 0], [window, window], exclude_pad=True)
+    tiles = (size // window) ** 2
+    scores = ops.reshape(means, ops.constant(np.array([1, tiles, 1], np.int64)), special_zero=False)
+    corners = np.array([[y, x] for y in range(0, size, window) for x in range(0, size, window)], np.float32)
+    boxes = _named(ops.concat([scores, ops.constant(corners.reshape(1, tiles, 2))], 2), out_name)
+    return ov.Model([boxes], [x], "detector")
+
+
+def reference_detector(image: np.ndarray, window: int = 4) -> np.ndarray:
+    """What `detector` computes for one (1,1,H,W) image."""
+    size = image.shape[-1]
+    rows = [
+        [image[0, 0, y : y + window, x : x + window].mean(), y, x]
+        for y in range(0, size, window)
+        for x in range(0, size, window)
+    ]
+    return np.array([rows], np.float32)
+
+
+def reduce_sum(count: int = 3, shape: tuple[int, ...] = (1, 4), in_name: str = "x", out_name: str = "y") -> ov.Model:
+    """Sums `count` gathered shards: (count, *shape) -> shape; a node after a gather_from_node."""
+    x = _named(ops.parameter([count, *shape], np.float32, name=in_name), in_name)
+    y = _named(ops.reduce_sum(x, ops.constant(np.array([0], np.int64)), keep_dims=False), out_name)
+    return ov.Model([y], [x], "reduce_sum")
+
+
+def two_outputs(count: int = 3) -> ov.Model:
+    """Spec §5.2 worked example 2's node A, smaller: x (1,4) -> output_A (count,1,10,10), output_B (count,1,4,13)."""
+    x = _named(ops.parameter([1, 4], np.float32, name="x"), "x")
+    total = ops.reduce_sum(x, ops.constant(np.array([1], np.int64)), keep_dims=False)
+    outputs = []
+    for name, shape in (("output_A", (count, 1, 10, 10)), ("output_B", (count, 1, 4, 13))):
+        ones = ops.constant(np.ones(shape, np.float32))
+        outputs.append(_named(ops.multiply(ones, ops.reshape(total, ops.constant(np.ones(4, np.int64)), False)), name))
+    return ov.Model(outputs, [x], "two_outputs")
+
+
+def combine(out: int = 5) -> ov.Model:
+    """Spec §5.2 example 2's node B, smaller: output_A (1,10,10) and output_B (1,4,13) -> output (1,out)."""
+    a = _named(ops.parameter([1, 10, 10], np.float32, name="a"), "a")
+    b = _named(ops.parameter([1, 4, 13], np.float32, name="b"), "b")
+    total = ops.add(
+        ops.reduce_sum(a, ops.constant(np.array([1, 2], np.int64)), keep_dims=False),
+        ops.reduce_sum(b, ops.constant(np.array([1, 2], np.int64)), keep_dims=False),
+    )
+    y = _named(ops.multiply(ops.constant(np.ones((1, out), np.float32)), ops.unsqueeze(total, [1])), "output")
+    return ov.Model([y], [a, b], "combine")
+
+
+def pair(shape: tuple[int, ...] = (1, 4)) -> ov.Model:
+    """Two inputs: y = x + z."""
+    x = _named(ops.parameter(list(shape), np.float32, name="x"), "x")
+    z = _named(ops.parameter(list(shape), np.float32, name="z"), "z")
+    return ov.Model([_named(ops.add(x, z), "y")], [x, z], "pair")
+
+
 def save(model: ov.Model, repository: Path, name: str, version: int = 1) -> Path:
     """Write `model` as IR into repository/name/version/model.xml; returns the model's base path."""
     folder = repository / name / str(version)

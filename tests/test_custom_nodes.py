@@ -1,0 +1,322 @@
+"""Custom nodes, C (compiled with gcc here) and Python, in the pipeline detector -> crops -> classifier -> arg-max."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import models
+import numpy as np
+import pytest
+from conftest import RunningServer, rpc_error
+
+from ovserve._proto.tensorflow.core.framework import types_pb2
+
+NODES = Path(__file__).parent / "nodes"
+THRESHOLD = 0.5
+
+
+@pytest.fixture(scope="session")
+def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test libraries of tests/nodes, built by gcc once per session."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build the custom node test libraries")
+    out = tmp_path_factory.mktemp("libraries")
+    built = {}
+    for name in ("crop", "argmax", "incomplete"):
+        built[name] = out / f"lib{name}.so"
+        subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(built[name]), str(NODES / f"{name}.c")],
+            check=True,
+        )
+    return built
+
+
+def counters(library: Path) -> tuple[int, int]:
+    """(blocks the library gave and ovserve did not release yet, managers not yet deinitialized)."""
+    gc.collect()
+    dll = ctypes.CDLL(str(library), mode=ctypes.RTLD_LOCAL)  # the same handle ovserve holds: same counters
+    dll.test_live_allocations.restype = dll.test_live_managers.restype = ctypes.c_long
+    return dll.test_live_allocations(), dll.test_live_managers()
+
+
+def pipeline_config(crop: str, argmax: str, **crop_params: str) -> dict[str, Any]:
+    """request -> detect (boxes) -> crop (custom, dynamic demultiplexer) -> classify per crop -> decide (custom,
+    gathers the crops' scores) -> response, plus outputs taken from the demultiplexer and the gathered scores."""
+    params = {"threshold": str(THRESHOLD), "crop_height": "4", "crop_width": "4", **crop_params}
+    return {
+        "model_config_list": [
+            {"config": {"name": "detector", "base_path": "detector", "plugin_config": models.F32}},
+            {"config": {"name": "classifier", "base_path": "classifier", "plugin_config": models.F32}},
+        ],
+        "custom_node_library_config_list": [
+            {"name": "crop_lib", "base_path": crop},
+            {"name": "argmax_lib", "base_path": argmax},
+        ],
+        "pipeline_config_list": [
+            {
+                "name": "find_and_classify",
+                "inputs": ["image"],
+                "nodes": [
+                    {
+                        "name": "detect",
+                        "model_name": "detector",
+                        "type": "DL model",
+                        "inputs": [{"image": {"node_name": "request", "data_item": "image"}}],
+                        "outputs": [{"data_item": "boxes", "alias": "boxes"}],
+                    },
+                    {
+                        "name": "crop",
+                        "library_name": "crop_lib",
+                        "type": "custom",
+                        "demultiply_count": -1,
+                        "params": params,
+                        "inputs": [
+                            {"image": {"node_name": "request", "data_item": "image"}},
+                            {"boxes": {"node_name": "detect", "data_item": "boxes"}},
+                        ],
+                        "outputs": [{"data_item": "crops", "alias": "crop"}, {"data_item": "scores", "alias": "box"}],
+                    },
+                    {
+                        "name": "classify",
+                        "model_name": "classifier",
+                        "type": "DL model",
+                        "inputs": [{"crop": {"node_name": "crop", "data_item": "crop"}}],
+                        "outputs": [{"data_item": "scores", "alias": "scores"}],
+                    },
+                    {
+                        "name": "decide",
+                        "library_name": "argmax_lib",
+                        "type": "custom",
+                        "gather_from_node": "crop",
+                        "inputs": [{"scores": {"node_name": "classify", "data_item": "scores"}}],
+                        "outputs": [{"data_item": "labels", "alias": "labels"}],
+                    },
+                ],
+                "outputs": [
+                    {"labels": {"node_name": "decide", "data_item": "labels"}},
+                    {"scores": {"node_name": "classify", "data_item": "scores"}},
+                    {"crops": {"node_name": "crop", "data_item": "crop"}},
+                    {"box_scores": {"node_name": "crop", "data_item": "box"}},
+                ],
+            }
+        ],
+    }
+
+
+def save_models(repository: Path) -> None:
+    models.save(models.detector(), repository, "detector")
+    models.save(models.classifier(in_name="crop", out_name="scores", image=(1, 1, 4, 4)), repository, "classifier")
+
+
+def image_with(bright: list[bool], seed: int) -> np.ndarray:
+    """An 8x8 image whose four 4x4 tiles have means well above (True) or below (False) the threshold."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((1, 1, 8, 8), np.float32)
+    for tile, on in enumerate(bright):
+        y, x = 4 * (tile // 2), 4 * (tile % 2)
+        image[0, 0, y : y + 4, x : x + 4] = rng.uniform(0.7, 1.0, (4, 4)) if on else rng.uniform(0.0, 0.3, (4, 4))
+    return image
+
+
+def by_hand(image: np.ndarray) -> dict[str, np.ndarray]:
+    """The pipeline's answer computed in numpy: boxes, threshold, crops, classifier per crop, arg-max."""
+    boxes = models.reference_detector(image)[0]
+    kept = boxes[boxes[:, 0] > THRESHOLD]
+    crops = np.stack([image[:, :, int(y) : int(y) + 4, int(x) : int(x) + 4] for _, y, x in kept])
+    scores = models.reference_classifier(crops)
+    return {
+        "crops": crops,
+        "box_scores": kept[:, :1].reshape(-1, 1, 1),
+        "scores": scores,
+        "labels": scores.argmax(axis=2).astype(np.int32),
+    }
+
+
+Locations = Callable[[Path], tuple[str, str]]
+
+
+def c_nodes(libraries: dict[str, Path]) -> Locations:
+    return lambda repository: (str(libraries["crop"]), str(libraries["argmax"]))
+
+
+def python_nodes(monkeypatch: pytest.MonkeyPatch) -> Locations:
+    def place(repository: Path) -> tuple[str, str]:
+        shutil.copy(NODES / "python_nodes.py", repository / "my_nodes.py")
+        monkeypatch.syspath_prepend(str(NODES))
+        return "my_nodes.py:CropNode", "python_nodes:ArgMaxNode"  # a file beside config.json, and a module
+
+    return place
+
+
+@pytest.fixture(params=["c", "python"])
+def nodes(request: pytest.FixtureRequest, libraries: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Locations:
+    return c_nodes(libraries) if request.param == "c" else python_nodes(monkeypatch)
+
+
+DT_FLOAT, DT_INT32 = types_pb2.DataType.DT_FLOAT, types_pb2.DataType.DT_INT32
+
+
+def test_metadata_of_the_realistic_pipeline(repository: Path, serve: Any, nodes: Locations) -> None:
+    save_models(repository)
+    server = serve(pipeline_config(*nodes(repository)))
+    inputs, outputs = server.metadata("find_and_classify")
+    assert inputs == {"image": ([1, 1, 8, 8], DT_FLOAT)}  # detector (1,1,8,8) intersected with crop (1,-1,-1,-1)
+    assert outputs == {
+        "labels": ([-1, 1], DT_INT32),
+        "scores": ([-1, 1, 10], DT_FLOAT),
+        "crops": ([-1, 1, -1, 4, 4], DT_FLOAT),
+        "box_scores": ([-1, 1, 1], DT_FLOAT),
+    }
+
+
+@pytest.mark.parametrize("bright", [[True, False, False, False], [True, True, False, True], [True] * 4])
+def test_detect_crop_classify_decide_equals_numpy(
+    repository: Path, serve: Any, nodes: Locations, bright: list[bool]
+) -> None:
+    save_models(repository)
+    server = serve(pipeline_config(*nodes(repository)))
+    for seed in range(3):
+        image = image_with(bright, seed)
+        result = server.predict("find_and_classify", {"image": image})
+        expected = by_hand(image)
+        assert result["labels"].shape == (sum(bright), 1)
+        np.testing.assert_array_equal(result["labels"], expected["labels"])
+        np.testing.assert_allclose(result["scores"], expected["scores"], rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(result["crops"], expected["crops"])
+        np.testing.assert_allclose(result["box_scores"], expected["box_scores"], rtol=1e-6)  # OpenVINO avg_pool
+
+
+def test_no_boxes_aborts_as_ovms_does(repository: Path, serve: Any, nodes: Locations) -> None:
+    save_models(repository)
+    server = serve(pipeline_config(*nodes(repository)))
+    error = rpc_error(lambda: server.predict("find_and_classify", {"image": image_with([False] * 4, 0)}))
+    assert error.code() == grpc.StatusCode.ABORTED
+    assert error.details() == "Pipeline execution aborted due to no content from custom node - node crop produced 0 branches"
+    status, _, body = server.http("POST", "/v1/models/find_and_classify:predict", '{"inputs": {"image": '
+                                  + str(image_with([False] * 4, 0).tolist()) + "}}")  # fmt: skip
+    assert status == 204 and body == b""
+
+
+def test_c_outputs_are_released_and_managers_deinitialized(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    save_models(repository)
+    server = serve(pipeline_config(str(libraries["crop"]), str(libraries["argmax"])))
+    assert counters(libraries["crop"]) == (0, 1) and counters(libraries["argmax"]) == (0, 1)
+    results = [server.predict("find_and_classify", {"image": image_with([True, True, False, True], s)}) for s in range(5)]
+    assert len(results) == 5
+    assert counters(libraries["crop"])[0] == 0  # every crop buffer went back through the library's release()
+    node = server.server.manager.pipelines["find_and_classify"].definition.custom_nodes[0]
+    document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]))
+    document["model_config_list"].append({"config": {"name": "other", "base_path": "other"}})
+    models.save(models.add_mul(), repository, "other")
+    models.write_config(repository, document)
+    assert server.http("POST", "/v1/config/reload")[0] == 201  # models changed: the pipeline is rebuilt ...
+    rebuilt = server.server.manager.pipelines["find_and_classify"].definition
+    assert node in rebuilt.custom_nodes and counters(libraries["crop"]) == (0, 1)  # ... on the same node instances
+    document["pipeline_config_list"] = []
+    models.write_config(repository, document)
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert counters(libraries["crop"]) == (0, 0) and counters(libraries["argmax"]) == (0, 0)  # deinitialized
+
+
+def test_a_response_holding_library_memory_defers_deinitialize(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    save_models(repository)
+    server = serve(pipeline_config(str(libraries["crop"]), str(libraries["argmax"])))
+    definition = server.server.manager.pipelines["find_and_classify"].definition
+    image = image_with([True] * 4, 1)
+    outputs = server.call(definition.infer({"image": image}, server.server.manager.model_version_now))
+    assert counters(libraries["crop"])[0] == 0  # crops were gathered (copied once) into the response
+    assert counters(libraries["argmax"])[0] == 1  # the labels go to the response without a copy
+    definition.retire()
+    assert counters(libraries["crop"]) == (0, 0)
+    assert counters(libraries["argmax"]) == (1, 1)  # the node waits for its memory to come back
+    np.testing.assert_array_equal(outputs["labels"], by_hand(image)["labels"])
+    del outputs
+    assert counters(libraries["argmax"]) == (0, 0)
+
+
+def statuses(server: RunningServer, name: str) -> tuple[str, str]:
+    entry = server.server.manager.pipelines[name]
+    return entry.status().state, entry.error
+
+
+@pytest.mark.parametrize(
+    ("library", "params", "message"),
+    [
+        ("missing", {}, "Pipeline refers to incorrect library - find_and_classify: node crop uses crop_lib "
+                        "(Custom node library failed to open - crop_lib: "),
+        ("incomplete", {}, "Pipeline refers to incorrect library - find_and_classify: node crop uses crop_lib "
+                           "(Custom node library failed to load symbol - crop_lib ("),
+        ("crop", {"fail_initialize": "1"}, "Failure during custom node library initialization - node crop "
+                                           "(library crop_lib): initialize returned 3"),
+        ("crop", {"mode": "fail_metadata"}, "Custom node failed on metadata call - node crop (library crop_lib): "
+                                            "getInputsInfo returned 5"),
+    ],
+)  # fmt: skip
+def test_library_load_errors_leave_the_rest_serving(
+    repository: Path, serve: Any, libraries: dict[str, Path], library: str, params: dict[str, str], message: str
+) -> None:
+    save_models(repository)
+    path = libraries.get(library, repository / "nowhere.so")
+    document = pipeline_config(str(path), str(libraries["argmax"]), **params)
+    server = serve(document)
+    state, error = statuses(server, "find_and_classify")
+    assert state == "LOADING" and error.startswith(message), error
+    assert "failed to load symbol" not in message or error.endswith("getOutputsInfo)")
+    error_rpc = rpc_error(lambda: server.predict("find_and_classify", {"image": image_with([True] * 4, 0)}))
+    assert error_rpc.code() == grpc.StatusCode.UNAVAILABLE
+    assert server.predict("detector", {"image": image_with([True] * 4, 0)})["boxes"].shape == (1, 4, 3)
+    assert counters(libraries["argmax"])[1] == 0  # the other node's manager was let go with the failed pipeline
+    if library == "crop":
+        assert counters(libraries["crop"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "message"),
+    [
+        ("fail", grpc.StatusCode.INTERNAL,
+         "Custom node failed during execution - node crop (library crop_lib): execute returned 1"),
+        ("null_outputs", grpc.StatusCode.INTERNAL,
+         "Custom node library has returned corrupted outputs handle - node crop (library crop_lib)"),
+        ("no_name", grpc.StatusCode.INTERNAL, "Custom node output is missing name - node crop (library crop_lib)"),
+        ("bad_size", grpc.StatusCode.INTERNAL,
+         "Custom node output has invalid content size - node crop (library crop_lib): output crops of shape "
+         "(4, 1, 1, 4, 4) and precision FP32 needs 256 bytes; the library gave 260"),
+    ],
+)  # fmt: skip
+def test_c_execution_errors_name_the_node_and_leak_nothing(
+    repository: Path, serve: Any, libraries: dict[str, Path], mode: str, code: grpc.StatusCode, message: str
+) -> None:
+    save_models(repository)
+    server = serve(pipeline_config(str(libraries["crop"]), str(libraries["argmax"]), mode=mode))
+    error = rpc_error(lambda: server.predict("find_and_classify", {"image": image_with([True] * 4, 0)}))
+    assert (error.code(), error.details()) == (code, message)
+    assert counters(libraries["crop"])[0] == 0
+
+
+def test_a_box_off_the_image(repository: Path, serve: Any, nodes: Locations) -> None:
+    """The C node fails (INTERNAL); the Python node raises ValueError, which says the input is wrong (400)."""
+    save_models(repository)
+    crop, argmax = nodes(repository)
+    server = serve(pipeline_config(crop, argmax, shift="2"))
+    error = rpc_error(lambda: server.predict("find_and_classify", {"image": image_with([True] * 4, 0)}))
+    if crop.endswith(".so"):
+        assert (error.code(), error.details()) == (
+            grpc.StatusCode.INTERNAL,
+            "Custom node failed during execution - node crop (library crop_lib): execute returned 4",
+        )
+    else:
+        assert (error.code(), error.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Custom node failed during execution - node crop (library crop_lib): a box is off the 8x8 image",
+        )
