@@ -25,7 +25,7 @@ class CropNode:
     def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         image, boxes = inputs["image"], inputs["boxes"][0]
         kept = boxes[boxes[:, 0] > self.threshold]
-        corners = kept[:, 1:].astype(np.int64) + [self.shift, 0]
+        corners = kept[:, 1:].astype(np.int64) + np.array([self.shift, 0])
         _, _, h, w = image.shape
         if np.any(corners < 0) or np.any(corners[:, 0] + self.height > h) or np.any(corners[:, 1] + self.width > w):
             raise ValueError(f"a box is off the {h}x{w} image")
