@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +29,8 @@ from ovserve._proto.tensorflow_serving.apis import (
 )
 from ovserve.config import load_config
 from ovserve.server import Server, Settings
+
+NODES = Path(__file__).parent / "nodes"  # custom node test libraries (C and Python)
 
 
 class RunningServer:
@@ -156,6 +160,22 @@ def seed_server(repository: Path, serve: Callable[[dict[str, Any]], RunningServe
     """The guide's scenario with a tiny batch-1 classifier: model 'resnet', pipeline 'resnet50DAG'."""
     models.save(models.classifier(), repository, "resnet")
     return serve(models.seed_config())
+
+
+@pytest.fixture(scope="session")
+def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test libraries of tests/nodes, built by gcc once per session."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build the custom node test libraries")
+    out = tmp_path_factory.mktemp("libraries")
+    built = {}
+    for name in ("crop", "argmax", "incomplete"):
+        built[name] = out / f"lib{name}.so"
+        subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(built[name]), str(NODES / f"{name}.c")],
+            check=True,
+        )
+    return built
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:

@@ -6,7 +6,6 @@ import ctypes
 import gc
 import json
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,28 +14,11 @@ import grpc
 import models
 import numpy as np
 import pytest
-from conftest import RunningServer, rpc_error
+from conftest import NODES, RunningServer, rpc_error
 
 from ovserve._proto.tensorflow.core.framework import types_pb2
 
-NODES = Path(__file__).parent / "nodes"
 THRESHOLD = 0.5
-
-
-@pytest.fixture(scope="session")
-def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The test libraries of tests/nodes, built by gcc once per session."""
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is needed to build the custom node test libraries")
-    out = tmp_path_factory.mktemp("libraries")
-    built = {}
-    for name in ("crop", "argmax", "incomplete"):
-        built[name] = out / f"lib{name}.so"
-        subprocess.run(
-            ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(built[name]), str(NODES / f"{name}.c")],
-            check=True,
-        )
-    return built
 
 
 def counters(library: Path) -> tuple[int, int]:
