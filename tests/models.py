@@ -67,11 +67,14 @@ def replicate(
     return ov.Model([y], [x], "replicate")
 
 
-def detector(size: int = 8, window: int = 4, in_name: str = "image", out_name: str = "boxes") -> ov.Model:
-    """A 'detector' for (1,1,size,size) images: one box per window x window tile, (1,K,3) rows of score (the
+def detector(
+    size: int = 8, window: int = 4, in_name: str = "image", out_name: str = "boxes", channels: int = 1
+) -> ov.Model:
+    """A 'detector' for (1,channels,size,size) images: one box per window x window tile, (1,K,3) rows of score (the
     tile's mean), y, x. Boxes above a threshold vary with the image, so a crop node after it demultiplexes."""
-    x = _named(ops.parameter([1, 1, size, size], np.float32, name=in_name), in_name)
-    means = ops.avg_pool(x, [window, window], [0, 0], [0, 0], [window, window], exclude_pad=True)
+    x = _named(ops.parameter([1, channels, size, size], np.float32, name=in_name), in_name)
+    pooled = ops.avg_pool(x, [window, window], [0, 0], [0, 0], [window, window], exclude_pad=True)
+    means = ops.reduce_mean(pooled, ops.constant(np.array([1], np.int64)), keep_dims=True)
     tiles = (size // window) ** 2
     scores = ops.reshape(means, ops.constant(np.array([1, tiles, 1], np.int64)), special_zero=False)
     corners = np.array([[y, x] for y in range(0, size, window) for x in range(0, size, window)], np.float32)
@@ -80,10 +83,10 @@ def detector(size: int = 8, window: int = 4, in_name: str = "image", out_name: s
 
 
 def reference_detector(image: np.ndarray, window: int = 4) -> np.ndarray:
-    """What `detector` computes for one (1,1,H,W) image."""
+    """What `detector` computes for one (1,C,H,W) image."""
     size = image.shape[-1]
     rows = [
-        [image[0, 0, y : y + window, x : x + window].mean(), y, x]
+        [image[0, :, y : y + window, x : x + window].mean(), y, x]
         for y in range(0, size, window)
         for x in range(0, size, window)
     ]

@@ -305,3 +305,66 @@ def test_a_box_off_the_image(repository: Path, serve: Any, nodes: Locations) -> 
             grpc.StatusCode.INVALID_ARGUMENT,
             "Custom node failed during execution - node crop (library crop_lib): a box is off the 8x8 image",
         )
+
+
+def readme_example() -> tuple[str, dict[str, Any]]:
+    """The README's Python custom node example: its nodes.py and its config.json fragment."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("### Python custom nodes") :]
+    code = section[section.index("```python\n") + 10 :]
+    fragment = section[section.index("```json\n") + 8 :]
+    return code[: code.index("```")], json.loads("{" + fragment[: fragment.index("```")] + "}")
+
+
+def test_the_readme_python_node_example_serves(repository: Path, serve: Any) -> None:
+    code, document = readme_example()
+    (repository / "nodes.py").write_text(code)
+    document["pipeline_config_list"][0]["nodes"][1]["params"]["size"] = "4"  # the example's 224, made tiny
+    entries = [{"name": n, "base_path": n, "plugin_config": models.F32} for n in ("detector", "classifier")]
+    document["model_config_list"] = [{"config": entry} for entry in entries]
+    models.save(models.detector(channels=3), repository, "detector")
+    models.save(models.classifier(image=(1, 3, 4, 4)), repository, "classifier")
+    server = serve(document)
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0, 0.3, (1, 3, 8, 8)).astype(np.float32)
+    image[:, :, 4:, :4] += 0.6  # one bright tile: one box
+    image[:, :, :4, 4:] += 0.6  # and another
+    scores = server.predict("find_and_classify", {"image": image})["scores"]
+    crops = np.stack([image[:, :, :4, 4:], image[:, :, 4:, :4]])
+    np.testing.assert_allclose(scores, models.reference_classifier(crops), rtol=1e-5, atol=1e-4)
+
+
+def test_a_fixed_count_on_a_custom_node(repository: Path, serve: Any, libraries: dict[str, Path]) -> None:
+    save_models(repository)
+    document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]))
+    document["pipeline_config_list"][0]["nodes"][1]["demultiply_count"] = 4
+    server = serve(document)
+    assert server.metadata("find_and_classify")[1]["scores"] == ([4, 1, 10], DT_FLOAT)
+    image = image_with([True] * 4, 3)
+    labels = server.predict("find_and_classify", {"image": image})["labels"]
+    np.testing.assert_array_equal(labels, by_hand(image)["labels"])
+    error = rpc_error(lambda: server.predict("find_and_classify", {"image": image_with([True, False, True, True], 3)}))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == (
+        "Wrong dimension size. Should match demultiply count - node crop: crop has first dimension 3, "
+        "demultiply_count is 4"
+    )
+
+
+def test_kserve_clients_drive_the_custom_pipeline(repository: Path, serve: Any, libraries: dict[str, Path]) -> None:
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+
+    save_models(repository)
+    server = serve(pipeline_config(str(libraries["crop"]), str(libraries["argmax"])))
+    image = image_with([True, False, True, True], 7)
+    expected = by_hand(image)
+    for module, url in ((triton_grpc, f"127.0.0.1:{server.port}"), (triton_http, f"127.0.0.1:{server.rest_port}")):
+        client = module.InferenceServerClient(url)
+        assert client.is_model_ready("find_and_classify")
+        tensor = module.InferInput("image", list(image.shape), "FP32")
+        tensor.set_data_from_numpy(image)
+        result = client.infer("find_and_classify", [tensor])
+        np.testing.assert_array_equal(result.as_numpy("labels"), expected["labels"])
+        np.testing.assert_allclose(result.as_numpy("scores"), expected["scores"], rtol=1e-5, atol=1e-4)
+        client.close()
