@@ -368,3 +368,75 @@ def test_kserve_clients_drive_the_custom_pipeline(repository: Path, serve: Any, 
         np.testing.assert_array_equal(result.as_numpy("labels"), expected["labels"])
         np.testing.assert_allclose(result.as_numpy("scores"), expected["scores"], rtol=1e-5, atol=1e-4)
         client.close()
+
+
+CHECK_NODE = '''
+import threading, time
+import numpy as np
+
+class Check:
+    """Per image: fails for an image whose mean is above `limit`, after the other branches have started; the
+    others take a while, so a request that failed must still wait for them."""
+    lock = threading.Lock()
+    started = finished = 0
+
+    def __init__(self, params):
+        self.limit = float(params["limit"])
+
+    def inputs_info(self):
+        return {"x": ((1, 4), "float32")}
+
+    def outputs_info(self):
+        return {"y": ((1, 4), "float32")}
+
+    def execute(self, inputs):
+        with Check.lock:
+            Check.started += 1
+        try:
+            x = inputs["x"]
+            if x.mean() > self.limit:
+                time.sleep(0.05)
+                raise ValueError(f"mean {x.mean():g} is above {self.limit:g}")
+            time.sleep(0.3)
+            return {"y": x * 2}
+        finally:
+            with Check.lock:
+                Check.finished += 1
+'''
+
+
+def test_the_first_error_names_the_branch_and_waits_for_running_nodes(repository: Path, serve: Any) -> None:
+    (repository / "check.py").write_text(CHECK_NODE)
+    document = {
+        "model_config_list": [],
+        "custom_node_library_config_list": [{"name": "checks", "base_path": "check.py:Check"}],
+        "pipeline_config_list": [
+            {
+                "name": "checked",
+                "inputs": ["x"],
+                "demultiply_count": -1,
+                "nodes": [
+                    {
+                        "name": "check",
+                        "type": "custom",
+                        "library_name": "checks",
+                        "params": {"limit": "10"},
+                        "inputs": [{"x": {"node_name": "request", "data_item": "x"}}],
+                        "outputs": [{"data_item": "y", "alias": "y"}],
+                    }
+                ],
+                "outputs": [{"y": {"node_name": "check", "data_item": "y"}}],
+            }
+        ],
+    }
+    server = serve(document)
+    x = np.zeros((4, 1, 4), np.float32)
+    np.testing.assert_array_equal(server.predict("checked", {"x": x + 1})["y"], (x + 1) * 2)
+    x[2] = 50
+    error = rpc_error(lambda: server.predict("checked", {"x": x}))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Custom node failed during execution - node check (library checks): mean 50 is above 10; branch 2",
+    )
+    check = server.server.manager.pipelines["checked"].definition.custom_nodes[0]._instance._object
+    assert type(check).started == type(check).finished == 8  # the three slow branches ended before the answer
