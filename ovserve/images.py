@@ -58,6 +58,8 @@ def binary_input(
     if rank == (5 if spec.demultiplexed else 4):
         _check_rank(shape, spec.name, kserve)
         _check_batch(shape, len(values), spec)
+        if not values:
+            raise ServingError("INVALID_BATCH_SIZE", f"Expected: at least 1 image; Actual: 0; input name: {spec.name}")
         return EncodedImages(values, spec, "BYTES_CONTENTS_EMPTY" if kserve else "STRING_VAL_EMPTY")
     demux = " (5 for a pipeline input demultiplexed at the request)"
     raise ServingError(
@@ -197,12 +199,13 @@ class EncodedImages:
 
     def decode(self) -> np.ndarray:
         """Decode every image with OpenCV (IMREAD_UNCHANGED: BGR/BGRA/gray, 8 or 16 bits as stored), check it,
-        convert it to the endpoint precision, resize it where OVMS does, and stack (N,H,W,C) or (N,1,H,W,C)."""
+        convert it to the endpoint precision, resize it where OVMS does, and stack (N,H,W,C) or (N,1,H,W,C). The
+        checks come in OVMS's order: layout, empty images, then per image parsing, resolution, channels,
+        precision and size."""
         import cv2  # ~0.1 s to import: only servers that receive images pay it
 
         spec, name = self.spec, self.spec.name
-        rank = len(spec.shape)
-        if not accepts_images(spec.layout, rank):
+        if not accepts_images(spec.layout, len(spec.shape)):
             raise ServingError(
                 "UNSUPPORTED_LAYOUT", f"input name: {name} has layout {spec.layout or 'N...'}; images need N...HWC"
             )
@@ -212,40 +215,32 @@ class EncodedImages:
         height, width, channels = spec.shape[-3:]
         # OVMS resizes only for these exact layouts and when no dimension is -1 ("any"); ranges still resize.
         resizable = spec.layout in _RESIZABLE_LAYOUTS and all(d != -1 for d in spec.shape)
-        out: np.ndarray | None = None
-        first = (0, 0, 0)
-        size = (0, 0)  # target height and width, set by the first image
+        out = np.empty(0)
+        first = (0, 0, 0)  # the first image's height, width and channels
+        size = (0, 0)  # the height and width every image gets, set by the first image
         for i, item in enumerate(self.items):
-            try:
-                image = cv2.imdecode(np.frombuffer(item, np.uint8), cv2.IMREAD_UNCHANGED)
-            except cv2.error:
-                image = None
-            if image is None:
-                raise ServingError("IMAGE_PARSING_FAILED", f"image {i} is no image OpenCV reads; input name: {name}")
-            if image.ndim == 2:
-                image = image[:, :, np.newaxis]
+            image = self._read(cv2, item, i)
             shape = image.shape
-            if out is not None and not resizable and shape[:2] != first[:2]:
+            if i and not resizable and shape[:2] != first[:2]:
                 raise ServingError(
                     "BINARY_IMAGES_RESOLUTION_MISMATCH",
                     f"image 0 is {first[0]}x{first[1]}, image {i} is {shape[0]}x{shape[1]} (height x width); "
                     f"input name: {name}",
                 )
-            expected = first[2] if out is not None else channels
+            expected = first[2] if i else channels
             if not dim_accepts(expected, shape[2]):
                 raise ServingError(
                     "INVALID_NO_OF_CHANNELS",
                     f"Expected: {dim_text(expected)}; Actual: {shape[2]} in image {i}; input name: {name}",
                 )
-            if out is None:
+            if not i:
                 first, size = shape, (_target(height, shape[0]), _target(width, shape[1]))
-            if spec.dtype not in _CONVERTIBLE:
+            if spec.dtype is None or spec.dtype not in _CONVERTIBLE:
                 raise ServingError(
                     "INVALID_PRECISION",
                     f"images convert to FP32, FP64, FP16, I32, I16, I8, U8 or U16, not "
                     f"{precision_name(spec.dtype)}; input name: {name}",
                 )
-            assert spec.dtype is not None
             image = _convert(image, spec.dtype)  # before resizing, as OVMS does: a float input resizes in float
             if shape[:2] != size:
                 if not resizable:
@@ -256,12 +251,24 @@ class EncodedImages:
                         f"input name: {name}",
                     )
                 image = self._resize(cv2, image, size)
-            if out is None:
+            if not i:
                 batch = (len(self.items), 1) if spec.demultiplexed else (len(self.items),)
                 out = np.empty((*batch, *size, first[2]), spec.dtype)
-            out[i] = image.reshape(out.shape[1:])
-        assert out is not None
+            out[i] = image.reshape(out.shape[1:])  # the one copy of each image
         return out
+
+    def _read(self, cv2: Any, item: bytes, index: int) -> np.ndarray:
+        """One image as OpenCV decodes it, always (H, W, C)."""
+        try:
+            image = cv2.imdecode(np.frombuffer(item, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+        if image is None:
+            raise ServingError(
+                "IMAGE_PARSING_FAILED", f"image {index} is no image OpenCV reads; input name: {self.spec.name}"
+            )
+        result: np.ndarray = image[:, :, np.newaxis] if image.ndim == 2 else image
+        return result
 
     @staticmethod
     def _resize(cv2: Any, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -343,6 +343,7 @@ ERRORS = [
     ("u8", [PNG, PNG], [3], INVALID,
      "Invalid input batch size - the request shape says 3 but holds 2 values; input name: image"),
     ("fixed", [PNG, PNG], None, INVALID, "Invalid input batch size - Expected: 1; Actual: 2; input name: image"),
+    ("u8", [], None, INVALID, "Invalid input batch size - Expected: at least 1 image; Actual: 0; input name: image"),
     ("u8", [PNG, b""], None, INVALID, "String val is empty - image 1 has no bytes; input name: image"),
     ("nchw", [PNG], None, INVALID,
      "Received binary image input but resource not configured to accept NHWC layout - input name: image has layout "
@@ -416,6 +417,19 @@ def test_kserve_grpc_empty_image_and_rank(server: RunningServer) -> None:
 def test_tfs_rest_bad_base64_and_empty_image(server: RunningServer) -> None:
     status, _, body = server.http("POST", "/v1/models/u8:predict", json.dumps({"instances": [{"b64": ""}]}))
     assert (status, json.loads(body)["error"]) == (400, "String val is empty - image 0 has no bytes; input name: image")
+
+
+@pytest.mark.parametrize(
+    ("layout", "rank", "accepted"),
+    [
+        ("NHWC", 4, True), ("", 4, True), ("N...", 4, True), ("...", 4, True), ("N???", 4, True),
+        ("N?HWC", 5, True), ("N?...", 5, True), ("NCHW", 4, False), ("NHW", 4, False), ("?C???", 5, False),
+        ("N...C", 4, True), ("C...", 4, False), ("NHWC", 5, False),
+    ],
+)  # fmt: skip
+def test_layouts_compatible_with_nhwc(layout: str, rank: int, accepted: bool) -> None:
+    """N...HWC expanded to the rank must agree letter by letter, and no letter may land twice (spec §8.2)."""
+    assert ovimages.accepts_images(layout, rank) is accepted
 
 
 # --- decoding off the event loop -----------------------------------------------------------------------------
