@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline protos clean
+.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images protos clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -56,6 +56,10 @@ bench-api: $(VENV)/.installed $(DEMO_CACHE)/.ready
 ## Detector -> crops (C or Python custom node) -> classifier per crop -> arg-max, against the same work in-process.
 bench-pipeline: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	$(PY) bench/bench_pipeline.py
+
+## Binary image inputs: latency of JPEG vs raw tensors, and event-loop responsiveness while batches decode.
+bench-images: $(VENV)/.installed
+	$(PY) bench/bench_images.py
 
 ## Regenerate ovserve/_proto from proto/ (the generated code is committed).
 protos: $(VENV)/.installed

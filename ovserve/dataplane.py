@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from time import perf_counter_ns
 
 from .errors import ServingError
@@ -32,11 +33,12 @@ class DataPlane:
         self, request: InferRequest, origin: Origin, missing: str = "PIPELINE_DEFINITION_NAME_MISSING"
     ) -> InferResult:
         """Validate and run a request. `request.inputs` may be a decoder that needs the servable's input specs
-        (REST formats whose values take the model's precision)."""
+        (REST formats whose values take the model's precision, binary inputs decoded to the input's shape)."""
         servable = await self.servable(request.target, request.version, missing)
         started = perf_counter_ns()
         try:
-            inputs = request.inputs if not callable(request.inputs) else request.inputs(servable.inputs)
+            decoded = request.inputs if not callable(request.inputs) else request.inputs(servable.inputs)
+            inputs = decoded if isinstance(decoded, Mapping) else await decoded
             check_inputs(inputs, servable.inputs)
             outputs = await servable.infer(inputs, origin)
         except BaseException:

@@ -35,6 +35,21 @@ TABLE: dict[str, _Entry] = {
     "INVALID_VALUE_COUNT": _Entry("Invalid number of values in tensor proto container", "INVALID_ARGUMENT", 400),
     "INVALID_CONTENT_SIZE": _Entry("Invalid content size of tensor proto", "INVALID_ARGUMENT", 400),
     "INVALID_INPUT_FORMAT": _Entry("Inputs inside buffer does not match expected format.", "INVALID_ARGUMENT", 400),
+    # Binary inputs (spec §8). OVMS answers IMAGE_PARSING_FAILED and INVALID_STRING_MAX_SIZE_EXCEEDED with
+    # UNKNOWN and BYTES_CONTENTS_EMPTY with HTTP 500: all are the sender's mistake, so 400 / INVALID_ARGUMENT here.
+    "UNSUPPORTED_LAYOUT": _Entry(
+        "Received binary image input but resource not configured to accept NHWC layout", "INVALID_ARGUMENT", 400
+    ),
+    "INVALID_NO_OF_CHANNELS": _Entry("Invalid number of channels in binary input", "INVALID_ARGUMENT", 400),
+    "BINARY_IMAGES_RESOLUTION_MISMATCH": _Entry(
+        "Binary input images for this endpoint are required to have the same resolution", "INVALID_ARGUMENT", 400
+    ),
+    "STRING_VAL_EMPTY": _Entry("String val is empty", "INVALID_ARGUMENT", 400),
+    "BYTES_CONTENTS_EMPTY": _Entry("Bytes contents is empty", "INVALID_ARGUMENT", 400),
+    "IMAGE_PARSING_FAILED": _Entry("Image parsing failed", "INVALID_ARGUMENT", 400),
+    "INVALID_STRING_MAX_SIZE_EXCEEDED": _Entry(
+        "Maximum 2D array after string conversion exceeded 1GB", "INVALID_ARGUMENT", 400
+    ),
     "PIPELINE_TOO_LARGE_DIMENSION_SIZE_TO_DEMULTIPLY": _Entry(
         "Too large dynamic demultiplication requested.", "INVALID_ARGUMENT", 400
     ),

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, jsonio
+from . import __version__, images, jsonio
 from ._proto import grpc_predict_v2_pb2 as pb
 from .errors import ServingError
 from .tensors import TensorSpec, check_input, shape_text
@@ -195,16 +195,25 @@ def _decode(tensor: Tensor, dtype: np.dtype[Any]) -> np.ndarray:
     return values.astype(dtype, copy=False).reshape(shape)
 
 
-def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -> Any:
-    """The InferRequest decoder: validates `tensors` against the servable's specs in OVMS's order, then decodes."""
+def _items(tensor: Tensor) -> list[bytes]:
+    """The elements of a BYTES tensor, from its length-prefixed raw buffer or its bytes_contents."""
+    if tensor.raw is not None:
+        return split_bytes(tensor.raw, tensor.name, tensor.bytes_status)
+    return list(tensor.values) if tensor.values is not None else []
 
-    def decode(specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+
+def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -> Any:
+    """The InferRequest decoder: validates `tensors` against the servable's specs in OVMS's order, then decodes.
+    BYTES tensors for inputs other than STRING are binary inputs (images, 2-D strings; spec §8)."""
+
+    def decode(specs: Mapping[str, TensorSpec]) -> images.Decoded:
         if not tensors or len(tensors) != len(specs):
             raise ServingError("INVALID_NO_OF_INPUTS", f"Expected: {len(specs)}; Actual: {len(tensors)}")
         if coherency is not None:
             raise coherency
         by_name = {t.name: t for t in tensors}
         checked: list[tuple[Tensor, np.dtype[Any]]] = []
+        binary: dict[str, np.ndarray | images.EncodedImages] = {}
         for name in sorted(specs):
             tensor = by_name.get(name)
             if tensor is None:
@@ -215,6 +224,9 @@ def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -
                     "INVALID_SHAPE", f"Negative or zero dimension size is not acceptable: {shape}; input name: {name}"
                 )
             spec = specs[name]
+            if tensor.datatype == BYTES and images.converts(spec):
+                binary[name] = images.binary_input(_items(tensor), tensor.shape, spec, kserve=True)
+                continue
             dtype = NUMPY_OF.get(tensor.datatype)
             if (spec.dtype is not None and dtype != spec.dtype) or dtype is None:
                 raise ServingError(
@@ -224,7 +236,8 @@ def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -
             # Rank, batch and shape from the declared shape alone: a zero-strided stand-in, no buffer read yet.
             check_input(np.broadcast_to(np.empty((), dtype), tensor.shape), spec)
             checked.append((tensor, dtype))
-        return {tensor.name: _decode(tensor, dtype) for tensor, dtype in checked}
+        arrays = {tensor.name: _decode(tensor, dtype) for tensor, dtype in checked}
+        return images.finish({**arrays, **binary}) if binary else arrays
 
     return decode
 

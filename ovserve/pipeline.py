@@ -379,7 +379,8 @@ class PipelineDefinition:
 
     def _with_demux_dim(self, spec: TensorSpec) -> TensorSpec:
         layout = spec.layout or ("N..." if spec.shape else "...")
-        return TensorSpec(spec.name, spec.dtype, (self._dim(REQUEST), *spec.shape), "N" + layout.replace("N", "?"))
+        shape = (self._dim(REQUEST), *spec.shape)
+        return TensorSpec(spec.name, spec.dtype, shape, "N" + layout.replace("N", "?"), demultiplexed=True)
 
     def _output_specs(self) -> dict[str, TensorSpec]:
         specs: dict[str, TensorSpec] = {}

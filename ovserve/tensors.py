@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,7 @@ class TensorSpec:
     dtype: np.dtype | None  # None = unspecified (pass-through pipeline tensors)
     shape: Shape
     layout: str = ""
+    demultiplexed: bool = False  # a pipeline input whose leading dimension the request's demultiplexer splits
 
     @property
     def batch_index(self) -> int | None:
@@ -124,11 +125,17 @@ def check_input(array: np.ndarray, spec: TensorSpec, node: str | None = None) ->
         )
 
 
+def check_names(names: Collection[str], specs: Mapping[str, TensorSpec]) -> None:
+    """The first checks of a request, before any input is read: number of inputs, then presence by sorted name."""
+    if not names or len(names) != len(specs):
+        raise ServingError("INVALID_NO_OF_INPUTS", f"Expected: {len(specs)}; Actual: {len(names)}")
+    for name in sorted(specs):
+        if name not in names:
+            raise ServingError("INVALID_MISSING_INPUT", f"Required input: {name}")
+
+
 def check_inputs(inputs: Mapping[str, np.ndarray], specs: Mapping[str, TensorSpec]) -> None:
     """Validate a request against an endpoint in OVMS's order: count, then each input by sorted name."""
-    if not inputs or len(inputs) != len(specs):
-        raise ServingError("INVALID_NO_OF_INPUTS", f"Expected: {len(specs)}; Actual: {len(inputs)}")
+    check_names(inputs.keys(), specs)
     for name in sorted(specs):
-        if name not in inputs:
-            raise ServingError("INVALID_MISSING_INPUT", f"Required input: {name}")
         check_input(inputs[name], specs[name])

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from . import _proto, jsonio
+from . import _proto, images, jsonio
 from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from .errors import ServingError
-from .tensors import TensorSpec, precision_name, shape_text
+from .tensors import TensorSpec, check_names, precision_name, shape_text
 from .types import Endpoint, InferRequest, InferResult, VersionStatus
 
 DT = types_pb2.DataType
@@ -73,14 +73,19 @@ def make_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     return proto
 
 
-def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
-    """Decode a TensorProto without copying tensor_content; errors name the input as OVMS does."""
+def _shape(proto: tensor_pb2.TensorProto, name: str) -> tuple[int, ...]:
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if any(d < 0 for d in shape):
         raise ServingError(
             "INVALID_SHAPE",
             f"Negative or zero dimension size is not acceptable: {shape_text(shape)}; input name: {name}",
         )
+    return shape
+
+
+def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
+    """Decode a TensorProto without copying tensor_content; errors name the input as OVMS does."""
+    shape = _shape(proto, name)
     dtype = _NUMPY_OF.get(proto.dtype)
     if dtype is None:  # an unsupported type: an empty array whose precision reads INVALID in the check that follows
         return np.empty(0, dtype="V1")
@@ -125,8 +130,22 @@ def requested_version(spec: model_pb2.ModelSpec) -> int | None:
 
 
 def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
-    inputs = {name: make_ndarray(proto, name) for name, proto in message.inputs.items()}
-    return InferRequest(message.model_spec.name, requested_version(message.model_spec), inputs)
+    """A PredictRequest as an InferRequest whose inputs are decoded once the servable's input specs are known:
+    DT_STRING tensors for inputs other than STRING are binary inputs (images, 2-D strings; spec §8)."""
+    protos = message.inputs
+
+    def decode(specs: Mapping[str, TensorSpec]) -> images.Decoded:
+        check_names(protos, specs)
+        arrays: dict[str, np.ndarray | images.EncodedImages] = {}
+        for name in sorted(specs):
+            proto, spec = protos[name], specs[name]
+            if proto.dtype == DT.DT_STRING and images.converts(spec):
+                arrays[name] = images.binary_input(list(proto.string_val), _shape(proto, name), spec)
+            else:
+                arrays[name] = make_ndarray(proto, name)
+        return images.finish(arrays)
+
+    return InferRequest(message.model_spec.name, requested_version(message.model_spec), decode)
 
 
 def predict_response(result: InferResult) -> predict_pb2.PredictResponse:
@@ -317,6 +336,19 @@ def _column_inputs(inputs: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np
     return {name: _json_tensor(value, specs.get(name), status, name) for name, value in inputs.items()}
 
 
+def _binary_inputs(inputs: dict[str, np.ndarray], specs: Mapping[str, TensorSpec]) -> images.Decoded:
+    """Strings and {"b64": ...} values sent to inputs other than STRING become images or 2-D strings (spec §8)."""
+    check_names(inputs.keys(), specs)
+    arrays: dict[str, np.ndarray | images.EncodedImages] = {}
+    for name in sorted(specs):
+        array, spec = inputs[name], specs[name]
+        if array.dtype == object and images.converts(spec):
+            arrays[name] = images.binary_input(array.ravel().tolist(), array.shape, spec)
+        else:
+            arrays[name] = array
+    return images.finish(arrays)
+
+
 class RestPredict:
     """A TF Serving REST predict body as a data-plane decoder: parsed once the servable's input specs are known (its
     values take their precisions); it remembers the request's format for the response (spec §4.5)."""
@@ -325,14 +357,16 @@ class RestPredict:
         self.body = body
         self.row = False
 
-    def __call__(self, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+    def __call__(self, specs: Mapping[str, TensorSpec]) -> images.Decoded:
+        """The arrays, or an awaitable of them while images decode (see images.finish)."""
         document = parse_json(self.body)
         if not isinstance(document, dict):
             raise ServingError("REST_BODY_IS_NOT_AN_OBJECT")
         if ("instances" in document) == ("inputs" in document):
             raise ServingError("REST_PREDICT_UNKNOWN_ORDER")
         self.row = "instances" in document
-        return _row_inputs(document["instances"], specs) if self.row else _column_inputs(document["inputs"], specs)
+        inputs = _row_inputs(document["instances"], specs) if self.row else _column_inputs(document["inputs"], specs)
+        return _binary_inputs(inputs, specs)
 
     def response(self, outputs: Mapping[str, np.ndarray]) -> bytes:
         return predict_json(outputs, self.row)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +18,8 @@ class InferRequest:
     inputs: Mapping[str, np.ndarray] | Decoder  # arrays, or a decoder given the servable's input specs
 
 
-Decoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray]]
+# A decoder returns the arrays, or an awaitable of them when part of the work (image decoding) runs in a thread.
+Decoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray] | Awaitable[Mapping[str, np.ndarray]]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,3 +179,25 @@ def write_config(repository: Path, document: dict[str, Any]) -> Path:
     path = repository / "config.json"
     path.write_text(json.dumps(document, indent=1))
     return path
+
+
+def pixels(shape: tuple[int, ...] = (1, 4, 4, 3), dtype: Any = np.uint8, in_name: str = "image") -> ov.Model:
+    """Shows the tensor an input received: output 'pixels' = the input as float32 (values unchanged)."""
+    x = _named(ops.parameter(list(shape), dtype, name=in_name), in_name)
+    y = _named(ops.multiply(ops.convert(x, np.float32), ops.constant(np.float32(1))), "pixels")
+    return ov.Model([y], [x], "pixels")
+
+
+def channel_means(shape: tuple[int, ...] = (1, 6, 8, 3), in_name: str = "image") -> ov.Model:
+    """An NHWC float32 image → its mean per channel, (1, C): a batch-1 model for demultiplexed image pipelines."""
+    x = _named(ops.parameter(list(shape), np.float32, name=in_name), in_name)
+    y = _named(ops.reduce_mean(x, ops.constant(np.array([1, 2], np.int64)), keep_dims=False), "means")
+    return ov.Model([y], [x], "channel_means")
+
+
+def gray_nchw(shape: tuple[int, ...] = (1, 3, 12, 16), weights: tuple[float, ...] = (0.114, 0.587, 0.299)) -> ov.Model:
+    """An NCHW model: a 1x1 convolution mixing the channels with `weights` (BGR luma by default) → (1, 1, H, W)."""
+    x = _named(ops.parameter(list(shape), np.float32, name="data"), "data")
+    kernel = ops.constant(np.array(weights, np.float32).reshape(1, len(weights), 1, 1))
+    y = _named(ops.convolution(x, kernel, [1, 1], [0, 0], [0, 0], [1, 1]), "gray")
+    return ov.Model([y], [x], "gray_nchw")

@@ -246,16 +246,17 @@ def test_float32_text_rule_on_chosen_and_random_values() -> None:
 
 
 def test_binary_and_string_values_become_bytes() -> None:
-    specs = {"img": TensorSpec("img", np.dtype(np.float32), (-1, 4, 4, 3))}
+    specs = {"img": TensorSpec("img", np.dtype(object), (-1,))}  # a STRING input takes the bytes as they are
     decoder = tfs.RestPredict(b'{"instances": [{"b64": "aGVsbG8="}, {"b64": "d29ybGQ"}]}')
     (array,) = decoder(specs).values()
     assert array.dtype == object and array.tolist() == [b"hello", b"world"]
     column = tfs.RestPredict(b'{"inputs": {"img": {"b64": "aGVsbG8="}}}')(specs)["img"]
     assert column.shape == (1,) and column[0] == b"hello"
-    text = tfs.RestPredict(b'{"inputs": [["ab", "c"]]}')({"t": TensorSpec("t", np.dtype(np.uint8), (-1, -1))})["t"]
-    assert text.dtype == object and text.tolist() == [[b"ab", b"c"]]
+    # Plain strings for a U8 input of rank 2: packed, zero padded, one row per string (spec §8.3).
+    text = tfs.RestPredict(b'{"inputs": ["ab", "c"]}')({"t": TensorSpec("t", np.dtype(np.uint8), (-1, -1))})["t"]
+    assert text.dtype == np.uint8 and text.tolist() == [[97, 98, 0], [99, 0, 0]]
     with pytest.raises(ServingError, match="Could not parse instance content"):
-        tfs.RestPredict(b'{"instances": ["ab"]}')(specs)
+        tfs.RestPredict(b'{"instances": ["ab"]}')({"img": TensorSpec("img", np.dtype(np.float32), (-1, 4, 4, 3))})
 
 
 # --- errors ------------------------------------------------------------------------------------------------
