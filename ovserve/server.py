@@ -135,6 +135,7 @@ class Server:
             await self.http.stop()
         if self.grpc is not None:
             await self.grpc.stop(grace)
+        await asyncio.to_thread(self.manager.close)
         log.info("server stopped")
 
 
