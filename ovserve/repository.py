@@ -70,8 +70,9 @@ class Storage:
     """What the S3 repositories of one server share: one client (thread-safe, built on first use from the
     environment) and one download directory, removed by close()."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, page_size: int = 1000) -> None:
         self._environ = os.environ if environ is None else environ
+        self.page_size = page_size  # keys per listing request (S3's maximum is 1000)
         self._lock = threading.Lock()
         self._client: Any = None
         self._root: Path | None = None
@@ -167,7 +168,11 @@ class S3Repository:
 
     def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
         pages = (
-            self._storage.client().get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix)
+            self._storage.client()
+            .get_paginator("list_objects_v2")
+            .paginate(
+                Bucket=self.location.bucket, Prefix=prefix, PaginationConfig={"PageSize": self._storage.page_size}
+            )
         )
         for page in pages:
             yield from page.get("Contents", ())

@@ -4,6 +4,7 @@ policies, polling for versions uploaded and deleted, and errors that stay with t
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -22,7 +23,9 @@ from moto.core import enable_iam_authentication
 from moto.server import ThreadedMotoServer
 
 from ovserve import cli
-from ovserve.config import S3Path
+from ovserve.config import S3Path, parse_config
+from ovserve.errors import LoadError
+from ovserve.repository import S3Repository, Storage
 
 REGION = "us-east-1"
 
@@ -322,3 +325,51 @@ def test_credentials_are_checked_and_an_unreachable_endpoint_is_reported(
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # boto3's own setting: no retries against a closed port
     details = failure()
     assert f"{bucket.url('zoo/resnet')}: cannot reach {closed} (check S3_ENDPOINT or AWS_ENDPOINT_URL)" in details
+
+
+def test_listing_pages_and_downloads_at_the_repository_level(bucket: Bucket, caplog: pytest.LogCaptureFixture) -> None:
+    """The listing follows continuation tokens; a fetched version is a local folder until it is released."""
+    for version in (1, 2, 3):
+        bucket.upload(models.classifier(seed=version), "zoo/resnet", version)
+    bucket.put("zoo/resnet/3/variables/extra.txt", b"kept with its folder")
+    bucket.put("zoo/evil/1/../../escape.xml", b"<model/>")
+    storage = Storage(page_size=2)
+    try:
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            found = S3Repository(S3Path(bucket.name, "zoo/resnet"), storage).scan()
+        listings = [r.getMessage() for r in caplog.records if "list-type=2" in r.getMessage()]
+        assert len(listings) == 4 and all("continuation-token" in m for m in listings[1:])  # 7 objects, pages of 2
+        assert sorted(found) == [1, 2, 3]
+        files = found[3]
+        assert files is not None and [f[0] for f in files] == ["model.bin", "model.xml", "variables/extra.txt"]
+
+        s3 = S3Repository(S3Path(bucket.name, "zoo/resnet"), storage)
+        model_file = s3.fetch(3, files)
+        assert model_file.name == "model.xml" and (model_file.parent / "variables" / "extra.txt").read_bytes()
+        assert storage.root is not None and model_file.is_relative_to(storage.root)
+        s3.release(3)
+        assert not model_file.parent.exists()
+
+        evil = S3Repository(S3Path(bucket.name, "zoo/evil"), storage)
+        with pytest.raises(LoadError, match=r"zoo/evil/1: refusing the object key '\.\./\.\./escape\.xml'"):
+            evil.fetch(1, evil.scan()[1])
+        assert list(storage.root.iterdir()) == []  # a failed fetch leaves nothing behind
+    finally:
+        storage.close()
+    assert storage.root is None
+
+
+@pytest.mark.parametrize(
+    ("base_path", "parsed", "problem"),
+    [
+        ("s3://bucket/a/b/", S3Path("bucket", "a/b"), ""),
+        ("s3://bucket", S3Path("bucket", ""), ""),
+        ("s3:///a", S3Path("", "a"), "names no bucket; expected s3://bucket/path"),
+        ("s3://bucket/a/../b", S3Path("bucket", "a/../b"), "path must not contain '..'"),
+    ],
+)
+def test_s3_base_paths_are_kept_as_written(tmp_path: Path, base_path: str, parsed: S3Path, problem: str) -> None:
+    document = {"model_config_list": [{"config": {"name": "m", "base_path": base_path}}]}
+    (model,) = parse_config(document, tmp_path).models
+    assert model.base_path == parsed
+    assert (problem in model.problems[0]) if problem else model.problems == ()
