@@ -54,13 +54,17 @@ class LocalRepository:
         self.where = str(base_path)
 
     def scan(self) -> dict[int, Stamp]:
-        return dict.fromkeys(versions.scan(self.base_path))
+        try:
+            return dict.fromkeys(versions.scan(self.base_path))
+        except OSError as e:
+            raise LoadError("PATH_INVALID", f"{self.where}: cannot list: {e}") from e
 
     def fetch(self, number: int, stamp: Stamp) -> Path:
         folder = self.base_path / str(number)
-        if not folder.is_dir():
-            raise LoadError("PATH_INVALID", f"The provided base path is invalid or doesn't exists: {folder}")
-        return versions.model_file(folder)
+        try:
+            return versions.model_file(folder)
+        except OSError as e:  # gone since it was listed, or not readable
+            raise LoadError("PATH_INVALID", f"The provided base path is invalid or doesn't exists: {folder}") from e
 
     def release(self, number: int) -> None:
         pass  # the user's files stay where they are
@@ -98,12 +102,12 @@ class Storage:
             aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
             region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         )
-        endpoint = env.get("S3_ENDPOINT", "").strip()  # OVMS's name; boto3 itself reads AWS_ENDPOINT_URL(_S3)
+        endpoint = env.get("S3_ENDPOINT", "").strip()  # OVMS's name, then boto3's own ones
         if endpoint and "://" not in endpoint:
             endpoint = ("http://" if env.get("S3_USE_HTTPS", "1").lower() in ("0", "false") else "https://") + endpoint
-        custom = endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or ""
+        endpoint = endpoint or env.get("AWS_ENDPOINT_URL_S3", "") or env.get("AWS_ENDPOINT_URL", "")
         options: dict[str, Any] = {"connect_timeout": 10, "read_timeout": 60}
-        if custom:  # S3-compatible stores (MinIO, Ceph, ...) rarely serve bucket-named host names
+        if endpoint:  # S3-compatible stores (MinIO, Ceph, ...) rarely serve bucket-named host names
             options["s3"] = {"addressing_style": "path"}
         if session.get_credentials() is None:  # as OVMS: anonymous access to public buckets
             options["signature_version"] = UNSIGNED
@@ -181,28 +185,29 @@ class S3Repository:
         """Download the objects listed in `stamp` (what scan saw), then pick the model file as for a local
         folder; a version caught half-uploaded fails here like a half-copied local folder."""
         self.release(number)
-        folder = self._storage.folder(f"{self._label}-{number}-")
-        with self._lock:
-            self._downloads[number] = folder
-        shown = f"{self.where}/{number}"
+        shown, doing = f"{self.where}/{number}", "cannot make a download directory"
         try:
+            folder = self._storage.folder(f"{self._label}-{number}-")
+            with self._lock:
+                self._downloads[number] = folder
             client = self._storage.client()
             for relative, _size, _etag in stamp or ():
                 if relative.endswith("/"):
                     continue  # an empty "folder" marker object
                 parts = PurePosixPath(relative).parts
-                if relative.startswith("/") or any(p in (".", "..") for p in parts):
+                if relative.startswith("/") or ".." in parts:
                     raise LoadError("FILE_INVALID", f"{shown}: refusing the object key {relative!r}")
+                doing = f"cannot download {number}/{relative}"
                 target = folder.joinpath(*parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    client.download_file(self.location.bucket, f"{self._base}{number}/{relative}", str(target))
-                except Exception as e:
-                    raise self._failure(e, f"cannot download {number}/{relative}") from e
+                client.download_file(self.location.bucket, f"{self._base}{number}/{relative}", str(target))
             return versions.model_file(folder, shown)
-        except BaseException:
+        except LoadError:
             self.release(number)
             raise
+        except Exception as e:  # botocore's errors, and the local disk's (full, not writable)
+            self.release(number)
+            raise self._failure(e, doing) from e
 
     def release(self, number: int) -> None:
         with self._lock:

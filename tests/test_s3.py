@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -122,20 +123,26 @@ def test_single_model_mode_takes_an_s3_model_path_with_anonymous_access(
     bucket.upload(models.add_mul(add=1.0, mul=3.0), "public/addmul", 1, acl="public-read")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    endpoint = os.environ["S3_ENDPOINT"]
+    monkeypatch.delenv("S3_ENDPOINT")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # boto3's name for it
     flags = ["--model_name", "addmul", "--model_path", bucket.url("public/addmul"), "--port", "9000",
              "--plugin_config", json.dumps(models.F32)]  # fmt: skip
     config, _ = cli.build(cli.parser().parse_args(flags))
     assert config.models[0].base_path == S3Path(bucket.name, "public/addmul")
     server = RunningServer(config)
     try:
-        assert server.server.manager.storage.anonymous  # no credentials: unsigned requests, as OVMS does
+        storage = server.server.manager.storage
+        assert storage.anonymous and storage.endpoint == endpoint  # no credentials: unsigned requests, as OVMS does
         x = np.random.default_rng(3).random((1, 4), dtype=np.float32)
         np.testing.assert_allclose(server.predict("addmul", {"x": x})["y"], (x + 1) * 3, rtol=1e-6)
     finally:
         server.stop()
 
 
-def test_version_policies_over_s3(bucket: Bucket, repository: Path) -> None:
+def test_version_policies_over_s3(bucket: Bucket, repository: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3_ENDPOINT", os.environ["S3_ENDPOINT"].removeprefix("http://"))  # host:port, as OVMS takes
+    monkeypatch.setenv("S3_USE_HTTPS", "0")
     for version in (1, 2, 3):
         bucket.upload(models.classifier(seed=version), "zoo/resnet", version)
     bucket.put("zoo/resnet/notes/readme.txt", b"not a version")  # other prefixes are ignored
