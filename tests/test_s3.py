@@ -44,9 +44,8 @@ def endpoint() -> Iterator[str]:
 class Bucket:
     """A fresh bucket on the test endpoint, and uploads of tiny IR models into it."""
 
-    def __init__(self, endpoint: str, staging: Path) -> None:
-        session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
-        self.client = session.client("s3", endpoint_url=endpoint, region_name=REGION)
+    def __init__(self, client: Any, staging: Path) -> None:
+        self.client = client
         self.name = f"models-{uuid.uuid4().hex[:12]}"
         self.client.create_bucket(Bucket=self.name)
         self.staging = staging
@@ -72,9 +71,17 @@ class Bucket:
         self.client.delete_objects(Bucket=self.name, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
 
 
+@pytest.fixture(scope="module")
+def s3_client(endpoint: str) -> Any:
+    """The tests' own client (building one takes a while: one for the module)."""
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    return session.client("s3", endpoint_url=endpoint, region_name=REGION)
+
+
 @pytest.fixture
-def bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Bucket:
+def bucket(s3_client: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Bucket:
     """The environment the server under test reads (credentials, region, S3_ENDPOINT) and a fresh bucket."""
+    endpoint = s3_client.meta.endpoint_url
     for name in ("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -85,7 +92,7 @@ def bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Bu
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return Bucket(endpoint, tmp_path / "staging")
+    return Bucket(s3_client, tmp_path / "staging")
 
 
 def images(seed: int = 1, n: int = 3) -> np.ndarray:
