@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log_path", type=Path, help="write the log to this file")
     single = p.add_argument_group("single-model mode")
     single.add_argument("--model_name")
-    single.add_argument("--model_path", type=Path)
+    single.add_argument("--model_path", help="a directory of version folders, or s3://bucket/path")
     single.add_argument("--batch_size", help='N, -1, "min:max" or auto')
     single.add_argument("--shape", help='"(1,3,224,224)", auto, or a JSON object {input: shape}')
     single.add_argument("--layout", help='"NHWC:NCHW", "NCHW", or a JSON object {tensor: layout}')
@@ -96,7 +96,8 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         for flag in given:
             value = getattr(args, flag)
             settings[flag] = _maybe_json(value) if flag in ("shape", "layout") else value
-        config = single_model_config(args.model_name, args.model_path.resolve(), settings)
+        path = args.model_path if "://" in args.model_path else Path(args.model_path).resolve()  # URLs as written
+        config = single_model_config(args.model_name, path, settings)
         if config.models[0].problems:
             raise ConfigError("; ".join(config.models[0].problems))
     else:

@@ -34,9 +34,20 @@ ShapeSetting = Shape | str  # a parsed tuple, or "auto"
 
 
 @dataclass(frozen=True)
+class S3Path:
+    """`s3://bucket/prefix`: a model repository in S3-compatible object storage, kept as written (never resolved)."""
+
+    bucket: str
+    prefix: str  # key prefix without leading or trailing "/"; "" = the whole bucket
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
-    base_path: Path
+    base_path: Path | S3Path
     batch_size: Dim | str | None = None  # a dimension, "auto", or unset
     shape: ShapeSetting | dict[str, ShapeSetting] | None = None
     layout: str | dict[str, str] | None = None
@@ -244,16 +255,35 @@ def _batch_size(node: _Json, problems: list[str]) -> Dim | str | None:
         return None
 
 
+_CLOUD = ("gs://", "azure://", "azfs://", "az://")  # OVMS's other cloud prefixes (spec §1.1)
+
+
+def _base_path(text: str, root: Path, where: str, problems: list[str]) -> Path | S3Path:
+    """A local directory (relative ones resolve against `root`) or an s3:// URL, which is kept as written."""
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[len("s3://") :].partition("/")
+        prefix = prefix.strip("/")
+        if not bucket:
+            problems.append(f'{where}: "{text}" names no bucket; expected s3://bucket/path')
+        if ".." in prefix.split("/"):
+            problems.append(f"{where}: path must not contain '..'")
+        return S3Path(bucket, prefix)
+    if text.startswith(_CLOUD):
+        problems.append(f'{where}: "{text}": only local paths and s3:// repositories are supported by ovserve')
+        return Path(text)
+    base_path = Path(text).expanduser()
+    if ".." in base_path.parts:
+        problems.append(f"{where}: path must not contain '..'")
+    return base_path if base_path.is_absolute() else root / base_path
+
+
 def model_config(node: _Json, root: Path) -> ModelConfig:
     keys = node.obj(_MODEL_KEYS, {"name"})
     problems: list[str] = []
     base = keys["base_path"].string() if "base_path" in keys else ""
-    base_path = Path(base).expanduser()
-    if ".." in base_path.parts:
-        problems.append(f"{node.path}.base_path: path must not contain '..'")
     kwargs: dict[str, Any] = {
         "name": keys["name"].string(),
-        "base_path": base_path if base_path.is_absolute() else root / base_path,
+        "base_path": _base_path(base, root, f"{node.path}.base_path", problems),
     }
     if "batch_size" in keys:
         kwargs["batch_size"] = _batch_size(keys["batch_size"], problems)
@@ -432,7 +462,7 @@ def load_config(path: Path) -> ServerConfig:
     return replace(config, source=path, digest=hashlib.md5(data).hexdigest())
 
 
-def single_model_config(name: str, base_path: Path, settings: Mapping[str, Any]) -> ServerConfig:
+def single_model_config(name: str, base_path: Path | str, settings: Mapping[str, Any]) -> ServerConfig:
     """The ServerConfig of CLI single-model mode; `settings` holds config.json-style keys from flags."""
     document = {"model_config_list": [{"config": {"name": name, "base_path": str(base_path), **settings}}]}
     return parse_config(document, Path.cwd())

@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
-from . import runtime, versions
-from .config import Latest, ModelConfig, NodeConfig, PipelineConfig, ServerConfig
+from . import repository, runtime, versions
+from .config import Latest, ModelConfig, NodeConfig, PipelineConfig, ServerConfig, VersionPolicy
 from .custom import CustomNode, Library, open_library
 from .errors import LoadError, ServingError
-from .metrics import Metrics
+from .metrics import Metrics, ModelMetrics
 from .pipeline import PipelineDefinition, Servable
+from .repository import Repository, Stamp, Storage
 from .runtime import ModelVersion, TensorMap
 from .tensors import TensorSpec
 from .types import Origin, VersionStatus
@@ -31,7 +31,7 @@ PIPELINE_WAIT_S = 0.5
 @dataclass
 class _Version:
     number: int
-    path: Path
+    stamp: Stamp  # its files as listed when it was picked up
     state: str = "START"
     error_code: str = "OK"
     message: str = ""
@@ -45,9 +45,12 @@ class _Version:
 @dataclass
 class ModelEntry:
     config: ModelConfig
+    repository: Repository
     versions: dict[int, _Version] = field(default_factory=dict)
     error: str = ""  # a problem of the whole model (bad base path, bad config values)
     retired: bool = False  # removed from the config: listed with its versions in END
+    scanned: asyncio.Event = field(default_factory=asyncio.Event)  # its versions are known
+    scan_error: str = ""  # the last rescan failed this way (reported once)
 
     def default(self) -> _Version | None:
         """The highest AVAILABLE version, else the highest one still on its way there, else a retired one."""
@@ -92,12 +95,20 @@ class BoundPipeline:
         return await self._definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
 
 
+def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> set[int]:
+    """The versions to serve among those found, leaving out the ones that failed to load."""
+    if isinstance(policy, Latest):
+        return set(sorted(n for n in found if n not in failed)[-policy.num_versions :])
+    return set(versions.select(policy, found)) - failed
+
+
 class Manager:
     """Owns every model version and pipeline; the only place that changes what is served."""
 
-    def __init__(self, core: ov.Core | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, core: ov.Core | None = None, metrics: Metrics | None = None, storage: Storage | None = None):
         self.core = core or ov.Core()
         self.metrics = metrics or Metrics(())
+        self.storage = storage or Storage()
         self.models: dict[str, ModelEntry] = {}
         self.pipelines: dict[str, PipelineEntry] = {}
         self.libraries: dict[str, Library | LoadError] = {}  # custom node libraries by name
@@ -107,26 +118,22 @@ class Manager:
     # --- loading ---------------------------------------------------------------------------------------
 
     def register(self, config: ServerConfig) -> None:
-        """Make every configured name known (versions in START) so requests can wait while loading runs."""
+        """Make every configured name known so requests can wait while loading runs."""
         for model in config.models:
             self.models[model.name] = self._entry(model)
         for pipeline in config.pipelines:
             self.pipelines[pipeline.name] = PipelineEntry(pipeline)
 
-    @staticmethod
-    def _entry(model: ModelConfig) -> ModelEntry:
-        entry = ModelEntry(model)
-        try:
-            if model.problems:
-                raise LoadError("MODEL_CONFIG_INVALID", "; ".join(model.problems))
-            found = versions.scan(model.base_path)
-            entry.versions = {n: _Version(n, found[n]) for n in versions.select(model.version_policy, found)}
-            if not found:
-                log.warning("model %s: no version directories in %s", model.name, model.base_path)
-        except LoadError as e:
-            entry.error = str(e)
-            log.error("model %s: %s", model.name, e)
+    def _entry(self, model: ModelConfig) -> ModelEntry:
+        entry = ModelEntry(model, repository.connect(model.base_path, self.storage))
+        if model.problems:
+            entry.error = str(LoadError("MODEL_CONFIG_INVALID", "; ".join(model.problems)))
+            log.error("model %s: %s", model.name, entry.error)
         return entry
+
+    def close(self) -> None:
+        """The server stops: remove downloaded model files (blocking)."""
+        self.storage.close()
 
     async def reconcile(self, config: ServerConfig) -> bool:
         """Serve `config` from now on: new and changed models load while the old ones keep serving, then the old
@@ -159,48 +166,62 @@ class Manager:
             return models_changed or libraries_changed or pipelines_changed
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:
-        """Rescan a served model's folder: versions the policy now selects load, versions it no longer selects
-        retire once the new ones are in (spec §2.5). A version that failed to load is not retried until it
-        disappears; `latest` skips it in favour of the next older one, as the first load does."""
+        """Rescan a served model's repository: versions the policy now selects load, versions it no longer
+        selects retire once the new ones are in (spec §2.5). A version that fails to load is skipped, `latest`
+        taking the next older one as the first load does, and is not retried while it stays as it is."""
         if entry.error or entry.retired:
             return False
         try:
-            found = versions.scan(entry.config.base_path)
+            found = await asyncio.to_thread(entry.repository.scan)
         except LoadError as e:
-            log.error("model %s: %s", entry.config.name, e)
+            if str(e) != entry.scan_error:  # a repository that stays unreachable is reported once
+                log.error("model %s: %s; the versions loaded keep serving", entry.config.name, e)
+            entry.scan_error = str(e)
             return False
-        failed = {n for n, v in entry.versions.items() if v.error_code != "OK" and v.state != "END"}
-        policy = entry.config.version_policy
-        if isinstance(policy, Latest):
-            wanted = set(sorted(n for n in found if n not in failed)[-policy.num_versions :])
-        else:
-            wanted = set(versions.select(policy, found)) - failed
-        loading = [n for n in sorted(wanted) if n not in entry.versions or entry.versions[n].state == "END"]
-        for number in loading:
-            entry.versions[number] = _Version(number, found[number])
-        loaded = await asyncio.gather(*(self._load_version(entry.config, entry.versions[n]) for n in loading))
-        for number in loading:
-            entry.versions[number].settled.set()
+        entry.scan_error = ""
+        # A failed version ends when it disappears, so that it loads afresh if it comes back; an S3 one also
+        # when its objects change: S3 has no atomic folder move, so a poll may catch an upload half-way.
+        dropped = [
+            v for n, v in entry.versions.items()
+            if v.error_code != "OK" and v.state != "END" and (n not in found or v.stamp not in (None, found[n]))
+        ]  # fmt: skip
+        for version in dropped:
+            self._retire_version(entry, version)
+        before = {n for n, v in entry.versions.items() if v.error_code != "OK" and v.state != "END"}
+        loaded: list[int] = []
+        while True:  # a version that fails leaves the policy to choose again (latest: the next older one)
+            failed = {n for n, v in entry.versions.items() if v.error_code != "OK" and v.state != "END"}
+            wanted = _wanted(entry.config.version_policy, found, failed)
+            loading = [n for n in sorted(wanted) if n not in entry.versions or entry.versions[n].state == "END"]
+            if not loading:
+                break
+            for number in loading:
+                entry.versions[number] = _Version(number, found[number])
+            results = await asyncio.gather(*(self._load_version(entry, entry.versions[n]) for n in loading))
+            for number, ok in zip(loading, results, strict=True):
+                entry.versions[number].settled.set()
+                loaded += [number] if ok else []
         retiring = [n for n, v in entry.versions.items() if n not in wanted and v.state == "AVAILABLE"]
         for number in retiring:
-            self._retire_version(entry.versions[number])
-        if loading or retiring:
-            log.info("model %s: versions %s loaded, %s retired", entry.config.name,
-                     [n for n, ok in zip(loading, loaded, strict=True) if ok], retiring)  # fmt: skip
-        return bool(loading or retiring)
+            self._retire_version(entry, entry.versions[number])
+        if loaded or retiring:
+            log.info("model %s: versions %s loaded, %s retired", entry.config.name, loaded, retiring)
+        return bool(loaded or retiring or dropped or failed - before)
 
     def _retire(self, entry: ModelEntry) -> None:
         entry.retired = True
         for version in entry.versions.values():
-            self._retire_version(version)
+            self._retire_version(entry, version)
 
     @staticmethod
-    def _retire_version(version: _Version) -> None:
-        """Requests in flight keep the ModelVersion they hold and finish on it; new ones see END."""
+    def _retire_version(entry: ModelEntry, version: _Version) -> None:
+        """Requests in flight keep the ModelVersion they hold and finish on it (a compiled model needs no
+        files); new ones see END."""
         if version.servable is not None:
             version.servable.metrics.unloaded()
         version.state, version.servable = "END", None
         version.settled.set()
+        entry.repository.release(version.number)
 
     def _load_libraries(self, config: ServerConfig) -> bool:
         """Open the configured custom node libraries; one already open at the same location is kept (spec §1.5)."""
@@ -262,26 +283,51 @@ class Manager:
         self.loaded.set()
 
     async def _load_model(self, entry: ModelEntry) -> None:
-        candidates = sorted(entry.versions, reverse=True)
-        wanted = entry.config.version_policy.num_versions if isinstance(entry.config.version_policy, Latest) else None
-        if wanted is not None and not entry.error:
+        """List the versions (spec §2.2), apply the policy, load the chosen ones; failures stay per model."""
+        config = entry.config
+        try:
+            if entry.error:
+                return
+            try:
+                found = await asyncio.to_thread(entry.repository.scan)
+            except LoadError as e:
+                entry.error = str(e)
+                log.error("model %s: %s", config.name, e)
+                return
+            if not found:
+                log.warning("model %s: no version directories in %s", config.name, entry.repository.where)
+            selected = versions.select(config.version_policy, found)
+            entry.versions = {n: _Version(n, found[n]) for n in selected}
+            entry.scanned.set()
+            wanted = config.version_policy.num_versions if isinstance(config.version_policy, Latest) else None
             # latest{n}: a broken version is skipped and the next older one tried (OVMS re-applies the policy)
-            candidates = sorted(versions.scan(entry.config.base_path), reverse=True)
-        served = 0
-        for number in candidates:
-            if wanted is not None and served >= wanted:
-                break
-            version = entry.versions.setdefault(number, _Version(number, entry.config.base_path / str(number)))
-            served += await self._load_version(entry.config, version)
-        for version in entry.versions.values():
-            version.settled.set()
+            candidates = sorted(found if wanted is not None else selected, reverse=True)
+            served = 0
+            for number in candidates:
+                if wanted is not None and served >= wanted:
+                    break
+                version = entry.versions.setdefault(number, _Version(number, found[number]))
+                served += await self._load_version(entry, version)
+        finally:
+            entry.scanned.set()
+            for version in entry.versions.values():
+                version.settled.set()
 
-    async def _load_version(self, config: ModelConfig, version: _Version) -> bool:
+    def _open(self, entry: ModelEntry, version: _Version, metrics: ModelMetrics) -> ModelVersion:
+        """Fetch and compile one version (blocking: runs in a worker thread)."""
+        path = entry.repository.fetch(version.number, version.stamp)
+        try:
+            return runtime.load(self.core, entry.config, version.number, path, metrics)
+        except BaseException:
+            entry.repository.release(version.number)
+            raise
+
+    async def _load_version(self, entry: ModelEntry, version: _Version) -> bool:
+        config = entry.config
         version.state = "LOADING"
         try:
-            path = versions.model_file(version.path)
             metrics = self.metrics.model(config.name, version.number)
-            version.servable = await asyncio.to_thread(runtime.load, self.core, config, version.number, path, metrics)
+            version.servable = await asyncio.to_thread(self._open, entry, version, metrics)
         except LoadError as e:
             version.error_code, version.message = "UNKNOWN", str(e)
             log.error("model %s version %d failed to load: %s", config.name, version.number, e)
@@ -368,6 +414,10 @@ class Manager:
 
     async def model_version(self, name: str, number: int | None) -> ModelVersion:
         """An AVAILABLE version (default = highest); waits up to 10 s for one that is loading."""
+        entry = self.models.get(name)
+        if entry is not None and not entry.scanned.is_set():  # the first listing is still running
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.scanned.wait(), VERSION_WAIT_S)
         version = self._version(name, number)
         if version.state in ("START", "LOADING") and version.error_code == "OK":
             with contextlib.suppress(TimeoutError):
@@ -384,7 +434,8 @@ class Manager:
             raise ServingError("MODEL_NAME_MISSING", name)
         version = entry.versions.get(number) if number else entry.default()
         if version is None:
-            raise ServingError("MODEL_VERSION_MISSING", f"model {name}" + (f" version {number}" if number else ""))
+            details = f"model {name}" + (f" version {number}" if number else "")
+            raise ServingError("MODEL_VERSION_MISSING", details + (f": {entry.error}" if entry.error else ""))
         return version
 
     @staticmethod

@@ -136,6 +136,7 @@ class Server:
         if self.grpc is not None:
             await self.grpc.stop(grace)
         self.manager.stop()
+        await asyncio.to_thread(self.manager.close)
         log.info("server stopped")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from .config import All, Latest, Specific, VersionPolicy
@@ -19,7 +20,7 @@ def scan(base_path: Path) -> dict[int, Path]:
     return found
 
 
-def select(policy: VersionPolicy, available: set[int] | dict[int, Path]) -> list[int]:
+def select(policy: VersionPolicy, available: Iterable[int]) -> list[int]:
     """Versions a policy asks to serve among those available, ascending."""
     versions = sorted(available)
     match policy:
@@ -32,8 +33,9 @@ def select(policy: VersionPolicy, available: set[int] | dict[int, Path]) -> list
     raise AssertionError(policy)
 
 
-def model_file(version_dir: Path) -> Path:
-    """The model file of a version folder, by OVMS's priority: IR, ONNX, Paddle, SavedModel/.pb, TFLite."""
+def model_file(version_dir: Path, shown: str = "") -> Path:
+    """The model file of a version folder, by OVMS's priority: IR, ONNX, Paddle, SavedModel/.pb, TFLite.
+    `shown` names the folder in the error instead of `version_dir` (a download of a remote version)."""
     files = sorted(p for p in version_dir.iterdir() if p.is_file())
 
     def first(suffix: str) -> Path | None:
@@ -52,5 +54,5 @@ def model_file(version_dir: Path) -> Path:
     tflite = first(".tflite")
     if tflite is not None:
         return tflite
-    message = f"File not found or cannot open: no model file (.xml+.bin, .onnx, ...) in {version_dir}"
+    message = f"File not found or cannot open: no model file (.xml+.bin, .onnx, ...) in {shown or version_dir}"
     raise LoadError("FILE_INVALID", message)

@@ -27,7 +27,7 @@ from ovserve._proto.tensorflow_serving.apis import (
     get_model_status_pb2,
     predict_pb2,
 )
-from ovserve.config import load_config
+from ovserve.config import ServerConfig, load_config
 from ovserve.server import Server, Settings
 
 NODES = Path(__file__).parent / "nodes"  # custom node test libraries (C and Python)
@@ -36,7 +36,8 @@ NODES = Path(__file__).parent / "nodes"  # custom node test libraries (C and Pyt
 class RunningServer:
     """An ovserve Server on its own event loop thread, as a real process would run it."""
 
-    def __init__(self, config_path: Path, poll_seconds: float = 0) -> None:
+    def __init__(self, config: Path | ServerConfig, poll_seconds: float = 0) -> None:
+        """`config`: a config.json, or a ServerConfig (single-model mode)."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -48,7 +49,7 @@ class RunningServer:
             metrics=None,
             poll_seconds=poll_seconds,
         )
-        self.server = Server(load_config(config_path), settings)
+        self.server = Server(load_config(config) if isinstance(config, Path) else config, settings)
         self.call(self._start())
         self.port = self.server.grpc_port
         self.rest_port = self.server.rest_port
