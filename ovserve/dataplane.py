@@ -36,8 +36,8 @@ class DataPlane:
         servable = await self.servable(request.target, request.version, missing)
         started = perf_counter_ns()
         try:
-            inputs = request.inputs if not callable(request.inputs) else request.inputs(servable.inputs)
-            check_inputs(inputs, servable.inputs)
+            inputs = request.inputs if not callable(request.inputs) else request.inputs(servable.accepts)
+            check_inputs(inputs, servable.accepts)
             outputs = await servable.infer(inputs, origin)
         except BaseException:
             self.metrics.request(origin, servable.name, servable.version, False)
