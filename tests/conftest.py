@@ -32,7 +32,7 @@ from ovserve.server import Server, Settings
 class RunningServer:
     """An ovserve Server on its own event loop thread, as a real process would run it."""
 
-    def __init__(self, config_path: Path, poll_seconds: float = 0) -> None:
+    def __init__(self, config_path: Path, poll_seconds: float = 0, cache_dir: Path | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -43,6 +43,7 @@ class RunningServer:
             rest_bind_address="127.0.0.1",
             metrics=None,
             poll_seconds=poll_seconds,
+            cache_dir=cache_dir,
         )
         self.server = Server(load_config(config_path), settings)
         self.call(self._start())
