@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api protos clean
+.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-batch protos clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -52,6 +52,10 @@ bench: $(VENV)/.installed $(DEMO_CACHE)/.ready
 ## The four front doors (TF Serving and KServe, gRPC and REST) against raw in-process OpenVINO.
 bench-api: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	$(PY) bench/bench_api.py
+
+## A change of batch size: demultiplexer, dynamic batch and batch_size "auto" (reload), against raw OpenVINO.
+bench-batch: $(VENV)/.installed $(DEMO_CACHE)/.ready
+	$(PY) bench/bench_batch_change.py
 
 ## Regenerate ovserve/_proto from proto/ (the generated code is committed).
 protos: $(VENV)/.installed
