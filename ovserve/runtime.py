@@ -1,4 +1,5 @@
-"""OpenVINO adapter: compile a model version and run it through a pool of async infer requests bridged to asyncio."""
+"""OpenVINO adapter: compile a model version, run it through a pool of async infer requests bridged to asyncio, and
+reshape it on request for shape/batch_size "auto"."""
 
 from __future__ import annotations
 
