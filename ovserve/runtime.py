@@ -464,6 +464,11 @@ class ModelVersion:
         return self._current.accepts
 
     @property
+    def _pool(self) -> _Pool:
+        """The infer requests of the current compiled model (tests check that every one came back)."""
+        return self._current.pool
+
+    @property
     def streams(self) -> int:
         try:
             return int(self.compiled.get_property("NUM_STREAMS"))

@@ -30,7 +30,7 @@ def test_many_concurrent_requests_share_a_small_pool(tmp_path: Path) -> None:
     async def main() -> list[np.ndarray]:
         xs = [np.full((1, 4), i, np.float32) for i in range(200)]
         outs = await asyncio.gather(*(version.infer({"x": x}) for x in xs))
-        assert len(version._current.pool._idle) == 2  # every request went back to the pool
+        assert len(version._pool._idle) == 2  # every request went back to the pool
         return [o["y"] for o in outs]
 
     results = asyncio.run(main())
@@ -48,10 +48,10 @@ def test_cancelled_callers_do_not_leak_infer_requests(tmp_path: Path) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for _ in range(100):  # an inference whose caller left returns its request when OpenVINO finishes
-            if len(version._current.pool._idle) == 1:
+            if len(version._pool._idle) == 1:
                 break
             await asyncio.sleep(0.01)
-        assert len(version._current.pool._idle) == 1 and not version._current.pool._waiters
+        assert len(version._pool._idle) == 1 and not version._pool._waiters
         assert (await version.infer({"0": x}))["1463"].shape == (1, 1000)
 
     asyncio.run(main())
@@ -94,7 +94,7 @@ def test_a_compiled_model_no_longer_served_is_freed(tmp_path: Path) -> None:
 
     async def main() -> None:
         await version.infer({"x": np.ones((1, 4), np.float32)})
-        old = [weakref.ref(slot) for slot in version._current.pool._idle]  # each holds an infer request
+        old = [weakref.ref(slot) for slot in version._pool._idle]  # each holds an infer request
         assert len(old) == 2
         await version.infer({"x": np.ones((3, 4), np.float32)})  # reshaped: a new compiled model serves
         gc.collect()
