@@ -19,7 +19,7 @@ checked (shape, and top-1 class against the raw batch-1 model for each image, on
 At the end the server's ``ovserve_model_reloads`` metric and its log confirm one reload per change for ``auto``.
 
 Usage (from the repo root; ``make demo`` prepares the demo model):
-    .venv/bin/python bench/bench_batch_change.py [--sizes 1,8,3,8] [--rounds 2] [--seconds 3] [--concurrency 2]
+    .venv/bin/python bench/bench_batch_change.py [--sizes 1,8,3,8] [--rounds 3] [--seconds 2] [--concurrency 2]
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ Array = Any  # numpy arrays; numpy is imported lazily, as in bench_demux
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--sizes", type=_int_list, default=[1, 8, 3, 8], help="batch sizes, cycled (default 1,8,3,8)")
-    p.add_argument("--rounds", type=int, default=2, help="times the sequence is run (default 2)")
-    p.add_argument("--seconds", type=float, default=3.0, help="steady measurement per size, way and side (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="times the sequence is run (default 3)")
+    p.add_argument("--seconds", type=float, default=2.0, help="steady measurement per size, way and side (default 2)")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up of each way at the last size (default 1)")
     p.add_argument("--concurrency", type=int, default=2, help="closed-loop clients of the steady phase (default 2)")
     p.add_argument("--model", type=Path, default=DEMO_MODEL, help=f"IR model (default {DEMO_MODEL})")
@@ -297,7 +297,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _first(step: Step) -> str:
-    raw, rpc = statistics.mean(step.raw_first), statistics.mean(step.rpc_first)
+    raw, rpc = statistics.median(step.raw_first), statistics.median(step.rpc_first)
     return f"{1000 * raw:8.1f} {1000 * rpc:8.1f} {_ratio(rpc, raw):8.2f}"
 
 
@@ -311,7 +311,7 @@ def tables(steps: dict[tuple[str, str], Step], changes: list[str]) -> list[str]:
     sides = " | ".join(f"{'raw':>8s} {'grpc':>8s} {'grpc/raw':>8s}" for _ in WAYS)
     lines = []
     for title, render in (
-        ("first request at the new size, ms (mean over the rounds)", _first),
+        ("first request at the new size, ms (median of the rounds)", _first),
         ("steady state at the new size, images/s", _steady),
     ):
         lines += [title + ":", f"{'change':8s} | {ways}", f"{'':8s} | {sides}"]
