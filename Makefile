@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images protos clean
+.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch protos \
+	clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -60,6 +61,10 @@ bench-pipeline: $(VENV)/.installed $(DEMO_CACHE)/.ready
 ## Binary image inputs: latency of JPEG vs raw tensors, and event-loop responsiveness while batches decode.
 bench-images: $(VENV)/.installed
 	$(PY) bench/bench_images.py
+
+## A change of batch size: demultiplexer, dynamic batch and batch_size "auto" (reload), against raw OpenVINO.
+bench-batch: $(VENV)/.installed $(DEMO_CACHE)/.ready
+	$(PY) bench/bench_batch_change.py
 
 ## Regenerate ovserve/_proto from proto/ (the generated code is committed).
 protos: $(VENV)/.installed

@@ -55,6 +55,7 @@ class ModelConfig:
     target_device: str = "CPU"
     plugin_config: dict[str, Any] = field(default_factory=dict)
     version_policy: VersionPolicy = Latest()
+    allow_cache: bool = False  # use the model cache even for shape/batch_size "auto" (spec §2.6)
     problems: tuple[str, ...] = ()  # value errors that make this one model fail to load
 
 
@@ -144,6 +145,11 @@ class _Json:
             bounds += f" to {high}" if high is not None else ""
             raise self.fail(f"expected an integer{bounds}, got {self._got()}")
         return int(v)
+
+    def boolean(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.fail(f"expected true or false, got {self._got()}")
+        return self.value
 
     def single(self) -> tuple[str, _Json]:
         entries = self.obj(set(self.value) if isinstance(self.value, dict) else set())
@@ -299,6 +305,8 @@ def model_config(node: _Json, root: Path) -> ModelConfig:
         kwargs["plugin_config"] = _plugin_config(keys["plugin_config"])
     if "model_version_policy" in keys:
         kwargs["version_policy"] = _version_policy(keys["model_version_policy"])
+    if "allow_cache" in keys:
+        kwargs["allow_cache"] = keys["allow_cache"].boolean()
     if keys.get("stateful") is not None and keys["stateful"].value is True:
         problems.append(f"{node.path}.stateful: stateful models are not supported by ovserve")
     return ModelConfig(**kwargs, problems=tuple(problems))
@@ -435,10 +443,8 @@ def parse_config(document: Any, root: Path) -> ServerConfig:
     if "monitoring" in keys:
         metrics = keys["monitoring"].obj({"metrics"}, {"metrics"})["metrics"]
         fields = metrics.obj({"enable", "metrics_list"}, {"enable"})
-        if not isinstance(fields["enable"].value, bool):
-            raise fields["enable"].fail("expected true or false")
         names = [item.string() for item in fields["metrics_list"].array()] if "metrics_list" in fields else None
-        monitoring = {"metrics": {"enable": fields["enable"].value, "metrics_list": names}}
+        monitoring = {"metrics": {"enable": fields["enable"].boolean(), "metrics_list": names}}
     return ServerConfig(tuple(models), tuple(pipelines), libraries, monitoring, tuple(warnings))
 
 

@@ -37,9 +37,9 @@ class DataPlane:
         servable = await self.servable(request.target, request.version, missing)
         started = perf_counter_ns()
         try:
-            decoded = request.inputs if not callable(request.inputs) else request.inputs(servable.inputs)
+            decoded = request.inputs if not callable(request.inputs) else request.inputs(servable.accepts)
             inputs = decoded if isinstance(decoded, Mapping) else await decoded
-            check_inputs(inputs, servable.inputs)
+            check_inputs(inputs, servable.accepts)
             outputs = await servable.infer(inputs, origin)
         except BaseException:
             self.metrics.request(origin, servable.name, servable.version, False)

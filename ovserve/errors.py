@@ -96,6 +96,7 @@ TABLE: dict[str, _Entry] = {
     ),
     "OV_UNSUPPORTED_DESERIALIZATION_PRECISION": _Entry("Unsupported deserialization precision", "INTERNAL", 500),
     "JSON_INVALID": _Entry("The file is not valid json", "FAILED_PRECONDITION", 412),
+    "RESHAPE_ERROR": _Entry("Model could not be reshaped with requested shape", "FAILED_PRECONDITION", 412),
     "SERVER_NOT_READY": _Entry("Server is not ready", "UNAVAILABLE", 503),
     # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),

@@ -87,6 +87,7 @@ class BoundPipeline:
         self.name = definition.name
         self.inputs: Mapping[str, TensorSpec] = definition.inputs
         self.outputs: Mapping[str, TensorSpec] = definition.outputs
+        self.accepts = definition.inputs
         self._definition = definition
         self._manager = manager
 

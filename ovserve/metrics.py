@@ -58,6 +58,12 @@ _FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("name", "node"),
         "Branches spawned by a demultiplexing node (the request node included).",
     ),
+    # Beyond OVMS, which only logs them: the reloads that shape/batch_size "auto" makes for a request's shape.
+    "ovserve_model_reloads": (
+        "counter",
+        ("name", "version", "status"),
+        "Reloads of a model version for the shape of a request (shape or batch_size auto), by outcome.",
+    ),
 }
 DEFAULT_FAMILIES = (
     "ovms_requests_success",
@@ -70,6 +76,7 @@ DEFAULT_FAMILIES = (
     "ovserve_pipeline_node_executions",
     "ovserve_pipeline_node_time_us",
     "ovserve_pipeline_node_branches",
+    "ovserve_model_reloads",
 )
 FAMILIES = tuple(_FAMILIES)
 _REQUEST_METHODS = {
@@ -220,7 +227,7 @@ def _request_key(origin: Origin, name: str, version: int) -> tuple[str, ...]:
 class ModelMetrics:
     """The series of one model version, bound once so the infer path records with a few dict updates."""
 
-    __slots__ = ("_active", "_current", "_inference", "_key", "_queue", "_streams", "_wait")
+    __slots__ = ("_active", "_current", "_inference", "_key", "_queue", "_reloads", "_streams", "_wait")
 
     def __init__(self, metrics: Metrics, name: str, version: int) -> None:
         self._key = (name, str(version))
@@ -231,6 +238,7 @@ class ModelMetrics:
         self._current: _Gauge | None = get("ovms_current_requests")
         self._active: _Gauge | None = get("ovms_infer_req_active")
         self._queue: _Gauge | None = get("ovms_infer_req_queue_size")
+        self._reloads: _Counter | None = get("ovserve_model_reloads")
         for family in (self._inference, self._wait, self._current, self._active):
             if family is not None:
                 family.zero(self._key)
@@ -243,6 +251,16 @@ class ModelMetrics:
 
     def unloaded(self) -> None:
         self.loaded(0, 0)
+
+    def reloadable(self) -> None:
+        """Show the reload series (at 0) of a version that reloads for request shapes."""
+        if self._reloads is not None:
+            for status in ("success", "fail"):
+                self._reloads.zero((*self._key, status))
+
+    def reloaded(self, ok: bool) -> None:
+        if self._reloads is not None:
+            self._reloads.inc((*self._key, "success" if ok else "fail"))
 
     def acquired(self, waited_us: float) -> None:
         if self._wait is not None:

@@ -1,11 +1,14 @@
-"""OpenVINO adapter: compile a model version and run it through a pool of async infer requests bridged to asyncio."""
+"""OpenVINO adapter: compile a model version, run it through a pool of async infer requests bridged to asyncio, and
+reshape it on request for shape/batch_size "auto"."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Protocol
@@ -16,7 +19,7 @@ import openvino as ov
 from .config import ModelConfig
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
-from .tensors import Dim, TensorSpec
+from .tensors import Dim, Shape, TensorSpec, check_inputs, dim_accepts, shape_text
 from .types import Origin
 
 log = logging.getLogger(__name__)
@@ -29,8 +32,20 @@ class Servable(Protocol):
 
     name: str
     version: int
-    inputs: Mapping[str, TensorSpec]
-    outputs: Mapping[str, TensorSpec]
+
+    @property
+    def inputs(self) -> Mapping[str, TensorSpec]:
+        """The inputs as metadata reports them (for a model reshaped on request: its current shapes)."""
+        ...
+
+    @property
+    def outputs(self) -> Mapping[str, TensorSpec]: ...
+
+    @property
+    def accepts(self) -> Mapping[str, TensorSpec]:
+        """What a request is validated against before `infer`: `inputs`, with the dimensions that `infer` may
+        reshape the model for (shape/batch_size "auto") left open."""
+        ...
 
     async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
         """`origin` names the front door, for servables that record per-part metrics (pipelines)."""
@@ -107,31 +122,126 @@ def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict
     return ppp.build(), {name: layout.partition(":")[0] for name, layout in layouts.items()}
 
 
+def _shape_settings(config: ModelConfig, names: list[str]) -> dict[str, Any]:
+    """The `shape` setting by input name; an anonymous "auto" means every input (only a fixed anonymous shape
+    needs a single-input model)."""
+    if config.shape == "auto":
+        return dict.fromkeys(names, "auto")
+    return _per_input(config.shape, names, "shape")
+
+
+def _batch_index(name: str, layouts: Mapping[str, str]) -> int:
+    """Position of N in an input's layout (default N...), -1 if it has none before any '...'."""
+    return layouts.get(name, "N...").split("...")[0].find("N")
+
+
 def _reshape(model: ov.Model, config: ModelConfig, layouts: Mapping[str, str]) -> None:
+    """Apply the configured fixed shapes or batch size; "auto" inputs keep the model's own shape until a request
+    brings another one."""
     names = [p.get_any_name() for p in model.inputs]
-    wanted: dict[str, list[ov.Dimension]] = {}
-    shapes = _per_input(config.shape, names, "shape")
-    for name, shape in shapes.items():
-        if shape == "auto":  # OVMS reloads per request shape; ovserve serves any shape without a reload instead
-            rank = len(model.input(name).get_partial_shape())
-            wanted[name] = [ov.Dimension(-1)] * rank
-        else:
-            wanted[name] = [_ov_dim(d) for d in shape]
-    if config.batch_size is not None and not shapes:
-        batch = -1 if config.batch_size == "auto" else config.batch_size
+    shapes = _shape_settings(config, names)
+    wanted = {name: [_ov_dim(d) for d in shape] for name, shape in shapes.items() if shape != "auto"}
+    if config.batch_size not in (None, "auto") and not shapes:
+        batch = _ov_dim(config.batch_size)  # type: ignore[arg-type]
         for port in model.inputs:
             name = port.get_any_name()
             dims = list(port.get_partial_shape())
-            layout = layouts.get(name, "N...")
-            index = layout.split("...")[0].find("N")
+            index = _batch_index(name, layouts)
             if dims and index >= 0:
-                dims[index] = _ov_dim(batch)  # type: ignore[arg-type]
+                dims[index] = batch
                 wanted[name] = dims
     if wanted:
         try:
             model.reshape({name: ov.PartialShape(dims) for name, dims in wanted.items()})
         except Exception as e:
             raise LoadError("RESHAPE_ERROR", f"Model could not be reshaped with requested shape: {e}") from e
+
+
+@dataclass(frozen=True)
+class AutoShape:
+    """Which input dimensions follow the requests (spec §7.2): the batch of every input (`batch_size: "auto"`), or
+    every dimension of some inputs (`shape: "auto"`)."""
+
+    batch: bool = False
+    inputs: frozenset[str] = frozenset()
+
+    @staticmethod
+    def of(model: ov.Model, config: ModelConfig) -> AutoShape | None:
+        names = [p.get_any_name() for p in model.inputs]
+        shapes = _shape_settings(config, names)
+        if config.batch_size == "auto" and not shapes:  # a configured shape overrides batch_size (OVMS)
+            if any(p.get_partial_shape().rank.is_static and len(p.get_partial_shape()) == 0 for p in model.inputs):
+                raise LoadError(
+                    "MODEL_WITH_SCALAR_AUTO_UNSUPPORTED", "Batching set to AUTO but model contains scalar tensor"
+                )
+            return AutoShape(batch=True)
+        auto = frozenset(name for name, shape in shapes.items() if shape == "auto")
+        return AutoShape(inputs=auto) if auto else None
+
+    def _follows(self, name: str, spec: TensorSpec) -> list[int]:
+        """Indexes of the dimensions of input `name` that follow the request."""
+        if name in self.inputs:
+            return list(range(len(spec.shape)))
+        index = spec.batch_index if self.batch else None
+        return [index] if index is not None and index < len(spec.shape) else []
+
+    def open(self, specs: Mapping[str, TensorSpec]) -> dict[str, TensorSpec]:
+        """`specs` with the dimensions that follow the request set to -1: what a request is validated against."""
+        opened = {}
+        for name, spec in specs.items():
+            shape = list(spec.shape)
+            for i in self._follows(name, spec):
+                shape[i] = -1
+            opened[name] = replace(spec, shape=tuple(shape))
+        return opened
+
+    def wanted(self, inputs: TensorMap, specs: Mapping[str, TensorSpec]) -> dict[str, Shape] | None:
+        """The input shapes to reshape the model to for `inputs`; None when `specs` serve them as they are.
+        Batch: the request's batch (of the first input by name) for every batched input. Shape: the request's shapes
+        for every auto input. `inputs` have passed the check against `open(specs)`."""
+        wanted: dict[str, Shape] = {}
+        batch: int | None = None
+        needed = False
+        for name in sorted(specs):
+            spec = specs[name]
+            follows = self._follows(name, spec)
+            if not follows:
+                continue
+            actual = inputs[name].shape
+            if name in self.inputs:
+                wanted[name] = tuple(actual)
+                needed = needed or not all(dim_accepts(d, n) for d, n in zip(spec.shape, actual, strict=True))
+                continue
+            index = follows[0]
+            batch = actual[index] if batch is None else batch
+            wanted[name] = (*spec.shape[:index], batch, *spec.shape[index + 1 :])
+            needed = needed or not dim_accepts(spec.shape[index], batch)
+        return wanted if needed else None
+
+
+class _Reshaper:
+    """What reshaping a version on request needs: which dimensions follow the request, the model as read (layouts
+    and fixed shapes applied) and how it was compiled."""
+
+    def __init__(
+        self,
+        auto: AutoShape,
+        core: ov.Core,
+        model: ov.Model,
+        config: ModelConfig,
+        props: dict[str, Any],
+    ) -> None:
+        self.auto = auto
+        self.core = core
+        self.model = model
+        self.device = config.target_device
+        self.props = props
+
+    def compile(self, shapes: Mapping[str, Shape]) -> ov.CompiledModel:
+        """Blocking: call it in a worker thread."""
+        model = self.model.clone()
+        model.reshape({name: ov.PartialShape([_ov_dim(d) for d in shape]) for name, shape in shapes.items()})
+        return self.core.compile_model(model, self.device, self.props)
 
 
 def _plugin_config(config: ModelConfig) -> dict[str, Any]:
@@ -156,13 +266,27 @@ def load(
         raise LoadError("OV_NO_INPUTS", f"Cannot load model with no {'inputs' if not model.inputs else 'outputs'}")
     model, layouts = _apply_layouts(model, config)
     _reshape(model, config, layouts)
+    auto = AutoShape.of(model, config)
+    props = _plugin_config(config)
+    if auto is not None and not config.allow_cache:
+        props["CACHE_DIR"] = ""  # every request shape would leave a compiled blob in the cache (spec §2.6)
     try:
-        compiled = core.compile_model(model, config.target_device, _plugin_config(config))
+        compiled = core.compile_model(model, config.target_device, props)
     except Exception as e:
         message = f"Cannot compile model into target device: {e}"
         raise LoadError("CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE", message) from e
+    if _from_cache(compiled):
+        log.info("model %s version %d: compiled model loaded from the cache", config.name, version)
     nireq = config.nireq or _optimal_nireq(compiled)
-    return ModelVersion(config.name, version, compiled, nireq, layouts, metrics)
+    reshaper = None if auto is None else _Reshaper(auto, core, model, config, props)
+    return ModelVersion(config.name, version, compiled, nireq, layouts, metrics, reshaper)
+
+
+def _from_cache(compiled: ov.CompiledModel) -> bool:
+    try:
+        return bool(compiled.get_property("LOADED_FROM_CACHE"))
+    except Exception:  # devices that do not report it
+        return False
 
 
 def _optimal_nireq(compiled: ov.CompiledModel) -> int:
@@ -213,7 +337,7 @@ class _Pool:
 class _Slot:
     """One infer request and the future of its current run; OpenVINO's callback resolves it thread-safely."""
 
-    __slots__ = ("buffers", "future", "loop", "request")
+    __slots__ = ("__weakref__", "buffers", "future", "loop", "request")
 
     def __init__(self, request: ov.InferRequest, static_inputs: list[str]) -> None:
         self.request = request
@@ -222,7 +346,9 @@ class _Slot:
         # The request's own memory for each statically shaped input: a request is fed with one copy into it,
         # bypassing OpenVINO's per-call Python input dispatch.
         self.buffers: dict[str, np.ndarray] = {name: request.get_tensor(name).data for name in static_inputs}
-        request.set_callback(self._on_done, None)
+        # OpenVINO keeps the callback and its argument in C++, where Python's collector cannot see a cycle back
+        # to this slot: with only a weak reference there, a compiled model no one serves on is freed.
+        request.set_callback(_on_done, weakref.ref(self))
 
     def start(self, inputs: TensorMap) -> None:
         others: dict[str, np.ndarray] = {}
@@ -240,7 +366,7 @@ class _Slot:
         else:
             self.request.start_async()
 
-    def _on_done(self, _userdata: Any) -> None:  # runs in an OpenVINO thread
+    def done(self) -> None:  # runs in an OpenVINO thread
         assert self.loop is not None
         self.loop.call_soon_threadsafe(self._resolve, None)
 
@@ -265,8 +391,40 @@ class _Slot:
         self.loop.call_later(delay, self.watch, future, min(delay * 2, 1.0))
 
 
+def _on_done(slot: weakref.ref[_Slot]) -> None:  # runs in an OpenVINO thread
+    live = slot()
+    if live is not None:
+        live.done()
+
+
+class _Compiled:
+    """One compiled model of a version with its pool of infer requests and the tensors it takes; a version
+    reshaped on request gets a new one, and requests already running keep the one they started on."""
+
+    def __init__(self, compiled: ov.CompiledModel, nireq: int, layouts: Mapping[str, str], auto: AutoShape | None):
+        self.model = compiled
+        self.inputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.inputs)}
+        self.outputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.outputs)}
+        self.accepts = self.inputs if auto is None else auto.open(self.inputs)
+        self.output_names = list(self.outputs)
+        self._string_outputs = {i for i, s in enumerate(self.outputs.values()) if s.dtype == np.dtype(object)}
+        static = [s.name for s in self.inputs.values() if s.dtype not in (None, np.dtype(object))
+                  and all(isinstance(d, int) and d >= 0 for d in s.shape)]  # fmt: skip
+        self.pool = _Pool([_Slot(compiled.create_infer_request(), static) for _ in range(nireq)])
+
+    def output(self, slot: _Slot, index: int) -> np.ndarray:
+        tensor = slot.request.get_output_tensor(index)
+        if index not in self._string_outputs:
+            result: np.ndarray = tensor.data.copy()
+            return result
+        values = np.empty(int(np.prod(tuple(tensor.shape), dtype=np.int64)), dtype=object)
+        values[:] = tensor.bytes_data
+        return values.reshape(tuple(tensor.shape))
+
+
 class ModelVersion:
-    """A compiled model version serving requests on `nireq` infer requests; satisfies Servable."""
+    """A compiled model version serving requests on `nireq` infer requests; satisfies Servable. With shape or
+    batch_size "auto" it reshapes itself for a request of another shape (spec §7.2)."""
 
     def __init__(
         self,
@@ -276,19 +434,39 @@ class ModelVersion:
         nireq: int,
         layouts: Mapping[str, str],
         metrics: ModelMetrics | None = None,
+        reshaper: _Reshaper | None = None,
     ):
         self.name = name
         self.version = version
-        self.compiled = compiled
         self.nireq = nireq
         self.metrics = metrics or Metrics(()).model(name, version)
-        self.inputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.inputs)}
-        self.outputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.outputs)}
-        self._output_names = list(self.outputs)
-        self._string_outputs = {i for i, s in enumerate(self.outputs.values()) if s.dtype == np.dtype(object)}
-        static = [s.name for s in self.inputs.values() if s.dtype not in (None, np.dtype(object))
-                  and all(isinstance(d, int) and d >= 0 for d in s.shape)]  # fmt: skip
-        self._pool = _Pool([_Slot(compiled.create_infer_request(), static) for _ in range(nireq)])
+        self._layouts = layouts
+        self._reshaper = reshaper
+        self._reshaping = asyncio.Lock()  # one reshape of this version at a time
+        self._current = _Compiled(compiled, nireq, layouts, None if reshaper is None else reshaper.auto)
+        if reshaper is not None:
+            self.metrics.reloadable()
+
+    @property
+    def compiled(self) -> ov.CompiledModel:
+        return self._current.model
+
+    @property
+    def inputs(self) -> Mapping[str, TensorSpec]:
+        return self._current.inputs
+
+    @property
+    def outputs(self) -> Mapping[str, TensorSpec]:
+        return self._current.outputs
+
+    @property
+    def accepts(self) -> Mapping[str, TensorSpec]:
+        return self._current.accepts
+
+    @property
+    def _pool(self) -> _Pool:
+        """The infer requests of the current compiled model (tests check that every one came back)."""
+        return self._current.pool
 
     @property
     def streams(self) -> int:
@@ -299,9 +477,10 @@ class ModelVersion:
 
     async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
         """Run one inference; outputs are copied out of the infer request, which then serves the next caller."""
+        current = self._current if self._reshaper is None else await self._shaped_for(inputs)
         metrics = self.metrics
         asked = perf_counter_ns()
-        slot: _Slot = await self._pool.acquire()
+        slot: _Slot = await current.pool.acquire()
         started = perf_counter_ns()
         metrics.acquired((started - asked) / 1000)
         loop = asyncio.get_running_loop()
@@ -311,7 +490,7 @@ class ModelVersion:
             slot.start(inputs)
         except Exception as e:
             slot.future = None
-            self._release(slot, None)
+            self._release(current, slot, None)
             raise self._failure(e) from e
         watcher = loop.call_later(0.05, slot.watch, future, 0.1)
         try:
@@ -319,33 +498,69 @@ class ModelVersion:
         except asyncio.CancelledError:
             # The caller gave up but OpenVINO still owns the request (and the watcher keeps polling it): return
             # the request to the pool only when the run ends.
-            future.add_done_callback(lambda _: self._release(slot, None))
+            future.add_done_callback(lambda _: self._release(current, slot, None))
             raise
         except Exception as e:
             watcher.cancel()
-            self._release(slot, None)
+            self._release(current, slot, None)
             raise self._failure(e) from e
         watcher.cancel()
         try:
-            return {name: self._output(slot, i) for i, name in enumerate(self._output_names)}
+            return {name: current.output(slot, i) for i, name in enumerate(current.output_names)}
         finally:
             slot.future = None
-            self._release(slot, (perf_counter_ns() - started) / 1000)
+            self._release(current, slot, (perf_counter_ns() - started) / 1000)
 
-    def _output(self, slot: _Slot, index: int) -> np.ndarray:
-        tensor = slot.request.get_output_tensor(index)
-        if index not in self._string_outputs:
-            result: np.ndarray = tensor.data.copy()
-            return result
-        values = np.empty(int(np.prod(tuple(tensor.shape), dtype=np.int64)), dtype=object)
-        values[:] = tensor.bytes_data
-        return values.reshape(tuple(tensor.shape))
+    async def _shaped_for(self, inputs: TensorMap) -> _Compiled:
+        """The compiled model to run `inputs` on: the current one, or one reshaped for them. Reshapes run one at a
+        time; a request that finds the model already reshaped for it by another one just runs."""
+        assert self._reshaper is not None
+        auto = self._reshaper.auto
+        current = self._current
+        if auto.wanted(inputs, current.inputs) is not None:
+            async with self._reshaping:
+                current = self._current
+                shapes = auto.wanted(inputs, current.inputs)
+                if shapes is not None:
+                    # Other dimensions must match too: refuse before paying for a reshape that would not serve.
+                    check_inputs(
+                        inputs, {n: replace(s, shape=shapes.get(n, s.shape)) for n, s in current.inputs.items()}
+                    )
+                    current = await self._reshape(shapes)
+        check_inputs(inputs, current.inputs)  # nothing runs on a compiled model of another shape
+        return current
 
-    def _release(self, slot: _Slot, inference_us: float | None) -> None:
+    async def _reshape(self, shapes: Mapping[str, Shape]) -> _Compiled:
+        assert self._reshaper is not None
+        wanted = ", ".join(f"{name} {shape_text(shape)}" for name, shape in sorted(shapes.items()))
+        started = perf_counter_ns()
+        try:
+            compiled = await asyncio.to_thread(self._reshaper.compile, shapes)
+            current = _Compiled(compiled, self.nireq, self._layouts, self._reshaper.auto)
+        except Exception as e:
+            self.metrics.reloaded(False)
+            reason = _first_line(e)
+            log.error("model %s version %d could not be reshaped to %s; the previous shape keeps serving: %s",
+                      self.name, self.version, wanted, reason)  # fmt: skip
+            raise ServingError("RESHAPE_ERROR", f"model {self.name} version {self.version}: {wanted}: {reason}") from e
+        self._current = current
+        self.metrics.reloaded(True)
+        log.info("model %s version %d reloaded for shape %s in %.0f ms", self.name, self.version, wanted,
+                 (perf_counter_ns() - started) / 1e6)  # fmt: skip
+        return current
+
+    def _release(self, current: _Compiled, slot: _Slot, inference_us: float | None) -> None:
         self.metrics.released(inference_us)
-        self._pool.release(slot)
+        current.pool.release(slot)
 
     def _failure(self, error: BaseException) -> ServingError:
         log.error("inference failed on model %s version %d: %s", self.name, self.version, error)
-        first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        return ServingError("OV_INTERNAL_INFERENCE_ERROR", f"model {self.name} version {self.version}: {first}")
+        return ServingError(
+            "OV_INTERNAL_INFERENCE_ERROR", f"model {self.name} version {self.version}: {_first_line(error)}"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    """The gist of an OpenVINO exception, whose text ends with the message after a C++ trace."""
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__

@@ -36,7 +36,7 @@ NODES = Path(__file__).parent / "nodes"  # custom node test libraries (C and Pyt
 class RunningServer:
     """An ovserve Server on its own event loop thread, as a real process would run it."""
 
-    def __init__(self, config: Path | ServerConfig, poll_seconds: float = 0) -> None:
+    def __init__(self, config: Path | ServerConfig, poll_seconds: float = 0, cache_dir: Path | None = None) -> None:
         """`config`: a config.json, or a ServerConfig (single-model mode)."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -48,6 +48,7 @@ class RunningServer:
             rest_bind_address="127.0.0.1",
             metrics=None,
             poll_seconds=poll_seconds,
+            cache_dir=cache_dir,
         )
         self.server = Server(load_config(config) if isinstance(config, Path) else config, settings)
         self.call(self._start())

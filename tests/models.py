@@ -54,6 +54,14 @@ def add_mul(
     return ov.Model([y], [x], "add_mul")
 
 
+def weighted_sum(shape: tuple[int, ...] = (1, 4), weight: float = 3.0) -> ov.Model:
+    """Two inputs: z = a + weight * b."""
+    a = _named(ops.parameter(list(shape), np.float32, name="a"), "a")
+    b = _named(ops.parameter(list(shape), np.float32, name="b"), "b")
+    z = _named(ops.add(a, ops.multiply(b, ops.constant(np.float32(weight)))), "z")
+    return ov.Model([z], [a, b], "weighted_sum")
+
+
 def replicate(
     copies: int = 3, shape: tuple[int, ...] = (1, 4), in_name: str = "x", out_name: str = "crops"
 ) -> ov.Model:

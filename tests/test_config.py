@@ -52,6 +52,12 @@ INVALID = [
         'model_config_list[0].config: missing required key "name"',
     ),
     (["model_config_list", 0, "config", "nireq"], "2", False, "model_config_list[0].config.nireq: expected an integer"),
+    (
+        ["model_config_list", 0, "config", "allow_cache"],
+        "yes",
+        False,
+        'model_config_list[0].config.allow_cache: expected true or false, got "yes"',
+    ),
     (["model_config_list", 0, "config", "mean"], 1, False, 'model_config_list[0].config: unknown key "mean"'),
     (
         ["model_config_list", 0, "config", "model_version_policy"],

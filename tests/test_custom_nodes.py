@@ -309,7 +309,7 @@ def test_a_box_off_the_image(repository: Path, serve: Any, nodes: Locations) -> 
 
 def readme_example() -> tuple[str, dict[str, Any]]:
     """The README's Python custom node example: its nodes.py and its config.json fragment."""
-    text = (Path(__file__).parent.parent / "README.md").read_text()
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = text[text.index("### Python custom nodes") :]
     code = section[section.index("```python\n") + 10 :]
     fragment = section[section.index("```json\n") + 8 :]

@@ -1,16 +1,21 @@
-"""POST /v1/config/reload: models and pipelines added, changed and removed while requests keep succeeding."""
+"""Reloads: /v1/config/reload and the repository watcher, models and pipelines added, changed and removed while
+requests keep succeeding; a soak of twenty reloads under load."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import models
 import numpy as np
+import tritonclient.grpc as grpcclient
 from conftest import RunningServer, rpc_error
 
 
@@ -95,55 +100,201 @@ def _wait_for(server: RunningServer, wanted: dict[str, list[str]], seconds: floa
         time.sleep(0.05)
 
 
-def test_watching_loads_new_versions_and_config_edits_while_requests_keep_succeeding(repository: Path) -> None:
-    """--file_system_poll_wait_seconds: version folders added and removed, config edited, broken and fixed."""
-    models.save(models.classifier(seed=1), repository, "resnet", version=1)
-    server = RunningServer(models.write_config(repository, models.seed_config()), poll_seconds=0.1)
-    image = np.random.default_rng(2).random((1, 1, 3, 4, 4), dtype=np.float32)
-    answers = {seed: models.reference_classifier(image, seed=seed)[0] for seed in (1, 2)}
-    seen: set[int] = set()
-    failures: list[BaseException] = []
-    stop = threading.Event()
+class Timeline:
+    """Which versions the test made available when; an answer must come from a version available at some moment
+    between its request and its response. While a change is on its way, the old and the new sets both count."""
 
-    def client() -> None:
-        while not stop.is_set():
+    def __init__(self, versions: set[int]) -> None:
+        self.phases: list[tuple[float, set[int]]] = [(time.monotonic(), set(versions))]
+
+    def changing(self, versions: set[int]) -> None:
+        self.phases.append((time.monotonic(), self.phases[-1][1] | versions))
+
+    def settled(self, versions: set[int]) -> None:
+        self.phases.append((time.monotonic(), set(versions)))
+
+    def allowed(self, start: float, end: float) -> set[int]:
+        ends = [t for t, _ in self.phases[1:]] + [float("inf")]
+        return set().union(*(v for (t, v), until in zip(self.phases, ends, strict=True) if t <= end and until > start))
+
+
+class Clients:
+    """Threads sending requests back to back until stopped; each records (sent, received, answer) or its failure."""
+
+    def __init__(self, **clients: Callable[[], Any]) -> None:
+        self.answers: dict[str, list[tuple[float, float, Any]]] = {name: [] for name in clients}
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n, c)) for n, c in clients.items()]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, name: str, client: Callable[[], Any]) -> None:
+        while not self._stop.is_set():
+            sent = time.monotonic()
             try:
-                out = server.predict("resnet", {"0": image[0]})["1463"]
-                matches = [s for s, a in answers.items() if np.allclose(out, a, rtol=1e-5, atol=1e-5)]
-                assert len(matches) == 1, out
-                seen.add(matches[0])
+                answer = client()
             except BaseException as e:  # any failure is reported by the test
-                failures.append(e)
+                self.failures.append(e)
                 return
+            self.answers[name].append((sent, time.monotonic(), answer))
 
-    worker = threading.Thread(target=client)
-    worker.start()
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def _available(server: RunningServer, name: str) -> set[int]:
+    """The AVAILABLE versions of a model, from /v1/config."""
+    status, _, body = server.http("GET", "/v1/config")
+    assert status == 200
+    rows = json.loads(body)[name]["model_version_status"]
+    return {int(row["version"]) for row in rows if row["state"] == "AVAILABLE"}
+
+
+def test_soak_twenty_reloads_under_load_answer_every_request_from_an_available_version(repository: Path) -> None:
+    """Versions added and removed, config edited (polling and /v1/config/reload), broken and fixed, while three
+    clients send requests: a model (each version a different classifier), the pipeline on it, and a batch_size auto
+    model fed changing batches. No request fails; every answer comes from a version available at the time."""
+    staging, trash = repository / "staging", repository / "trash"
+    trash.mkdir()
+    models.save(models.classifier(seed=1), repository, "resnet", version=1)
+    models.save(models.add_mul(shape=(1, 4)), repository, "auto")
+
+    def document(**resnet: Any) -> dict[str, Any]:
+        doc = models.seed_config(**resnet)
+        doc["model_config_list"].append(
+            {"config": {"name": "auto", "base_path": "auto", "batch_size": "auto", "plugin_config": models.F32}}
+        )
+        return doc
+
+    def add(version: int) -> None:  # written aside, then moved in at once
+        staged = models.save(models.classifier(seed=version), staging, "resnet", version=version)
+        (staged / str(version)).rename(repository / "resnet" / str(version))
+
+    def remove(version: int) -> None:  # moved out at once, so no scan sees it half deleted
+        (repository / "resnet" / str(version)).rename(trash / str(version))
+        shutil.rmtree(trash / str(version))
+
+    config = models.write_config(repository, document())
+    server = RunningServer(config, poll_seconds=0.1)
+    image = np.random.default_rng(2).random((1, 3, 4, 4), dtype=np.float32)
+    images = np.random.default_rng(3).random((2, 1, 3, 4, 4), dtype=np.float32)
+    seeds = range(1, 7)
+    answers = {s: models.reference_classifier(image[None], seed=s)[0] for s in seeds}
+    pipeline_answers = {s: models.reference_classifier(images, seed=s) for s in seeds}
+    kserve = grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    request = grpcclient.InferInput("0", list(image.shape), "FP32")
+    request.set_data_from_numpy(image)
+
+    def model_client() -> int:  # KServe: the response names the version that answered (TF Serving's does not)
+        result = kserve.infer("resnet", [request])
+        version = int(result.get_response().model_version)
+        np.testing.assert_allclose(result.as_numpy("1463"), answers[version], rtol=1e-5, atol=1e-5)
+        return version
+
+    def pipeline_client() -> int:
+        got = server.predict("resnet50DAG", {"0": images})["1463"]
+        matches = [s for s, a in pipeline_answers.items() if np.allclose(got, a, rtol=1e-5, atol=1e-5)]
+        assert len(matches) == 1, got
+        return matches[0]
+
+    batches = itertools.cycle([1, 3, 3, 8, 1, 8])
+
+    def auto_client() -> int:
+        batch = next(batches)
+        x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4)
+        np.testing.assert_array_equal(server.predict("auto", {"x": x})["y"], (x + 1) * 2)
+        return batch
+
+    timeline = Timeline({1})
+
+    def event(versions: set[int], action: Callable[[], Any]) -> None:
+        """Do `action`, then wait until the server serves `versions` of resnet."""
+        timeline.changing(versions)
+        action()
+        deadline = time.monotonic() + 30
+        while _available(server, "resnet") != versions:
+            assert time.monotonic() < deadline, f"{_available(server, 'resnet')} != {versions}"
+            time.sleep(0.02)
+        timeline.settled(versions)
+
+    def write(**resnet: Any) -> Callable[[], None]:
+        return lambda: models.write_config(repository, document(**resnet))
+
+    def post(**resnet: Any) -> Callable[[], None]:
+        def action() -> None:
+            models.write_config(repository, document(**resnet))
+            status, _, body = server.http("POST", "/v1/config/reload")
+            assert status in (200, 201), body  # 200 when the watcher applied it first
+
+        return action
+
+    def broken(reload: bool) -> Callable[[], None]:
+        def action() -> None:
+            config.write_text('{"model_config_list": [')
+            if reload:
+                assert server.http("POST", "/v1/config/reload")[0] == 412
+            else:
+                time.sleep(0.3)  # three polls see it and change nothing
+
+        return action
+
+    def nireq() -> int:
+        return {v.servable.nireq for v in server.server.manager.models["resnet"].versions.values() if v.servable}.pop()
+
+    started = time.monotonic()
+    clients = Clients(model=model_client, pipeline=pipeline_client, auto=auto_client)
     try:
-        _wait_for(server, {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
-        staged = models.save(models.classifier(seed=2), repository / "staging", "resnet", version=2)
-        (staged / "2").rename(repository / "resnet" / "2")  # a new version, moved in at once: it replaces 1
-        _wait_for(server, {"resnet": ["END", "AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
-        np.testing.assert_allclose(server.predict("resnet", {"0": image[0]})["1463"], answers[2], rtol=1e-5)
-        np.testing.assert_allclose(server.predict("resnet50DAG", {"0": image})["1463"][0], answers[2], rtol=1e-5)
-
-        shutil.rmtree(repository / "resnet" / "2")  # the new version goes away: version 1 serves again
-        _wait_for(server, {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"]})
-        np.testing.assert_allclose(server.predict("resnet", {"0": image[0]})["1463"], answers[1], rtol=1e-5)
-
-        (repository / "config.json").write_text('{"model_config_list": [')  # broken: nothing changes
-        time.sleep(0.5)
-        assert _states(server) == {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"]}
-        models.save(models.add_mul(), repository, "second")
-        document = models.seed_config()
-        document["model_config_list"].append({"config": {"name": "second", "base_path": "second"}})
-        models.write_config(repository, document)  # fixed, with one more model
-        _wait_for(server, {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"], "second": ["AVAILABLE"]})
+        event({2}, lambda: add(2))
+        event({3}, lambda: add(3))
+        event({2}, lambda: remove(3))
+        event({1, 2}, post(model_version_policy={"specific": {"versions": [1, 2]}}))
+        event({1, 2}, post(model_version_policy={"specific": {"versions": [1, 2]}}, nireq=2))
+        assert nireq() == 2  # the edited model was loaded again
+        event({1, 2}, post(model_version_policy={"all": {}}))
+        event({1, 2, 3}, lambda: add(3))
+        event({2, 3}, lambda: remove(1))
+        event({2, 3}, broken(reload=True))
+        event({3}, write())  # fixed, back to latest 1, picked up by the watcher
+        event({4}, lambda: add(4))
+        event({3}, lambda: remove(4))
+        event(
+            {2, 3},
+            post(model_version_policy={"latest": {"num_versions": 2}}, plugin_config={**models.F32, "NUM_STREAMS": 1}),
+        )
+        event({2, 3}, broken(reload=False))
+        event({3}, write(model_version_policy={"specific": {"versions": [3]}}))
+        event({3, 5}, lambda: (add(5), write(model_version_policy={"specific": {"versions": [3, 5]}})()))
+        event({5}, lambda: remove(3))
+        event({5}, post(nireq=3))
+        assert nireq() == 3
+        event({6}, lambda: add(6))
+        event({5}, lambda: remove(6))
+        event({2, 5}, post(model_version_policy={"latest": {"num_versions": 3}}))
+        time.sleep(0.2)  # a last stretch of requests on the final state
     finally:
-        stop.set()
-        worker.join(30)
+        clients.stop()
+        kserve.close()
+        server_reloads = _reloads(server, "auto")
         server.stop()
-    assert not failures, failures[0]
-    assert seen == {1, 2}
+    elapsed = time.monotonic() - started
+    assert not clients.failures, clients.failures[0]
+    for name in ("model", "pipeline"):
+        for sent, received, version in clients.answers[name]:
+            assert version in timeline.allowed(sent, received), (name, version, sent, received)
+        assert {2, 3, 5} <= {v for _, _, v in clients.answers[name]}, name  # the clients saw the changes
+    sent_batches = [1] + [b for _, _, b in clients.answers["auto"]]  # the model starts at its own batch, 1
+    changes = sum(a != b for a, b in itertools.pairwise(sent_batches))
+    assert server_reloads == changes > 10  # one reload per change of batch, none otherwise
+    assert elapsed < 30, elapsed
+
+
+def _reloads(server: RunningServer, name: str) -> int:
+    _, _, body = server.http("GET", "/metrics")
+    wanted = f'ovserve_model_reloads{{name="{name}",version="1",status="success"}} '
+    return sum(int(line[len(wanted) :]) for line in body.decode().splitlines() if line.startswith(wanted))
 
 
 def test_watching_skips_a_half_copied_version_then_loads_it_once_copied_again(repository: Path) -> None:

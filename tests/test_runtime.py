@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 
 import models
@@ -83,3 +85,19 @@ def test_shape_batch_and_layout_settings(tmp_path: Path) -> None:
         load(tmp_path, models.classifier(), shape=(1, 3, 5, 5))
     with pytest.raises(LoadError, match="Cannot compile model into target device"):
         load(tmp_path, models.add_mul(), plugin_config={"NOT_A_PROPERTY": "1"})
+
+
+def test_a_compiled_model_no_longer_served_is_freed(tmp_path: Path) -> None:
+    """Each infer request's completion callback lives in OpenVINO's C++; it must not keep its compiled model alive
+    once a reshape (or a retirement) leaves no one serving on it."""
+    version = load(tmp_path, models.add_mul(shape=(1, 4)), batch_size="auto", nireq=2)
+
+    async def main() -> None:
+        await version.infer({"x": np.ones((1, 4), np.float32)})
+        old = [weakref.ref(slot) for slot in version._pool._idle]  # each holds an infer request
+        assert len(old) == 2
+        await version.infer({"x": np.ones((3, 4), np.float32)})  # reshaped: a new compiled model serves
+        gc.collect()
+        assert [ref() for ref in old] == [None, None]
+
+    asyncio.run(main())
