@@ -25,9 +25,20 @@ def config_json(dataplane: DataPlane) -> bytes:
     return ("{\n" + ",\n".join(parts) + "\n}" if parts else "{}").encode()
 
 
-def routes(dataplane: DataPlane, metrics: Metrics, reload: Reload | None = None) -> list[Route]:
+CONFIG_ERROR_HEADER = "X-Ovserve-Config-Error"
+
+
+def routes(
+    dataplane: DataPlane, metrics: Metrics, reload: Reload | None = None, config_error: Callable[[], str] | None = None
+) -> list[Route]:
+    """`config_error` tells why the config file on disk is not the one served ("" when it is)."""
+
     async def get_config(request: HttpRequest) -> HttpResponse:
-        return HttpResponse(200, config_json(dataplane))
+        # The body keeps OVMS's exact layout (clients read every key as a servable); a config.json that failed to
+        # reload, by the watcher or by POST, is told in a header beside it.
+        error = config_error() if config_error is not None else ""
+        shown = " ".join(error.split()).encode("ascii", "backslashreplace").decode()
+        return HttpResponse(200, config_json(dataplane), headers={CONFIG_ERROR_HEADER: shown} if shown else {})
 
     async def post_reload(request: HttpRequest) -> HttpResponse:
         try:

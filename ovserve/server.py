@@ -70,7 +70,8 @@ class Server:
             await self.grpc.start()
             log.info("gRPC server listening on %s (port %d)", ", ".join(hosts), self.grpc_port)
         if self.settings.rest_port is not None:
-            app = HttpApp(http_routes.routes(self.dataplane, self.metrics, self.reload), self.settings.cors)
+            table = http_routes.routes(self.dataplane, self.metrics, self.reload, lambda: self._reload_error)
+            app = HttpApp(table, self.settings.cors)
             self.http = HttpServer(app, self.settings.rest_bind_address, self.settings.rest_port)
             await self.http.start()
             self.rest_port = self.http.port

@@ -66,11 +66,17 @@ def test_reload_adds_changes_and_retires_without_failed_requests(repository: Pat
         assert status == 412
         assert body.decode().startswith('{\n\t"error": "Reloading config file failed. Check server logs')
         assert seed_server.predict("second", {"x": np.ones((1, 4), np.float32)})["y"].shape == (1, 4)  # still served
+        status, headers, body = seed_server.http("GET", "/v1/config")  # what is served, and why the file is not
+        assert status == 200 and set(json.loads(body)) == {"resnet", "resnet50DAG", "second"}
+        assert headers["x-ovserve-config-error"].startswith("The file is not valid json: ")
+        assert headers["x-ovserve-config-error"].endswith("config.json: Expecting property name enclosed in double "
+                                                          "quotes at line 1 column 3")  # fmt: skip
 
         only_resnet = {"name": "resnet", "base_path": "resnet", "plugin_config": models.F32}
         models.write_config(repository, {"model_config_list": [{"config": only_resnet}]})
         status, _, body = seed_server.http("POST", "/v1/config/reload")
         assert status == 201
+        assert "x-ovserve-config-error" not in seed_server.http("GET", "/v1/config")[1]
         assert _states(seed_server) == {"resnet": ["AVAILABLE"], "resnet50DAG": ["END"], "second": ["END"]}
         error = rpc_error(lambda: seed_server.predict("second", {"x": np.ones((1, 4), np.float32)}))
         assert error.code() == grpc.StatusCode.NOT_FOUND and "retired" in (error.details() or "")
