@@ -130,6 +130,7 @@ MODELS: dict[str, tuple[Any, dict[str, Any]]] = {
     "gray": (models.gray_nchw((1, 3, 12, 16)), {"layout": "NHWC:NCHW"}),
     "means": (models.channel_means((1, 6, 8, 3)), {}),
     "means_nhwc": (models.channel_means((1, 6, 8, 3)), {"layout": "NHWC"}),
+    "auto": (models.pixels((1, 8, 8, 3)), {"layout": "NHWC", "batch_size": "auto"}),
 }
 
 
@@ -160,6 +161,13 @@ def test_pngs_over_tfs_grpc_decode_as_pillow_in_bgr(server: RunningServer, model
     assert result.shape == (2, 5, 7, 3)
     np.testing.assert_array_equal(result, expected)
     assert not np.array_equal(result, expected[..., ::-1])  # the channel order matters: BGR, as OpenCV decodes
+
+
+def test_images_to_a_batch_auto_model_reload_it_to_their_count(server: RunningServer) -> None:
+    pngs = [encode(picture(8, 8, seed=s)) for s in range(3)]
+    (result,) = predict_strings(server, "auto", pngs).values()
+    np.testing.assert_array_equal(result, np.stack([bgr(p) for p in pngs]).astype(np.float32))
+    assert server.server.manager.models["auto"].versions[1].servable.inputs["image"].shape == (3, 8, 8, 3)
 
 
 def test_jpeg_decodes_as_opencv_and_pillow(server: RunningServer) -> None:
