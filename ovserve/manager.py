@@ -162,8 +162,8 @@ class Manager:
                 self._retire(entry)
                 log.info("model %s retired", entry.config.name)
             models_changed = bool(fresh or removed or versions_changed)
-            libraries_changed = self._load_libraries(config)
-            pipelines_changed = self._rebuild_pipelines(config, models_changed or libraries_changed)
+            libraries_changed = await self._load_libraries(config)
+            pipelines_changed = await self._rebuild_pipelines(config, models_changed or libraries_changed)
             return models_changed or libraries_changed or pipelines_changed
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:
@@ -224,7 +224,7 @@ class Manager:
         version.settled.set()
         entry.repository.release(version.number)
 
-    def _load_libraries(self, config: ServerConfig) -> bool:
+    async def _load_libraries(self, config: ServerConfig) -> bool:
         """Open the configured custom node libraries; one already open at the same location is kept (spec §1.5)."""
         changed = False
         for name in [n for n in self.libraries if n not in config.libraries]:
@@ -234,14 +234,14 @@ class Manager:
             known = self.libraries.get(name)
             if isinstance(known, LoadError) or known is None or known.location != location:
                 try:
-                    self.libraries[name] = open_library(name, location)
+                    self.libraries[name] = await asyncio.to_thread(open_library, name, location)  # may import
                 except LoadError as e:
                     self.libraries[name] = e
                     log.error("custom node library %s: %s", name, e)
                 changed = changed or known is not None or not isinstance(self.libraries[name], LoadError)
         return changed
 
-    def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool) -> bool:
+    async def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool) -> bool:
         changed = False
         wanted = {p.name: p for p in config.pipelines}
         for name, entry in list(self.pipelines.items()):
@@ -254,7 +254,7 @@ class Manager:
             if old is not None and old.config == pipeline and not old.retired and not models_changed:
                 continue
             entry = PipelineEntry(pipeline)
-            self._build_pipeline(entry, old.definition if old is not None else None)
+            await self._build_pipeline(entry, old.definition if old is not None else None)
             changed = changed or old is None or old.config != pipeline or old.retired or old.error != entry.error
             self.pipelines[name] = entry
             if old is not None:
@@ -278,9 +278,9 @@ class Manager:
         if not self.models and not self.pipelines:
             self.register(config)
         await asyncio.gather(*(self._load_model(entry) for entry in self.models.values()))
-        self._load_libraries(config)
+        await self._load_libraries(config)
         for entry in self.pipelines.values():
-            self._build_pipeline(entry, None)
+            await self._build_pipeline(entry, None)
         self.loaded.set()
 
     async def _load_model(self, entry: ModelEntry) -> None:
@@ -346,9 +346,9 @@ class Manager:
         )  # fmt: skip
         return True
 
-    def _build_pipeline(self, entry: PipelineEntry, old: PipelineDefinition | None) -> None:
+    async def _build_pipeline(self, entry: PipelineEntry, old: PipelineDefinition | None) -> None:
         """Validate a pipeline (spec §5.3) on the models served now; custom nodes unchanged since `old` are kept,
-        new ones initialised."""
+        new ones initialised in a worker thread (a library's initialize or a Python node's constructor may be slow)."""
         config = entry.config
         custom: dict[str, CustomNode] = {}
         created: list[CustomNode] = []
@@ -361,7 +361,7 @@ class Manager:
                     if previous is not None and previous.same(library, node.params):
                         custom[node.name] = previous
                     else:
-                        custom[node.name] = CustomNode(library, node.name, node.params)
+                        custom[node.name] = await asyncio.to_thread(CustomNode, library, node.name, node.params)
                         created.append(custom[node.name])
 
             def resolve(node: NodeConfig) -> Servable:

@@ -6,6 +6,8 @@ import ctypes
 import gc
 import json
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -440,3 +442,64 @@ def test_the_first_error_names_the_branch_and_waits_for_running_nodes(repository
     )
     check = server.server.manager.pipelines["checked"].definition.custom_nodes[0]._instance._object
     assert type(check).started == type(check).finished == 8  # the three slow branches ended before the answer
+
+
+SLOW_NODE = '''
+import time
+from pathlib import Path
+
+class Slow:
+    """A constructor that takes its time (a node loading a vocabulary, say): it waits for the test's go-ahead."""
+
+    def __init__(self, params):
+        Path(params["started"]).touch()
+        deadline = time.monotonic() + 20
+        while not Path(params["go"]).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("no go-ahead: the server was not answering meanwhile")
+            time.sleep(0.01)
+
+    def inputs_info(self):
+        return {"x": ((1, 4), "float32")}
+
+    def outputs_info(self):
+        return {"y": ((1, 4), "float32")}
+
+    def execute(self, inputs):
+        return {"y": inputs["x"]}
+'''
+
+
+def test_a_slow_node_constructor_does_not_hold_the_server(repository: Path, serve: Any) -> None:
+    save_models(repository)
+    (repository / "slow.py").write_text(SLOW_NODE)
+    server = serve({"model_config_list": [{"config": {"name": "detector", "base_path": "detector"}}]})
+    started, go = repository / "started", repository / "go"
+    output = {"y": {"node_name": "s", "data_item": "y"}}
+    node = {
+        "name": "s",
+        "type": "custom",
+        "library_name": "slow",
+        "params": {"started": str(started), "go": str(go)},
+        "inputs": [{"x": {"node_name": "request", "data_item": "x"}}],
+        "outputs": [{"data_item": "y", "alias": "y"}],
+    }
+    document = {
+        "model_config_list": [{"config": {"name": "detector", "base_path": "detector"}}],
+        "custom_node_library_config_list": [{"name": "slow", "base_path": "slow.py:Slow"}],
+        "pipeline_config_list": [
+            {"name": "slowly", "inputs": ["x"], "nodes": [node], "outputs": [output]}
+        ],
+    }
+    models.write_config(repository, document)
+    reload = threading.Thread(target=lambda: server.http("POST", "/v1/config/reload"))
+    reload.start()
+    while not started.exists():
+        time.sleep(0.01)
+    # The node is being built now; the server answers meanwhile (were its loop blocked, this would wait for the
+    # constructor, which waits for this answer, until the constructor gives up and the pipeline fails).
+    assert server.status("detector").model_version_status[0].state == 30  # AVAILABLE
+    go.touch()
+    reload.join(30)
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_array_equal(server.predict("slowly", {"x": x})["y"], x)
