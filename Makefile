@@ -26,6 +26,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check ovserve tests bench scripts
 	$(VENV)/bin/mypy ovserve
 
 ## TensorFlow Serving's own client (pulls ~2 GB of TensorFlow): kept out of `make test`.

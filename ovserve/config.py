@@ -425,9 +425,9 @@ def parse_config(document: Any, root: Path) -> ServerConfig:
     for entry in keys["pipeline_config_list"].array() if "pipeline_config_list" in keys else []:
         pipeline = pipeline_config(entry)
         if pipeline.name in seen:
-            clash = "Pipeline has the same name as model" if pipeline.name in {m.name for m in models} else (
-                "Pipeline definition with the same name already exists"
-            )
+            clash = "Pipeline definition with the same name already exists"
+            if any(m.name == pipeline.name for m in models):
+                clash = "Pipeline has the same name as model"
             warnings.append(f"{entry.path}: {clash} - {pipeline.name}; pipeline ignored")
             continue
         seen.add(pipeline.name)

@@ -451,4 +451,3 @@ class CustomNode:
         except asyncio.CancelledError:
             await asyncio.wait([future])
             raise
-

@@ -44,7 +44,7 @@ def routes(
         try:
             changed = await reload() if reload is not None else False
         except ServingError as e:  # the config API's own error layout (spec §4.8)
-            return HttpResponse(e.http_status, ("{\n\t\"error\": " + json.dumps(str(e)) + "\n}").encode())
+            return HttpResponse(e.http_status, ('{\n\t"error": ' + json.dumps(str(e)) + "\n}").encode())
         return HttpResponse(201 if changed else 200, config_json(dataplane))
 
     async def get_metrics(request: HttpRequest) -> HttpResponse:

@@ -406,7 +406,7 @@ class Manager:
         if entry.config.batch_size == "auto" or "auto" in shapes:
             raise LoadError(
                 "FORBIDDEN_MODEL_DYNAMIC_PARAMETER",
-                f'Value of provided parameter is forbidden - {pipeline}: node {node.name} uses model {model}, which '
+                f"Value of provided parameter is forbidden - {pipeline}: node {node.name} uses model {model}, which "
                 f'has "auto" shape or batch_size; give it a dynamic dimension (-1) instead',
             )
         return version.servable

@@ -487,9 +487,7 @@ def test_a_slow_node_constructor_does_not_hold_the_server(repository: Path, serv
     document = {
         "model_config_list": [{"config": {"name": "detector", "base_path": "detector"}}],
         "custom_node_library_config_list": [{"name": "slow", "base_path": "slow.py:Slow"}],
-        "pipeline_config_list": [
-            {"name": "slowly", "inputs": ["x"], "nodes": [node], "outputs": [output]}
-        ],
+        "pipeline_config_list": [{"name": "slowly", "inputs": ["x"], "nodes": [node], "outputs": [output]}],
     }
     models.write_config(repository, document)
     reload = threading.Thread(target=lambda: server.http("POST", "/v1/config/reload"))
