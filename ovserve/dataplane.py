@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from time import perf_counter_ns
 
+from . import images
 from .errors import ServingError
 from .manager import Manager
 from .metrics import Metrics
@@ -45,7 +46,7 @@ class DataPlane:
             self.metrics.request(origin, servable.name, servable.version, False)
             raise
         self.metrics.request(origin, servable.name, servable.version, True, (perf_counter_ns() - started) / 1000)
-        return InferResult(servable.name, servable.version, outputs)
+        return InferResult(servable.name, servable.version, images.strings_out(outputs))
 
     async def endpoint(self, name: str, version: int | None, origin: Origin) -> Endpoint:
         """Metadata of what is serving now (no waiting for a version that is still loading)."""

@@ -1,5 +1,5 @@
 """Binary request inputs meeting an endpoint input (spec §8): encoded images decoded into tensors exactly as OVMS's
-OpenCV path makes them (§8.2), strings packed into zero-padded 2-D U8 arrays (§8.3).
+OpenCV path makes them (§8.2), strings packed into zero-padded 2-D U8 arrays and unpacked from them (§8.3).
 
 Protocol-neutral: the TF Serving and KServe decoders hand over the received byte strings, the request's declared
 shape and the endpoint's TensorSpec. Work happens in OVMS's two phases: `binary_input` runs the request checks while
@@ -130,6 +130,23 @@ def _strings_2d(values: Sequence[bytes], shape: Sequence[int], spec: TensorSpec,
         )
     packed: np.ndarray = strings.astype(f"S{width}").view(np.uint8).reshape(count, width)
     return packed
+
+
+STRING_OUTPUT_SUFFIX = "_string"
+
+
+def strings_out(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs as responses carry them: a U8 output of rank 2 whose exposed name ends in "_string" becomes its N
+    rows as byte strings, each cut at its first zero byte (spec §8.3, output side); the rest are left as they are."""
+    result = dict(outputs)
+    for name, array in outputs.items():
+        if name.endswith(STRING_OUTPUT_SUFFIX) and array.dtype == _U8 and array.ndim == 2:
+            zero = array == 0
+            lengths = np.where(zero.any(axis=1), zero.argmax(axis=1), array.shape[1])
+            rows = np.empty(array.shape[0], dtype=object)
+            rows[:] = [row[:length].tobytes() for row, length in zip(array, lengths.tolist(), strict=True)]
+            result[name] = rows
+    return result
 
 
 # --- decoding (the conversion phase) ----------------------------------------------------------------------

@@ -196,6 +196,12 @@ def pixels(shape: tuple[int, ...] = (1, 4, 4, 3), dtype: Any = np.uint8, in_name
     return ov.Model([y], [x], "pixels")
 
 
+def text_echo(out_name: str = "text_string") -> ov.Model:
+    """U8 (N, W) strings in, the same array out: named "..._string", responses carry it as N strings (spec §8.3)."""
+    x = _named(ops.parameter([-1, -1], np.uint8, name="text"), "text")
+    return ov.Model([_named(ops.add(x, ops.constant(np.uint8(0))), out_name)], [x], "text_echo")
+
+
 def channel_means(shape: tuple[int, ...] = (1, 6, 8, 3), in_name: str = "image") -> ov.Model:
     """An NHWC float32 image → its mean per channel, (1, C): a batch-1 model for demultiplexed image pipelines."""
     x = _named(ops.parameter(list(shape), np.float32, name=in_name), in_name)

@@ -131,6 +131,25 @@ MODELS: dict[str, tuple[Any, dict[str, Any]]] = {
     "means": (models.channel_means((1, 6, 8, 3)), {}),
     "means_nhwc": (models.channel_means((1, 6, 8, 3)), {"layout": "NHWC"}),
     "auto": (models.pixels((1, 8, 8, 3)), {"layout": "NHWC", "batch_size": "auto"}),
+    "echo": (models.text_echo("text_string"), {}),
+    "echo_plain": (models.text_echo("bytes"), {}),
+}
+ECHO_PIPELINE = {
+    "name": "echo_pipe",
+    "inputs": ["text"],
+    "nodes": [
+        {
+            "name": "echo",
+            "model_name": "echo_plain",
+            "type": "DL model",
+            "inputs": [{"text": {"node_name": "request", "data_item": "text"}}],
+            "outputs": [{"data_item": "bytes", "alias": "bytes"}],
+        }
+    ],
+    "outputs": [
+        {"reply_string": {"node_name": "echo", "data_item": "bytes"}},
+        {"reply": {"node_name": "echo", "data_item": "bytes"}},
+    ],
 }
 
 
@@ -143,7 +162,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         configs.append({"config": {"name": name, "base_path": name, "plugin_config": F32, **settings}})
     document = {
         "model_config_list": configs,
-        "pipeline_config_list": [_pipeline("means_demux", "means", -1), _pipeline("means_fixed", "means_nhwc", 3)],
+        "pipeline_config_list": [
+            _pipeline("means_demux", "means", -1),
+            _pipeline("means_fixed", "means_nhwc", 3),
+            ECHO_PIPELINE,
+        ],
     }
     running = RunningServer(models.write_config(repository, document))
     yield running
@@ -336,6 +359,27 @@ def test_strings_become_a_zero_padded_u8_array(server: RunningServer) -> None:
         "Invalid input shape - Expected batch size: -1; got: 2; Expected max null terminated string length: 4; "
         "got: 3; input name: text",
     )
+
+
+def test_u8_outputs_named_string_come_back_as_strings(server: RunningServer) -> None:
+    """Spec §8.3, output side: rows cut at their first zero byte; for pipelines the pipeline output's name counts."""
+    words = [b"ab", b"c", b"hello"]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "echo"
+    request.inputs["text"].CopyFrom(string_tensor(words))
+    out = server.predict_raw(request).outputs["text_string"]
+    assert out.dtype == types_pb2.DT_STRING and [d.size for d in out.tensor_shape.dim] == [3]
+    assert list(out.string_val) == words
+    request.model_spec.name = "echo_pipe"
+    outputs = server.predict_raw(request).outputs
+    assert list(outputs["reply_string"].string_val) == words
+    assert outputs["reply"].dtype == types_pb2.DT_UINT8  # the same data under a plain name stays a U8 array
+    data = grpcclient.InferInput("text", [3], "BYTES")
+    data.set_data_from_numpy(np.array(words, dtype=object))
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    result = client.infer("echo", [data])
+    assert result.as_numpy("text_string").tolist() == words
+    assert result.get_output("text_string").datatype == "BYTES"
 
 
 # --- errors (spec §8.2, §10) ---------------------------------------------------------------------------------
