@@ -501,3 +501,60 @@ def test_a_slow_node_constructor_does_not_hold_the_server(repository: Path, serv
     reload.join(30)
     x = np.ones((1, 4), np.float32)
     np.testing.assert_array_equal(server.predict("slowly", {"x": x})["y"], x)
+
+
+IMAGE_NODE = '''
+import numpy as np
+
+class Pixels:
+    """Shows what an image input of a custom node received (spec 5.5: decoded at its own size)."""
+
+    def __init__(self, params):
+        pass
+
+    def inputs_info(self):
+        return {"image": ((1, -1, -1, 3), "uint8")}
+
+    def outputs_info(self):
+        return {"pixels": ((1, -1, -1, 3), "float32")}
+
+    def execute(self, inputs):
+        return {"pixels": inputs["image"].astype(np.float32)}
+'''
+
+
+def test_an_image_input_of_a_custom_node_is_decoded_at_its_own_size(repository: Path, serve: Any) -> None:
+    import io
+
+    from PIL import Image
+
+    from ovserve._proto.tensorflow.core.framework import tensor_pb2
+    from ovserve._proto.tensorflow_serving.apis import predict_pb2
+    from ovserve.tfs import make_ndarray
+
+    (repository / "pixels.py").write_text(IMAGE_NODE)
+    node = {
+        "name": "show",
+        "type": "custom",
+        "library_name": "pixels",
+        "inputs": [{"image": {"node_name": "request", "data_item": "image"}}],
+        "outputs": [{"data_item": "pixels", "alias": "pixels"}],
+    }
+    output = {"pixels": {"node_name": "show", "data_item": "pixels"}}
+    server = serve(
+        {
+            "model_config_list": [],
+            "custom_node_library_config_list": [{"name": "pixels", "base_path": "pixels.py:Pixels"}],
+            "pipeline_config_list": [{"name": "show", "inputs": ["image"], "nodes": [node], "outputs": [output]}],
+        }
+    )
+    picture = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(picture).save(png, "PNG")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "show"
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[png.getvalue()])
+    proto.tensor_shape.dim.add(size=1)
+    request.inputs["image"].CopyFrom(proto)
+    pixels = make_ndarray(server.predict_raw(request).outputs["pixels"])
+    np.testing.assert_array_equal(pixels, picture[np.newaxis, :, :, ::-1].astype(np.float32))  # BGR, as OVMS
