@@ -173,32 +173,31 @@ class _CInstance:
                 "NODE_LIBRARY_OUTPUTS_CORRUPTED",
                 f"Custom node library has returned corrupted outputs handle - {self._where()}: {call}",
             )
+        entries = []  # (name, dims, precision), read and their dims released before anything is checked
+        for i in range(max(0, count.value)):
+            entry = info[i]
+            dims = tuple(entry.dims[d] for d in range(entry.dimsCount)) if entry.dims else ()
+            if entry.dims:
+                self.library.release(ctypes.cast(entry.dims, ctypes.c_void_p), self._manager)
+            if entry.name is not None:
+                entries.append((entry.name.decode(), dims, entry.precision))
+        self.library.release(ctypes.cast(info, ctypes.c_void_p), self._manager)
+        if count.value <= 0:
+            raise LoadError(
+                "NODE_LIBRARY_OUTPUTS_CORRUPTED_COUNT",
+                f"Custom node library has produced corrupted number of outputs - {self._where()}: {call} "
+                f"returned {count.value} entries",
+            )
         specs: dict[str, TensorSpec] = {}
-        try:
-            if count.value <= 0:
+        for name, dims, precision in entries:
+            dtype = _DTYPES.get(precision)
+            if dtype is None:
                 raise LoadError(
-                    "NODE_LIBRARY_OUTPUTS_CORRUPTED_COUNT",
-                    f"Custom node library has produced corrupted number of outputs - {self._where()}: {call} "
-                    f"returned {count.value} entries",
+                    "NODE_LIBRARY_INVALID_PRECISION",
+                    f"Custom node has produced tensor with unspecified precision - {self._where()}: {call} "
+                    f"{name} has precision {precision}",
                 )
-            for i in range(count.value):
-                entry = info[i]
-                dims = tuple(entry.dims[d] for d in range(entry.dimsCount)) if entry.dims else ()
-                if entry.dims:
-                    self.library.release(ctypes.cast(entry.dims, ctypes.c_void_p), self._manager)
-                if entry.name is None:
-                    continue
-                name = entry.name.decode()
-                dtype = _DTYPES.get(entry.precision)
-                if dtype is None:
-                    raise LoadError(
-                        "NODE_LIBRARY_INVALID_PRECISION",
-                        f"Custom node has produced tensor with unspecified precision - {self._where()}: {call} "
-                        f"{name} has precision {entry.precision}",
-                    )
-                specs[name] = _spec(name, dims, dtype)
-        finally:
-            self.library.release(ctypes.cast(info, ctypes.c_void_p), self._manager)
+            specs[name] = _spec(name, dims, dtype)
         return specs
 
     def inputs_info(self) -> dict[str, TensorSpec]:
