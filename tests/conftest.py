@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -178,6 +180,31 @@ def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             check=True,
         )
     return built
+
+
+def config_states(server: RunningServer) -> dict[str, list[str]]:
+    """Every servable's version states as GET /v1/config lists them."""
+    status, _, body = server.http("GET", "/v1/config")
+    assert status == 200
+    return {name: [v["state"] for v in s["model_version_status"]] for name, s in json.loads(body).items()}
+
+
+def wait_for_states(server: RunningServer, wanted: dict[str, list[str]], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while config_states(server) != wanted:
+        assert time.monotonic() < deadline, f"{config_states(server)} != {wanted}"
+        time.sleep(0.05)
+
+
+def wait_for_versions(server: RunningServer, name: str, rows: list[tuple[int, int, str]], seconds: float = 30) -> None:
+    """Until GetModelStatus of `name` lists exactly these (version, state, error message) rows."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = [(r.version, r.state, r.status.error_message) for r in server.status(name).model_version_status]
+        if got == rows:
+            return
+        assert time.monotonic() < deadline, f"{got} != {rows}"
+        time.sleep(0.05)
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:

@@ -16,13 +16,7 @@ import grpc
 import models
 import numpy as np
 import tritonclient.grpc as grpcclient
-from conftest import RunningServer, rpc_error
-
-
-def _states(server: RunningServer) -> dict[str, list[str]]:
-    status, _, body = server.http("GET", "/v1/config")
-    assert status == 200
-    return {name: [v["state"] for v in s["model_version_status"]] for name, s in json.loads(body).items()}
+from conftest import RunningServer, config_states, rpc_error, wait_for_states, wait_for_versions
 
 
 def test_reload_adds_changes_and_retires_without_failed_requests(repository: Path, seed_server: RunningServer) -> None:
@@ -54,7 +48,11 @@ def test_reload_adds_changes_and_retires_without_failed_requests(repository: Pat
         models.write_config(repository, document)
         status, _, body = seed_server.http("POST", "/v1/config/reload")
         assert status == 201, body
-        assert _states(seed_server) == {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"], "second": ["AVAILABLE"]}
+        assert config_states(seed_server) == {
+            "resnet": ["AVAILABLE"],
+            "resnet50DAG": ["AVAILABLE"],
+            "second": ["AVAILABLE"],
+        }
         reloaded = seed_server.server.manager.models["resnet"].versions[1].servable
         assert reloaded is not None and reloaded.nireq == 3  # the changed model was loaded again
         got = seed_server.predict("second", {"x": np.ones((1, 4), np.float32)})["y"]
@@ -77,7 +75,7 @@ def test_reload_adds_changes_and_retires_without_failed_requests(repository: Pat
         status, _, body = seed_server.http("POST", "/v1/config/reload")
         assert status == 201
         assert "x-ovserve-config-error" not in seed_server.http("GET", "/v1/config")[1]
-        assert _states(seed_server) == {"resnet": ["AVAILABLE"], "resnet50DAG": ["END"], "second": ["END"]}
+        assert config_states(seed_server) == {"resnet": ["AVAILABLE"], "resnet50DAG": ["END"], "second": ["END"]}
         error = rpc_error(lambda: seed_server.predict("second", {"x": np.ones((1, 4), np.float32)}))
         assert error.code() == grpc.StatusCode.NOT_FOUND and "retired" in (error.details() or "")
         error = rpc_error(lambda: seed_server.predict("resnet50DAG", {"0": images}))
@@ -96,14 +94,7 @@ def test_reload_in_single_model_mode_or_unreadable_file(repository: Path, seed_s
     (repository / "config.json").unlink()
     status, _, body = seed_server.http("POST", "/v1/config/reload")
     assert status == 500 and "Config file not found or cannot open." in body.decode()
-    assert _states(seed_server)["resnet"] == ["AVAILABLE"]
-
-
-def _wait_for(server: RunningServer, wanted: dict[str, list[str]], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while _states(server) != wanted:
-        assert time.monotonic() < deadline, f"{_states(server)} != {wanted}"
-        time.sleep(0.05)
+    assert config_states(seed_server)["resnet"] == ["AVAILABLE"]
 
 
 class Timeline:
@@ -310,22 +301,17 @@ def test_watching_skips_a_half_copied_version_then_loads_it_once_copied_again(re
     server = RunningServer(models.write_config(repository, models.seed_config()), poll_seconds=0.1)
     image = np.random.default_rng(2).random((1, 1, 3, 4, 4), dtype=np.float32)
     try:
-        _wait_for(server, {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
+        wait_for_states(server, {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
         serving = server.server.manager.models["resnet"].versions[1].servable
         (repository / "resnet" / "2").mkdir()
         (repository / "resnet" / "2" / "model.xml").write_text("<net")  # no .bin yet
-        deadline = time.monotonic() + 30
-        while [(r.version, r.state, r.status.error_message) for r in server.status("resnet").model_version_status] != [
-            (1, 30, "OK"), (2, 20, "UNKNOWN")  # AVAILABLE; LOADING with an error: failed
-        ]:  # fmt: skip
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_versions(server, "resnet", [(1, 30, "OK"), (2, 20, "UNKNOWN")])  # AVAILABLE; LOADING, failed
         assert server.server.manager.models["resnet"].versions[1].servable is serving  # never retired meanwhile
         shutil.rmtree(repository / "resnet" / "2")
-        _wait_for(server, {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"]})
+        wait_for_states(server, {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"]})
         staged = models.save(models.classifier(seed=2), repository / "staging", "resnet", version=2)
         (staged / "2").rename(repository / "resnet" / "2")
-        _wait_for(server, {"resnet": ["END", "AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
+        wait_for_states(server, {"resnet": ["END", "AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
         got = server.predict("resnet", {"0": image[0]})["1463"]
         np.testing.assert_allclose(got, models.reference_classifier(image, seed=2)[0], rtol=1e-5)
     finally:

@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import grpc
 import models
 import numpy as np
 import pytest
-from conftest import RunningServer, rpc_error
+from conftest import RunningServer, rpc_error, wait_for_states, wait_for_versions
 from moto.core import enable_iam_authentication
 from moto.server import ThreadedMotoServer
 
@@ -182,19 +181,6 @@ def test_version_policies_over_s3(bucket: Bucket, repository: Path, monkeypatch:
         server.stop()
 
 
-def _states(server: RunningServer) -> dict[str, list[str]]:
-    status, _, body = server.http("GET", "/v1/config")
-    assert status == 200
-    return {name: [v["state"] for v in s["model_version_status"]] for name, s in json.loads(body).items()}
-
-
-def _wait_for(server: RunningServer, wanted: dict[str, list[str]], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while _states(server) != wanted:
-        assert time.monotonic() < deadline, f"{_states(server)} != {wanted}"
-        time.sleep(0.05)
-
-
 def test_polling_follows_versions_uploaded_and_deleted_while_requests_keep_succeeding(
     bucket: Bucket, repository: Path
 ) -> None:
@@ -222,27 +208,22 @@ def test_polling_follows_versions_uploaded_and_deleted_while_requests_keep_succe
     worker = threading.Thread(target=client)
     worker.start()
     try:
-        _wait_for(server, {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
+        wait_for_states(server, {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
         # A poll catches version 2 half-uploaded (no .bin yet): it fails, version 1 keeps serving ...
         bucket.upload(models.classifier(seed=2), "zoo/resnet", 2, suffixes=(".xml",))
-        deadline = time.monotonic() + 30
-        while [(r.version, r.state, r.status.error_message) for r in server.status("resnet").model_version_status] != [
-            (1, 30, "OK"), (2, 20, "UNKNOWN")  # AVAILABLE; LOADING with an error: failed
-        ]:  # fmt: skip
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_versions(server, "resnet", [(1, 30, "OK"), (2, 20, "UNKNOWN")])  # AVAILABLE; LOADING, failed
         failed = server.server.manager.models["resnet"].versions[2].message
         assert f"no model file (.xml+.bin, .onnx, ...) in {bucket.url('zoo/resnet/2')}" in failed
         # ... and is tried again once its objects change: complete now, it replaces version 1.
         bucket.upload(models.classifier(seed=2), "zoo/resnet", 2, suffixes=(".bin",))
-        _wait_for(server, {"resnet": ["END", "AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
+        wait_for_states(server, {"resnet": ["END", "AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
         np.testing.assert_allclose(server.predict("resnet", {"0": image[0]})["1463"], answers[2], rtol=1e-5)
         np.testing.assert_allclose(server.predict("resnet50DAG", {"0": image})["1463"][0], answers[2], rtol=1e-5)
         cache = server.server.manager.storage.root
         assert cache is not None and len(list(cache.iterdir())) == 1  # version 1's download went with it
 
         bucket.delete("zoo/resnet/2/")  # version 2 goes away: version 1 is downloaded and serves again
-        _wait_for(server, {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"]})
+        wait_for_states(server, {"resnet": ["AVAILABLE", "END"], "resnet50DAG": ["AVAILABLE"]})
         np.testing.assert_allclose(server.predict("resnet", {"0": image[0]})["1463"], answers[1], rtol=1e-5)
         np.testing.assert_allclose(server.predict("resnet50DAG", {"0": image})["1463"][0], answers[1], rtol=1e-5)
     finally:
