@@ -217,7 +217,8 @@ class S3Repository:
 
     def _failure(self, error: Exception, doing: str) -> LoadError:
         """A clear message from a botocore error: the s3 path, what failed and what to check."""
-        from botocore.exceptions import ClientError, EndpointConnectionError
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as EndpointError
 
         if isinstance(error, ClientError):
             details = error.response.get("Error", {})
@@ -233,7 +234,7 @@ class S3Repository:
                 )
                 return LoadError("S3_INVALID_ACCESS", f"{self.where}: access denied ({code}: {text}); {how}")
             return LoadError("S3_FAILED", f"{self.where}: {doing} ({code or http}: {text})")
-        if isinstance(error, EndpointConnectionError):
+        if isinstance(error, (EndpointError, HTTPClientError)):  # refused, timed out, or closed before an answer
             endpoint = self._storage.endpoint or "the S3 endpoint"
             message = f"{self.where}: cannot reach {endpoint} (check S3_ENDPOINT or AWS_ENDPOINT_URL): {error}"
             return LoadError("S3_FAILED", message)

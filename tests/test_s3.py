@@ -3,6 +3,7 @@ policies, polling for versions uploaded and deleted, and errors that stay with t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -275,6 +276,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def _hanging_up() -> Iterator[str]:
+    """An endpoint on loopback that accepts each connection and closes it without a word."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+
+
 def test_credentials_are_checked_and_an_unreachable_endpoint_is_reported(
     bucket: Bucket, repository: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -315,11 +341,12 @@ def test_credentials_are_checked_and_an_unreachable_endpoint_is_reported(
         assert f"{bucket.url('zoo/resnet')}: access denied (SignatureDoesNotMatch: " in details
         assert "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN" in details
 
-    closed = f"http://127.0.0.1:{_free_port()}"
-    monkeypatch.setenv("S3_ENDPOINT", closed)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # boto3's own setting: no retries against a closed port
-    details = failure()
-    assert f"{bucket.url('zoo/resnet')}: cannot reach {closed} (check S3_ENDPOINT or AWS_ENDPOINT_URL)" in details
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # boto3's own setting: no retries against a dead endpoint
+    with _hanging_up() as rude:  # one endpoint refuses connections, the other accepts and closes them unanswered
+        for dead in (f"http://127.0.0.1:{_free_port()}", rude):
+            monkeypatch.setenv("S3_ENDPOINT", dead)
+            details = failure()
+            assert f"{bucket.url('zoo/resnet')}: cannot reach {dead} (check S3_ENDPOINT or AWS_ENDPOINT_URL)" in details
 
 
 def test_listing_pages_and_downloads_at_the_repository_level(bucket: Bucket, caplog: pytest.LogCaptureFixture) -> None:
