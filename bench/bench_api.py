@@ -3,7 +3,7 @@
 For each model it measures requests/s and per-request latency p50/p99 (ms) of batch-1 requests [1,3,224,224] to the
 model itself, with C closed-loop clients (C = 1 and 16 by default), through:
 
-raw          the model compiled in this process exactly as ovserve compiles it (bench_demux.compile_as_server),
+raw          the model compiled in this process exactly as ovserve compiles it (common.compile_as_server),
              an ``ov.AsyncInferQueue`` of the server's nireq, one job per request;
 tfs-grpc     TF Serving gRPC ``PredictionService/Predict``, the image in ``tensor_content``;
 kserve-grpc  KServe gRPC ``GRPCInferenceService/ModelInfer``, the image in ``raw_input_contents`` (the request is
@@ -31,48 +31,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_demux import (  # bench/ is put on sys.path just above
+from common import (  # bench/ is put on sys.path just above
+    HOST,
     IMAGE,
     INPUT,
-    MODELS,
     OUTPUT,
     PLUGIN_CONFIG,
     PREDICT,
-    READY_TIMEOUT,
-    REPO,
-    Background,
+    REQUEST_TIMEOUT,
     ModelCase,
     RawDriver,
     Result,
-    _channel,
-    _identity,
-    _int_list,
-    _model_list,
-    _tail,
-    compile_as_server,
-    free_port,
+    Rounds,
+    ServerProcess,
+    add_models_argument,
+    alternate,
+    closed_loop,
+    compile_and_report,
+    grpc_channel,
     grpc_run,
+    identity,
     images,
+    int_list,
     machine_info,
     prepare_models,
+    print_table,
+    server_logs,
+    server_process,
+    spread,
+    wait_available,
+    write_config,
 )
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
-STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
-HOST = "127.0.0.1"
 DOORS = {
     "raw": "in-process OpenVINO, AsyncInferQueue of the server's nireq",
     "tfs-grpc": "TF Serving gRPC Predict, tensor_content",
@@ -80,9 +81,8 @@ DOORS = {
     "kserve-rest": "KServe REST infer, binary data extension in and out",
     "tfs-rest": 'TF Serving REST predict, {"instances": ...} JSON',
 }
-REQUEST_TIMEOUT = 60.0
 
-Array = Any  # numpy arrays; numpy is imported lazily, as in bench_demux
+Array = Any  # numpy arrays; numpy is imported lazily
 
 
 # --- arguments --------------------------------------------------------------------------------------------------
@@ -101,9 +101,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=4.0, help="measured duration of each cell and door (default 4)")
     p.add_argument("--warmup", type=float, default=0.5, help="warm-up of each door before each cell (default 0.5)")
     p.add_argument("--rounds", type=int, default=2, help="rounds of alternating slices per cell (default 2)")
-    models = "; ".join(f"{k}: {v}" for k, v in MODELS.items())
-    p.add_argument("--models", type=_model_list, default=["tiny", "demo"], help=f"default tiny,demo ({models})")
-    p.add_argument("--concurrency", type=_int_list, default=[1, 16], help="concurrent clients, default 1,16")
+    add_models_argument(p, ["tiny", "demo"])
+    p.add_argument("--concurrency", type=int_list, default=[1, 16], help="concurrent clients, default 1,16")
     doors = "; ".join(f"{k}: {v}" for k, v in DOORS.items())
     p.add_argument("--doors", type=_door_list, default=list(DOORS), help=f"default all ({doors})")
     p.add_argument("--server-logs", type=Path, help="keep the servers' logs in this folder (default: thrown away)")
@@ -120,68 +119,7 @@ def write_server_config(case: ModelCase, workdir: Path) -> Path:
             {"config": {"name": case.name, "base_path": str(case.xml.parent.parent), "plugin_config": PLUGIN_CONFIG}}
         ]
     }
-    path = workdir / f"config-{case.name}.json"
-    path.write_text(json.dumps(document, indent=1))
-    return path
-
-
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    grpc_port: int
-    rest_port: int
-    log: Path
-
-
-@contextlib.contextmanager
-def server_process(config: Path, log_path: Path) -> Iterator[ServerProcess]:
-    """`python -m ovserve` with gRPC and REST on free loopback ports; SIGTERM and wait on the way out."""
-    grpc_port, rest_port = free_port(), free_port()
-    while rest_port == grpc_port:
-        rest_port = free_port()
-    command = [sys.executable, "-m", "ovserve", "--config_path", str(config)]
-    command += ["--port", str(grpc_port), "--rest_port", str(rest_port)]
-    command += ["--grpc_bind_address", HOST, "--rest_bind_address", HOST]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield ServerProcess(process, grpc_port, rest_port, log_path)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-async def wait_ready(server: ServerProcess, model: str) -> None:
-    """Poll the model's status over gRPC until a version is AVAILABLE; fail with the log's tail otherwise."""
-    import grpc
-
-    from ovserve._proto.tensorflow_serving.apis import get_model_status_pb2 as st
-
-    request = st.GetModelStatusRequest()
-    request.model_spec.name = model
-    deadline = time.monotonic() + READY_TIMEOUT
-    async with _channel(server.grpc_port) as channel:
-        call = channel.unary_unary(
-            STATUS,
-            request_serializer=st.GetModelStatusRequest.SerializeToString,
-            response_deserializer=st.GetModelStatusResponse.FromString,
-        )
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"the server exited ({server.process.returncode}):\n{_tail(server.log)}")
-            try:
-                response = await call(request, timeout=2)
-                if any(v.state == st.ModelVersionStatus.AVAILABLE for v in response.model_version_status):
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"the server was not ready in {READY_TIMEOUT:.0f}s:\n{_tail(server.log)}")
+    return write_config(workdir / f"config-{case.name}", document)
 
 
 # --- a minimal HTTP/1.1 keep-alive client -----------------------------------------------------------------------
@@ -288,7 +226,7 @@ class GrpcDoor:
         return self.decode(await self.call(self.payload, timeout=REQUEST_TIMEOUT))
 
     async def run(self, clients: int, seconds: float) -> Result:
-        return await grpc_run(self.call, self.payload, 1, clients, seconds)
+        return await grpc_run(self.call, [self.payload], 1, clients, seconds)
 
 
 class HttpDoor:
@@ -318,23 +256,11 @@ class HttpDoor:
     async def run(self, clients: int, seconds: float) -> Result:
         while len(self.connections) < clients:
             self.connections.append(await HttpConnection.open(self.port))
-        result = Result(1)
-        start = time.perf_counter()
-        deadline = start + seconds
 
-        async def client(connection: HttpConnection) -> None:
-            while True:
-                sent = time.perf_counter()
-                await self._send(connection)
-                done = time.perf_counter()
-                if done > deadline:
-                    return
-                result.latencies.append(done - sent)
-                result.elapsed = max(result.elapsed, done - start)
+        async def send(client: int, _: int) -> None:
+            await self._send(self.connections[client])
 
-        clients_done = asyncio.gather(*(client(c) for c in self.connections[:clients]))
-        await asyncio.wait_for(clients_done, seconds + REQUEST_TIMEOUT)
-        return result
+        return await asyncio.wait_for(closed_loop(send, clients, seconds), seconds + REQUEST_TIMEOUT)
 
     async def close(self) -> None:
         for connection in self.connections:
@@ -453,38 +379,10 @@ def check_output(door: str, output: Array, reference: Array) -> None:
 # --- measurement ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Measurement:
-    """One cell (model, C): every door's requests, with each round's door/raw ratio of requests/s."""
-
-    results: dict[str, Result]
-    rounds: dict[str, list[float]] = field(default_factory=dict)
-    background: float = float("nan")  # share of the machine's CPU that other processes used meanwhile
-
-    def ratio(self, door: str) -> float:
-        raw = self.results.get("raw")
-        if raw is None or not raw.images_per_second:
-            return float("nan")
-        return self.results[door].images_per_second / raw.images_per_second
-
-
-async def measure_cell(clients: int, doors: Sequence[Door], args: argparse.Namespace, server_pid: int) -> Measurement:
+async def measure_cell(clients: int, doors: Sequence[Door], args: argparse.Namespace, server_pid: int) -> Rounds:
     """Warm every door up, then run args.rounds rounds of one slice per door, in turns."""
-    background = Background(server_pid)
-    for door in doors:
-        await door.run(clients, args.warmup)
-    m = Measurement({door.name: Result(1) for door in doors}, {door.name: [] for door in doors})
-    for _ in range(args.rounds):
-        slices = {}
-        for door in doors:
-            slices[door.name] = await door.run(clients, args.seconds / args.rounds)
-            m.results[door.name].add(slices[door.name])
-        raw = slices.get("raw")
-        for name, result in slices.items():
-            ratio = result.images_per_second / raw.images_per_second if raw and raw.images_per_second else float("nan")
-            m.rounds[name].append(ratio)
-    m.background = background.share()
-    return m
+    sides = {door.name: functools.partial(door.run, clients) for door in doors}
+    return await alternate(sides, "raw", 1, args, server_pid)
 
 
 async def open_doors(
@@ -495,13 +393,13 @@ async def open_doors(
         "raw": lambda: raw,
         "tfs-grpc": lambda: GrpcDoor(
             "tfs-grpc",
-            channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity),
+            channel.unary_unary(PREDICT, request_serializer=identity, response_deserializer=identity),
             tfs_grpc_request(case.name, image),
             tfs_grpc_output,
         ),
         "kserve-grpc": lambda: GrpcDoor(
             "kserve-grpc",
-            channel.unary_unary(MODEL_INFER, request_serializer=_identity, response_deserializer=_identity),
+            channel.unary_unary(MODEL_INFER, request_serializer=identity, response_deserializer=identity),
             kserve_grpc_request(case.name, image),
             kserve_grpc_output,
         ),
@@ -525,25 +423,20 @@ async def open_doors(
     return doors
 
 
-async def bench_model(
-    case: ModelCase, args: argparse.Namespace, workdir: Path
-) -> tuple[list[str], dict[int, Measurement]]:
+async def bench_model(case: ModelCase, args: argparse.Namespace, workdir: Path) -> tuple[list[str], dict[int, Rounds]]:
     """Compile the raw side, start the server, check every door, then measure every concurrency."""
-    compiled, nireq, props = compile_as_server(case)
-    streams = compiled.get_property("NUM_STREAMS")
-    print(f"[{case.name}] raw OpenVINO: compile config {props}, NUM_STREAMS {streams}, nireq {nireq}", flush=True)
-    logs = args.server_logs or workdir
-    logs.mkdir(parents=True, exist_ok=True)
+    compiled, nireq = compile_and_report(case)
+    log_path = server_logs(args, workdir) / f"server-{case.name}.log"
     image = images(1)[0]  # [1, 3, 224, 224]
-    results: dict[int, Measurement] = {}
-    with server_process(write_server_config(case, workdir), logs / f"server-{case.name}.log") as server:
+    results: dict[int, Rounds] = {}
+    with server_process(write_server_config(case, workdir), log_path, rest=True) as server:
         print(
             f"[{case.name}] ovserve pid {server.process.pid}: gRPC port {server.grpc_port}, REST port "
             f"{server.rest_port}, log {server.log}",
             flush=True,
         )
-        await wait_ready(server, case.name)
-        async with _channel(server.grpc_port) as channel:
+        await wait_available(server, case.name)
+        async with grpc_channel(server.grpc_port) as channel:
             doors = await open_doors(case, args.doors, server, channel, RawDoor(compiled, nireq, image), image)
             try:
                 for clients in args.concurrency if doors else []:
@@ -559,28 +452,27 @@ async def bench_model(
 # --- report -----------------------------------------------------------------------------------------------------
 
 
-def _progress(case: ModelCase, clients: int, m: Measurement) -> None:
+def _progress(case: ModelCase, clients: int, m: Rounds) -> None:
     parts = [f"{name} {r.images_per_second:.1f}" for name, r in m.results.items()]
     print(f"  {case.name} C={clients}: req/s {', '.join(parts)}; others {100 * m.background:.0f}% CPU", flush=True)
 
 
-def table(rows: Sequence[tuple[str, str, int, Measurement]]) -> list[str]:
+def table(rows: Sequence[tuple[str, str, int, Rounds]]) -> tuple[str, list[str]]:
     header = (
         f"{'model':12s} {'door':11s} {'C':>3s} | {'req/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} | "
         f"{'vs raw':>6s} {'rounds':>9s} {'others':>6s}"
     )
-    lines = [header, "-" * len(header)]
+    lines = []
     for model, door, clients, m in rows:
         r = m.results[door]
-        rounds = [x for x in m.rounds[door] if x == x]  # without nan
-        spread = f"{min(rounds):.2f}-{max(rounds):.2f}" if rounds and door != "raw" else ""
         ratio = m.ratio(door)
         versus = f"{ratio:6.2f}" if ratio == ratio else f"{'-':>6s}"  # no raw side measured: no ratio
+        rounds = spread(m.rounds[door]) if door != "raw" else ""
         lines.append(
             f"{model:12s} {door:11s} {clients:3d} | {r.images_per_second:8.1f} {r.percentile_ms(50):7.2f} "
-            f"{r.percentile_ms(99):7.2f} | {versus} {spread:>9s} {100 * m.background:5.0f}%"
+            f"{r.percentile_ms(99):7.2f} | {versus} {rounds:>9s} {100 * m.background:5.0f}%"
         )
-    return lines
+    return header, lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -607,15 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case in prepare_models(args.models, workdir):
             doors, results = asyncio.run(bench_model(case, args, workdir))
             rows += [(case.name, door, c, results[c]) for c in args.concurrency if c in results for door in doors]
-    if not rows:
-        print("nothing measured")
-        return 1
-    print()
-    for line in table(rows):
-        print(line)
-    print("vs raw = req/s over raw OpenVINO's at the same C; rounds = that ratio's range over the rounds;")
-    print("others = share of the machine's CPU used by other processes during the cell (over 5 %: rerun when idle)")
-    return 0
+    return print_table(
+        *table(rows), "vs raw = req/s over raw OpenVINO's at the same C; rounds = that ratio's range over the rounds;"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ auto     the model with ``batch_size: "auto"``: a request of a new N makes the s
          ``compile_model`` at each new N (what the reload does), then one job per request.
 
 One ``python -m ovserve`` subprocess serves all three (only one is busy at a time) over TF Serving gRPC Predict.
-Raw sides compile as ovserve does (bench_demux.compile_as_server: plugin config, PERFORMANCE_HINT, nireq). Each
+Raw sides compile as ovserve does (common.compile_as_server: plugin config, PERFORMANCE_HINT, nireq). Each
 (change, way) measures raw then gRPC, so drift of the machine's speed falls on both alike. Every first response is
 checked (shape, and top-1 class against the raw batch-1 model for each image, on the demo's photos when present).
 At the end the server's ``ovserve_model_reloads`` metric and its log confirm one reload per change for ``auto``.
@@ -40,36 +40,43 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_api import ServerProcess, server_process, wait_ready  # bench/ is put on sys.path just above
-from bench_demux import (
+from common import (  # bench/ is put on sys.path just above
     DEMO_MODEL,
+    HOST,
     INPUT,
-    OUTPUT,
     PIPELINE,
     PLUGIN_CONFIG,
     PREDICT,
-    REPO,
     Background,
     ModelCase,
     RawDriver,
     Result,
-    _channel,
-    _identity,
-    _int_list,
+    ServerProcess,
     compile_as_server,
+    grpc_channel,
     grpc_run,
+    identity,
+    int_list,
     machine_info,
+    predict_bytes,
+    predict_output,
+    ratio,
+    seed_document,
+    server_logs,
+    server_process,
+    wait_available,
+    write_config,
 )
 
 WAYS = ("demux", "dynamic", "auto")
 SERVED = {"demux": PIPELINE, "dynamic": "dynamic", "auto": "auto"}
 PHOTOS = DEMO_MODEL.parents[3] / "imgs.npy"  # .cache/demo/imgs.npy, written by `make demo` beside the model
-Array = Any  # numpy arrays; numpy is imported lazily, as in bench_demux
+Array = Any  # numpy arrays; numpy is imported lazily
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--sizes", type=_int_list, default=[1, 8, 3, 8], help="batch sizes, cycled (default 1,8,3,8)")
+    p.add_argument("--sizes", type=int_list, default=[1, 8, 3, 8], help="batch sizes, cycled (default 1,8,3,8)")
     p.add_argument("--rounds", type=int, default=3, help="times the sequence is run (default 3)")
     p.add_argument("--seconds", type=float, default=2.0, help="steady measurement per size, way and side (default 2)")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up of each way at the last size (default 1)")
@@ -160,40 +167,20 @@ def reference_top1(case: ModelCase, batch: Array) -> list[int]:
 
 def write_server_config(case: ModelCase, workdir: Path) -> Path:
     """The seed guide's model and pipeline, and the same model twice more with batch_size -1 and auto."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests import models
-
     base = str(case.xml.parent.parent)
-    document = models.seed_config(model=case.name, pipeline=PIPELINE, plugin_config=PLUGIN_CONFIG)
-    document["model_config_list"][0]["config"]["base_path"] = base
+    document = seed_document(case)
     for name, batch_size in (("dynamic", "-1"), ("auto", "auto")):
         settings = {"name": name, "base_path": base, "batch_size": batch_size, "plugin_config": PLUGIN_CONFIG}
         document["model_config_list"].append({"config": settings})
     document["monitoring"] = {"metrics": {"enable": True}}
-    folder = workdir / "config"
-    folder.mkdir(parents=True, exist_ok=True)
-    return models.write_config(folder, document)
-
-
-def predict_bytes(name: str, batch: Array) -> bytes:
-    from ovserve._proto.tensorflow_serving.apis import predict_pb2
-    from ovserve.tfs import make_tensor_proto
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.inputs[INPUT].CopyFrom(make_tensor_proto(batch))
-    return request.SerializeToString()
+    return write_config(workdir / "config", document)
 
 
 def check_response(way: str, data: bytes, expected: list[int]) -> None:
     """[N,1,1000] from the pipeline, [N,1000] from the models, with the batch-1 model's top-1 class per image."""
     import numpy as np
 
-    from ovserve._proto.tensorflow_serving.apis import predict_pb2
-    from ovserve.tfs import make_ndarray
-
-    scores = make_ndarray(predict_pb2.PredictResponse.FromString(data).outputs[OUTPUT])
+    scores = predict_output(data)
     n = len(expected)
     if scores.shape != ((n, 1, 1000) if way == "demux" else (n, 1000)):
         raise RuntimeError(f"{way}: output shape {scores.shape} for {n} images")
@@ -204,7 +191,7 @@ def check_response(way: str, data: bytes, expected: list[int]) -> None:
 
 def server_reloads(server: ServerProcess) -> dict[str, int]:
     """ovserve_model_reloads of the auto model, by status, from /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://{HOST}:{server.rest_port}/metrics", timeout=10) as response:
         text = response.read().decode()
     found = re.findall(r'ovserve_model_reloads\{name="auto",version="1",status="(\w+)"\} (\d+)', text)
     return {status: int(count) for status, count in found}
@@ -234,23 +221,22 @@ async def run(args: argparse.Namespace, case: ModelCase, workdir: Path) -> tuple
     expected = reference_top1(case, largest)
     raws = {way: RawWay(way, case) for way in WAYS}
     print(f"raw OpenVINO: compile config {raws['demux'].props}, nireq {raws['demux'].nireq}", flush=True)
-    logs = args.server_logs or workdir
-    logs.mkdir(parents=True, exist_ok=True)
+    log_path = server_logs(args, workdir) / "server.log"
     steps: dict[tuple[str, str], Step] = {}
-    with server_process(write_server_config(case, workdir), logs / "server.log") as server:
+    with server_process(write_server_config(case, workdir), log_path, rest=True) as server:
         print(f"ovserve pid {server.process.pid}: gRPC port {server.grpc_port}, log {server.log}", flush=True)
         for name in (case.name, "dynamic", "auto"):
-            await wait_ready(server, name)
+            await wait_available(server, name)
         background = Background(server.process.pid)
-        async with _channel(server.grpc_port) as channel:
-            call = channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity)
+        async with grpc_channel(server.grpc_port) as channel:
+            call = channel.unary_unary(PREDICT, request_serializer=identity, response_deserializer=identity)
             payloads = {
                 (way, n): predict_bytes(SERVED[way], request_shape(way, largest[:n])) for way in WAYS for n in sizes
             }
             for way in WAYS:  # warm-up at the last size, so that the first measured step is a change too
                 raws[way].resize(largest[: sizes[-1]])
                 raws[way].run(args.concurrency, args.warmup)
-                await grpc_run(call, payloads[(way, sizes[-1])], sizes[-1], args.concurrency, args.warmup)
+                await grpc_run(call, [payloads[(way, sizes[-1])]], sizes[-1], args.concurrency, args.warmup)
             for round_ in range(args.rounds):
                 for i, n in enumerate(sizes):
                     change = f"{sizes[i - 1]}->{n}"
@@ -262,12 +248,12 @@ async def run(args: argparse.Namespace, case: ModelCase, workdir: Path) -> tuple
                         data = await call(payloads[(way, n)], timeout=120)
                         step.rpc_first.append(time.perf_counter() - sent)
                         check_response(way, data, expected[:n])
-                        step.rpc.add(await grpc_run(call, payloads[(way, n)], n, args.concurrency, args.seconds))
+                        step.rpc.add(await grpc_run(call, [payloads[(way, n)]], n, args.concurrency, args.seconds))
                         step.raw.n = step.rpc.n = n
                         _progress(round_, change, way, step)
             reloads = server_reloads(server)
         others = background.share()
-    times = reload_times_ms(logs / "server.log")
+    times = reload_times_ms(log_path)
     # The auto model starts at the model's own batch, then sees the warm-up's size, then the sequence.
     seen = [raws["auto"].model.input(INPUT).get_partial_shape()[0].get_length(), sizes[-1], *sizes * args.rounds]
     changes = sum(a != b for a, b in itertools.pairwise(seen))
@@ -292,18 +278,14 @@ def _progress(round_: int, change: str, way: str, step: Step) -> None:
     )
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
 def _first(step: Step) -> str:
     raw, rpc = statistics.median(step.raw_first), statistics.median(step.rpc_first)
-    return f"{1000 * raw:8.1f} {1000 * rpc:8.1f} {_ratio(rpc, raw):8.2f}"
+    return f"{1000 * raw:8.1f} {1000 * rpc:8.1f} {ratio(rpc, raw):8.2f}"
 
 
 def _steady(step: Step) -> str:
     raw, rpc = step.raw.images_per_second, step.rpc.images_per_second
-    return f"{raw:8.1f} {rpc:8.1f} {_ratio(rpc, raw):8.2f}"
+    return f"{raw:8.1f} {rpc:8.1f} {ratio(rpc, raw):8.2f}"
 
 
 def tables(steps: dict[tuple[str, str], Step], changes: list[str]) -> list[str]:

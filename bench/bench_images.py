@@ -30,11 +30,11 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # ovserve from this checkout
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_demux
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # models
 
 import models  # tests/models.py: tiny models built with OpenVINO's opset API
-from bench_demux import machine_info
+from common import machine_info
 
 from ovserve import images, tfs
 from ovserve._proto.tensorflow.core.framework import tensor_pb2, types_pb2

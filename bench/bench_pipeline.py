@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import subprocess
 import sys
@@ -31,28 +30,37 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_demux import (  # bench/ is put on sys.path just above
+from common import (  # bench/ is put on sys.path just above
     DEMO_MODEL,
     INPUT,
     OUTPUT,
     PLUGIN_CONFIG,
     PREDICT,
-    READY_TIMEOUT,
     REPO,
-    Background,
     Result,
-    _channel,
-    _identity,
-    _tail,
-    _tiny_model,
+    Rounds,
+    ServerProcess,
+    alternate,
+    comparison_table,
+    grpc_channel,
+    grpc_run,
+    identity,
+    int_list,
+    log_tail,
     machine_info,
+    predict_bytes,
+    predict_output,
+    print_table,
     server_process,
+    tiny_model,
+    wait_for,
+    write_config,
 )
 
 NODES = REPO / "tests" / "nodes"
@@ -73,7 +81,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell (default 3)")
     p.add_argument("--models", default="demo,tiny", help="classifiers: demo (EfficientNet-Lite0), tiny")
     p.add_argument("--nodes", default="c,python", help="custom node kinds: c, python")
-    p.add_argument("--concurrency", default="1,8", help="concurrent clients (default 1,8)")
+    p.add_argument("--concurrency", type=int_list, default=[1, 8], help="concurrent clients (default 1,8)")
     return p.parse_args(argv)
 
 
@@ -103,7 +111,7 @@ def detector(folder: Path) -> Path:
 def classifier(name: str, workdir: Path) -> Path | None:
     if name == "efficientnet":
         return DEMO_MODEL if DEMO_MODEL.is_file() else None
-    return _tiny_model(workdir)
+    return tiny_model(workdir)
 
 
 def node_locations(kind: str, workdir: Path) -> tuple[str, str]:
@@ -118,7 +126,7 @@ def node_locations(kind: str, workdir: Path) -> tuple[str, str]:
     return built[0], built[1]
 
 
-def write_config(case: Case, detector_xml: Path, classifier_xml: Path, workdir: Path) -> Path:
+def write_pipeline_config(case: Case, detector_xml: Path, classifier_xml: Path, workdir: Path) -> Path:
     crop, argmax = node_locations(case.nodes, workdir)
 
     def source(node: str, item: str) -> dict[str, str]:
@@ -154,9 +162,7 @@ def write_config(case: Case, detector_xml: Path, classifier_xml: Path, workdir: 
             "outputs": [{"labels": source("decide", "labels")}],
         }],
     }  # fmt: skip
-    path = workdir / f"config-{case.classifier}-{case.nodes}.json"
-    path.write_text(json.dumps(document, indent=1))
-    return path
+    return write_config(workdir, document)
 
 
 def images() -> list[Any]:
@@ -243,79 +249,26 @@ class InProcess:
 # --- ovserve over gRPC ---------------------------------------------------------------------------------------------
 
 
-def payloads(inputs: Sequence[Any]) -> list[bytes]:
-    from ovserve._proto.tensorflow_serving.apis import predict_pb2
-    from ovserve.tfs import make_tensor_proto
-
-    out = []
-    for image in inputs:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = PIPELINE
-        request.inputs["image"].CopyFrom(make_tensor_proto(image))
-        out.append(request.SerializeToString())
-    return out
-
-
 def labels(data: bytes) -> Any:
-    from ovserve._proto.tensorflow_serving.apis import predict_pb2
-    from ovserve.tfs import make_ndarray
-
-    return make_ndarray(predict_pb2.PredictResponse.FromString(data).outputs["labels"])
+    return predict_output(data, "labels")
 
 
-async def grpc_run(call: Callable[..., Any], requests: Sequence[bytes], clients: int, seconds: float) -> Result:
-    result = Result(1)
-    start = time.perf_counter()
-    deadline = start + seconds
-
-    async def client(number: int) -> None:
-        i = number
-        while True:
-            sent = time.perf_counter()
-            await call(requests[i % len(requests)], timeout=60)
-            done = time.perf_counter()
-            if done > deadline:
-                return
-            result.latencies.append(done - sent)
-            result.elapsed = max(result.elapsed, done - start)
-            i += 1
-
-    await asyncio.gather(*(client(n) for n in range(clients)))
-    return result
-
-
-async def wait_ready(call: Callable[..., Any], request: bytes, process: Any, log: Path) -> bytes:
+async def wait_ready(call: Callable[..., Any], request: bytes, server: ServerProcess) -> bytes:
+    """Send the request until the pipeline answers it; fail at once on an error other than not (yet) there."""
     import grpc
 
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited ({process.returncode}):\n{_tail(log)}")
+    async def answer() -> bytes | None:
         try:
             return bytes(await call(request, timeout=10))
         except grpc.aio.AioRpcError as e:
             if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
-                raise RuntimeError(f"the pipeline failed: {e.details()}\n{_tail(log)}") from e
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"the server was not ready in {READY_TIMEOUT:.0f}s:\n{_tail(log)}")
+                raise RuntimeError(f"the pipeline failed: {e.details()}\n{log_tail(server.log)}") from e
+            return None
+
+    return await wait_for(server, answer)
 
 
-@dataclass
-class Row:
-    case: Case
-    clients: int
-    local: Result = field(default_factory=lambda: Result(1))
-    served: Result = field(default_factory=lambda: Result(1))
-    rounds: list[float] = field(default_factory=list)
-    background: float = float("nan")
-
-    @property
-    def ratio(self) -> float:
-        local = self.local.images_per_second
-        return self.served.images_per_second / local if local else float("nan")
-
-
-async def bench_case(case: Case, args: argparse.Namespace, workdir: Path) -> list[Row]:
+async def bench_case(case: Case, args: argparse.Namespace, workdir: Path) -> list[tuple[Case, int, Rounds]]:
     import numpy as np
 
     classifier_xml = classifier(case.classifier, workdir)
@@ -325,58 +278,41 @@ async def bench_case(case: Case, args: argparse.Namespace, workdir: Path) -> lis
     detector_xml = detector(workdir / "detector")
     local = InProcess(detector_xml, classifier_xml)
     inputs = images()
-    requests = payloads(inputs)
-    config = write_config(case, detector_xml, classifier_xml, workdir)
+    requests = [predict_bytes(PIPELINE, image, "image") for image in inputs]
+    config = write_pipeline_config(case, detector_xml, classifier_xml, workdir)
     log = workdir / f"server-{case.classifier}-{case.nodes}.log"
     rows = []
-    with server_process(config, log) as (process, port):
-        async with _channel(port) as channel:
-            call = channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity)
-            await wait_ready(call, requests[0], process, log)
+    with server_process(config, log) as server:
+        async with grpc_channel(server.grpc_port) as channel:
+            call = channel.unary_unary(PREDICT, request_serializer=identity, response_deserializer=identity)
+            await wait_ready(call, requests[0], server)
             run = local.client()
             for image, request in zip(inputs, requests, strict=True):  # both sides give the same labels
                 np.testing.assert_array_equal(labels(await call(request, timeout=60)), run(image))
             for clients in args.concurrency:
-                row = Row(case, clients)
-                background = Background(process.pid)
-                await asyncio.to_thread(local.run, clients, args.warmup, inputs)
-                await grpc_run(call, requests, clients, args.warmup)
-                for _ in range(args.rounds):
-                    here = await asyncio.to_thread(local.run, clients, args.seconds / args.rounds, inputs)
-                    there = await grpc_run(call, requests, clients, args.seconds / args.rounds)
-                    row.local.add(here)
-                    row.served.add(there)
-                    row.rounds.append(Row(case, clients, here, there).ratio)
-                row.background = background.share()
+                sides = {
+                    "local": lambda seconds, c=clients: asyncio.to_thread(local.run, c, seconds, inputs),
+                    "ovserve": lambda seconds, c=clients: grpc_run(call, requests, 1, c, seconds),
+                }
+                m = await alternate(sides, "local", 1, args, server.process.pid)
                 print(
-                    f"  {case.classifier} {case.nodes} C={clients}: in-process {row.local.images_per_second:.1f} "
-                    f"req/s, ovserve {row.served.images_per_second:.1f} req/s, ratio {row.ratio:.2f}",
+                    f"  {case.classifier} {case.nodes} C={clients}: in-process "
+                    f"{m.results['local'].images_per_second:.1f} req/s, ovserve "
+                    f"{m.results['ovserve'].images_per_second:.1f} req/s, ratio {m.ratio('ovserve'):.2f}",
                     flush=True,
                 )
-                rows.append(row)
+                rows.append((case, clients, m))
     return rows
 
 
-def table(rows: Sequence[Row]) -> list[str]:
-    header = (
-        f"{'classifier':12s} {'nodes':6s} {'C':>2s} | {'local req/s':>11s} {'p50 ms':>7s} {'p99 ms':>7s} | "
-        f"{'ovserve req/s':>13s} {'p50 ms':>7s} {'p99 ms':>7s} | {'ratio':>5s} {'rounds':>9s} {'others':>6s}"
-    )
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        spread = f"{min(r.rounds):.2f}-{max(r.rounds):.2f}" if r.rounds else ""
-        lines.append(
-            f"{r.case.classifier:12s} {r.case.nodes:6s} {r.clients:2d} | {r.local.images_per_second:11.1f} "
-            f"{r.local.percentile_ms(50):7.1f} {r.local.percentile_ms(99):7.1f} | {r.served.images_per_second:13.1f} "
-            f"{r.served.percentile_ms(50):7.1f} {r.served.percentile_ms(99):7.1f} | {r.ratio:5.2f} {spread:>9s} "
-            f"{100 * r.background:5.0f}%"
-        )
-    return lines
+def table(rows: Sequence[tuple[Case, int, Rounds]]) -> tuple[str, list[str]]:
+    keys = [(f"{case.classifier:12s} {case.nodes:6s} {clients:2d}", m) for case, clients, m in rows]
+    titles = ("local req/s", "ovserve req/s", "ratio", f"{'rounds':>9s}")
+    return comparison_table(f"{'classifier':12s} {'nodes':6s} {'C':>2s}", keys, "ovserve", titles)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    args.concurrency = [int(c) for c in args.concurrency.split(",")]
     names = {"demo": "efficientnet", "tiny": "tiny"}
     cases = [Case(names[m], n) for m in args.models.split(",") for n in args.nodes.split(",")]
     for line in machine_info():
@@ -385,21 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"plugin_config {PLUGIN_CONFIG}; images (1,3,{SIZE},{SIZE}) with 1-4 crops of {TILE}x{TILE} (2.5 on average); "
         f"per cell and side {args.seconds:g} s in {args.rounds} alternating rounds after {args.warmup:g} s of warm-up"
     )
-    rows: list[Row] = []
+    rows: list[tuple[Case, int, Rounds]] = []
     with tempfile.TemporaryDirectory(prefix="bench_pipeline-") as tmp:
         for case in cases:
             workdir = Path(tmp) / f"{case.classifier}-{case.nodes}"
             workdir.mkdir()
             rows += asyncio.run(bench_case(case, args, workdir))
-    if not rows:
-        print("nothing measured")
-        return 1
-    print()
-    for line in table(rows):
-        print(line)
-    print("ratio = ovserve req/s over in-process req/s at the same C (1.00: no overhead); rounds = its range;")
-    print("others = share of the machine's CPU used by other processes during the cell (over 5 %: rerun when idle)")
-    return 0
+    note = "ratio = ovserve req/s over in-process req/s at the same C (1.00: no overhead); rounds = its range;"
+    return print_table(*table(rows), note)
 
 
 if __name__ == "__main__":
