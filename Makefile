@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch protos \
+.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers protos \
 	clean
 .DEFAULT_GOAL := test
 
@@ -66,6 +66,16 @@ bench-images: $(VENV)/.installed
 ## A change of batch size: demultiplexer, dynamic batch and batch_size "auto" (reload), against raw OpenVINO.
 bench-batch: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	$(PY) bench/bench_batch_change.py
+
+## Peers: ovserve, MLServer and KServe's Python server running the same OpenVINO model, driven by the same clients.
+PEERS_VENV := .cache/peers-venv
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q -r bench/peers/requirements.txt
+	touch $@
+
+bench-peers: $(VENV)/.installed $(DEMO_CACHE)/.ready $(PEERS_VENV)/.installed
+	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(PY) bench/bench_peers.py
 
 ## Regenerate ovserve/_proto from proto/ (the generated code is committed).
 protos: $(VENV)/.installed

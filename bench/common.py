@@ -131,10 +131,10 @@ def machine_info() -> list[str]:
 
 
 class Background:
-    """CPU used by processes other than this one and the server while a cell runs, from /proc (Linux)."""
+    """CPU used by processes other than this one and the servers while a cell runs, from /proc (Linux)."""
 
-    def __init__(self, server_pid: int) -> None:
-        self.pids = (os.getpid(), server_pid)
+    def __init__(self, *server_pids: int) -> None:
+        self.pids = (os.getpid(), *server_pids)
         self.start = self._sample()
 
     @staticmethod
@@ -506,11 +506,11 @@ class Rounds:
 
 
 async def alternate(
-    sides: dict[str, Side], reference: str, n: int, args: argparse.Namespace, server_pid: int
+    sides: dict[str, Side], reference: str, n: int, args: argparse.Namespace, *server_pids: int
 ) -> Rounds:
     """Warm every side up for args.warmup s, then run args.rounds rounds of one slice of args.seconds / args.rounds
     per side, in turns, so that drift of the machine's speed falls on all sides alike."""
-    background = Background(server_pid)
+    background = Background(*server_pids)
     for run in sides.values():
         await run(args.warmup)
     m = Rounds(reference, {name: Result(n) for name in sides}, {name: [] for name in sides})
