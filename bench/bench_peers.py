@@ -50,6 +50,7 @@ from common import (  # bench/ is put on sys.path just above
     REPO,
     ModelCase,
     Rounds,
+    ServerProcess,
     add_models_argument,
     alternate,
     compile_as_server,
@@ -85,7 +86,6 @@ SERVERS = ("ovserve", "mlserver", "kserve")
 STOP_TIMEOUT = 30.0
 
 Array = Any  # numpy arrays; numpy is imported lazily
-Process = subprocess.Popen[bytes]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -103,14 +103,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 @dataclass
-class Running:
-    """A server under test: its name, process, ports and log."""
+class Running(ServerProcess):
+    """A server under test: ServerProcess's process, ports and log, and the server's name."""
 
     name: str
-    process: Process
-    grpc_port: int
-    rest_port: int
-    log: Path
 
 
 @contextlib.contextmanager
@@ -153,7 +149,7 @@ def mlserver(case: ModelCase, python: Path, workdir: Path, log: Path) -> Iterato
     (folder / case.name / "model-settings.json").write_text(json.dumps(model))
     command = [str(python.parent / "mlserver"), "start", str(folder)]
     with peer_process(command, folder, peer_environment(case), log) as process:
-        yield Running("mlserver", process, grpc_port, rest_port, log)
+        yield Running(process, grpc_port, rest_port, log, "mlserver")
 
 
 @contextlib.contextmanager
@@ -163,7 +159,7 @@ def kserve(case: ModelCase, python: Path, workdir: Path, log: Path) -> Iterator[
     command = [str(python), str(PEERS / "kserve_server.py"), "--model_name", case.name]
     command += ["--http_port", str(rest_port), "--grpc_port", str(grpc_port), "--workers", "1"]
     with peer_process(command, workdir, peer_environment(case), log) as process:
-        yield Running("kserve", process, grpc_port, rest_port, log)
+        yield Running(process, grpc_port, rest_port, log, "kserve")
 
 
 @contextlib.contextmanager
@@ -172,7 +168,7 @@ def ovserve(case: ModelCase, workdir: Path, log: Path) -> Iterator[Running]:
     config = {"name": case.name, "base_path": str(case.xml.parent.parent), "plugin_config": PLUGIN_CONFIG}
     path = write_config(workdir / f"config-{case.name}", {"model_config_list": [{"config": config}]})
     with server_process(path, log, rest=True) as server:
-        yield Running("ovserve", server.process, server.grpc_port, server.rest_port, log)
+        yield Running(server.process, server.grpc_port, server.rest_port, log, "ovserve")
 
 
 async def wait_ready(server: Running, model: str) -> None:
@@ -192,7 +188,7 @@ async def wait_ready(server: Running, model: str) -> None:
             await connection.close()
         return True if status == 200 else None
 
-    await wait_for(server, ready)  # type: ignore[arg-type]  # Running has the fields wait_for reads
+    await wait_for(server, ready)
 
 
 # --- the doors --------------------------------------------------------------------------------------------------
