@@ -4,8 +4,11 @@ inputs, pinned versions, spec §5.2's worked examples, every §5.3 validation er
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,9 @@ import pytest
 from conftest import RunningServer, rpc_error
 from test_custom_nodes import by_hand, counters, image_with, pipeline_config, save_models
 
+from ovserve import tfs
 from ovserve._proto.tensorflow.core.framework import types_pb2
+from ovserve._proto.tensorflow_serving.apis import predict_pb2
 
 DT_FLOAT = types_pb2.DataType.DT_FLOAT
 X = np.arange(4, dtype=np.float32).reshape(1, 4)
@@ -317,3 +322,68 @@ def test_hundreds_of_concurrent_requests_with_random_sizes_are_exact_and_leave_n
 async def _task_count() -> int:
     await asyncio.sleep(0.05)  # let finished requests' tasks be collected
     return len(asyncio.all_tasks()) - 1  # not counting this one
+
+
+def test_clients_that_give_up_mid_request_leave_nothing_behind(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    """gRPC deadlines of 0.2-4 ms and HTTP clients that hang up cancel requests at every stage of both pipelines;
+    afterwards every task, infer request and library buffer is back and the next answers are exact."""
+    save_models(repository)
+    models.save(models.classifier(), repository, "resnet")
+    document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]))
+    seed = models.seed_config()
+    document["model_config_list"] += seed["model_config_list"]
+    document["pipeline_config_list"] += seed["pipeline_config_list"]
+    server = serve(document)
+    loop_tasks = server.call(_task_count())
+    predict = server.channel.unary_unary(
+        "/tensorflow.serving.PredictionService/Predict",
+        request_serializer=predict_pb2.PredictRequest.SerializeToString,
+        response_deserializer=predict_pb2.PredictResponse.FromString,
+    )
+    rng = random.Random(7)
+    batch = np.random.default_rng(7).uniform(0, 255, (24, 1, 3, 4, 4)).astype(np.float32)
+    requests = [
+        predict_request("resnet50DAG", {"0": batch}),
+        predict_request("find_and_classify", {"image": image_with([True, True, False, True], 7)}),
+    ]
+    outcomes = {"answered": 0, "deadline": 0}
+    for i in range(200):
+        future = predict.future(requests[i % 2], timeout=rng.uniform(0.0002, 0.004))
+        try:
+            future.result()
+            outcomes["answered"] += 1
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e  # the only failure a given-up request may show
+            outcomes["deadline"] += 1
+    body = json.dumps({"inputs": [{"name": "0", "shape": list(batch.shape), "datatype": "FP32",
+                                   "data": batch.ravel().tolist()}]}).encode()  # fmt: skip
+    head = f"POST /v2/models/resnet50DAG/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", server.rest_port)) as connection:
+            connection.sendall(head + body)  # and hang up without reading the answer
+    assert outcomes["deadline"] >= 20, outcomes  # enough requests were given up on to mean something
+
+    deadline = time.monotonic() + 20
+    while server.call(_task_count()) != loop_tasks and time.monotonic() < deadline:
+        time.sleep(0.05)  # branches already running finish on their own
+    assert server.call(_task_count()) == loop_tasks
+    for name in ("detector", "classifier", "resnet"):
+        version = server.server.manager.models[name].versions[1].servable
+        assert len(version._pool._idle) == version.nireq and not version._pool._waiters
+    assert counters(libraries["crop"]) == (0, 1) and counters(libraries["argmax"]) == (0, 1)
+    out = server.predict("resnet50DAG", {"0": batch})["1463"]
+    np.testing.assert_allclose(out, models.reference_classifier(batch), rtol=1e-4, atol=1e-2)
+    image = image_with([True, False, True, True], 8)
+    np.testing.assert_array_equal(
+        server.predict("find_and_classify", {"image": image})["labels"], by_hand(image)["labels"]
+    )
+
+
+def predict_request(name: str, inputs: dict[str, np.ndarray]) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tfs.make_tensor_proto(value))
+    return request
