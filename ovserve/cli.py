@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +146,38 @@ def _logging(level: str, path: Path | None) -> None:
     )
 
 
+# glibc's malloc options (malloc.h) and the largest mmap threshold it accepts on 64-bit systems.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20
+
+
+def keep_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
+    """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of handing them back to the kernel.
+
+    Every request allocates and frees a few blocks the size of its tensors (gRPC's message, protobuf's copy, the
+    bytes of tensor_content). With glibc's defaults a block above the mmap threshold is mapped and unmapped each
+    time, and the heap top is trimmed once more than twice that is free, so each request faulted in its memory anew:
+    about 300 page faults for one 600 KB image, half the server's CPU per request on small models. These are the
+    values glibc's own adaptive threshold stops at (mmap threshold 32 MiB, trim threshold twice that). Settings the
+    user made with glibc's MALLOC_*_ variables are left alone; elsewhere than glibc nothing changes. Returns whether
+    the options were set."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if any(name in environ for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")) or any(
+        name in tunables for name in ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold")
+    ):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no C library symbols to look up, or not glibc
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _logging(args.log_level, args.log_path)
+    keep_freed_memory()
     try:
         config, settings = build(args)
     except ConfigError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -121,3 +122,14 @@ def test_predict_client_against_a_real_server(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Iterations: 1" in result.stdout and result.stdout.count("; Correct match.") == 3
     assert "Classification accuracy: 100.00" in result.stdout
+
+
+def test_freed_memory_is_kept_unless_the_user_tuned_malloc() -> None:
+    """glibc's malloc options are set for the server process, except over the user's own MALLOC_* settings."""
+    from ovserve.cli import keep_freed_memory
+
+    assert not keep_freed_memory({"MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert not keep_freed_memory({"MALLOC_MMAP_THRESHOLD_": "131072"})
+    assert not keep_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"})
+    if platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory({})
