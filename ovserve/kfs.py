@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__, images, jsonio
 from ._proto import grpc_predict_v2_pb2 as pb
 from .errors import ServingError
-from .tensors import TensorSpec, check_input, shape_text
+from .tensors import TensorSpec, check_declared, element_count, shape_text
 from .types import Endpoint, InferRequest, InferResult
 
 SERVER_NAME = "OpenVINO Model Server"
@@ -124,7 +124,7 @@ class Tensor:
 
 
 def _count(shape: Sequence[int]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return element_count(shape)
 
 
 def split_bytes(buffer: bytes | memoryview, name: str, status: str = "INVALID_CONTENT_SIZE") -> list[bytes]:
@@ -233,8 +233,7 @@ def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -
                     "INVALID_PRECISION",
                     f"Expected: {datatype(spec.dtype)}; Actual: {tensor.datatype}; input name: {name}",
                 )
-            # Rank, batch and shape from the declared shape alone: a zero-strided stand-in, no buffer read yet.
-            check_input(np.broadcast_to(np.empty((), dtype), tensor.shape), spec)
+            check_declared(dtype, tensor.shape, spec)  # rank, batch and shape as declared: no buffer read yet
             checked.append((tensor, dtype))
         arrays = {tensor.name: _decode(tensor, dtype) for tensor, dtype in checked}
         return images.finish({**arrays, **binary}) if binary else arrays

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,19 @@ def shape_text(shape: tuple[Dim, ...] | tuple[int, ...]) -> str:
     return "(" + ",".join(dim_text(d) for d in shape) + ")"
 
 
+_INT64 = 1 << 63
+
+
+def element_count(shape: Sequence[int]) -> int:
+    """The number of elements of a request shape in int64 arithmetic, as numpy's product counts them (a product
+    beyond int64 wraps, so the error messages that show it stay those of np.prod); math.prod costs a fraction of
+    np.prod for the few dimensions of a shape."""
+    count = math.prod(shape)
+    if -_INT64 <= count < _INT64:
+        return count
+    return (count + _INT64) % (2 * _INT64) - _INT64
+
+
 def dim_accepts(dim: Dim, size: int) -> bool:
     if isinstance(dim, tuple):
         return dim[0] <= size <= dim[1]
@@ -95,16 +109,20 @@ def _where(name: str, node: str | None) -> tuple[str, str]:
 
 def check_input(array: np.ndarray, spec: TensorSpec, node: str | None = None) -> None:
     """Raise the OVMS error for the first of precision, rank, batch, shape that `array` violates."""
+    check_declared(array.dtype, array.shape, spec, node)
+
+
+def check_declared(dtype: np.dtype, actual: tuple[int, ...], spec: TensorSpec, node: str | None = None) -> None:
+    """check_input for a tensor known by its precision and shape alone, before any of its data is read."""
     prefix, suffix = _where(spec.name, node)
-    if spec.dtype is not None and array.dtype != spec.dtype:
+    if spec.dtype is not None and dtype != spec.dtype:
         detail = "Invalid precision - " if node else ""
         raise ServingError(
             "INVALID_PRECISION",
-            f"{prefix}{detail}Expected: {precision_name(spec.dtype)}; Actual: {precision_name(array.dtype)}{suffix}",
+            f"{prefix}{detail}Expected: {precision_name(spec.dtype)}; Actual: {precision_name(dtype)}{suffix}",
         )
     if spec.dtype is None:
         return
-    actual = array.shape
     detail = "Invalid shape - " if node else ""
     if len(actual) != len(spec.shape):
         raise ServingError(

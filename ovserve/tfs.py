@@ -18,7 +18,7 @@ from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, type
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from .errors import ServingError
-from .tensors import TensorSpec, check_names, precision_name, shape_text
+from .tensors import TensorSpec, check_names, element_count, precision_name, shape_text
 from .types import Endpoint, InferRequest, InferResult, VersionStatus
 
 DT = types_pb2.DataType
@@ -64,13 +64,21 @@ def datatype(dtype: np.dtype | None) -> int:
 
 def make_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     """Encode an array: raw little-endian bytes in tensor_content, strings in string_val."""
-    proto = tensor_pb2.TensorProto(dtype=datatype(array.dtype))  # type: ignore[arg-type]
-    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+    proto = tensor_pb2.TensorProto()
+    _fill_tensor_proto(proto, array)
+    return proto
+
+
+def _fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
+    """make_tensor_proto into an empty message in place (a response's map entry: no copy of the data)."""
+    proto.dtype = datatype(array.dtype)  # type: ignore[assignment]
+    dims = proto.tensor_shape.dim
+    for d in array.shape:
+        dims.add(size=d)
     if array.dtype == object:
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
     else:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    return proto
 
 
 def _shape(proto: tensor_pb2.TensorProto, name: str) -> tuple[int, ...]:
@@ -89,7 +97,7 @@ def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     dtype = _NUMPY_OF.get(proto.dtype)
     if dtype is None:  # an unsupported type: an empty array whose precision reads INVALID in the check that follows
         return np.empty(0, dtype="V1")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = element_count(shape)
     if proto.dtype == DT.DT_STRING:
         if len(proto.string_val) != (shape[0] if shape else 1):
             raise ServingError(
@@ -151,7 +159,7 @@ def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
 def predict_response(result: InferResult) -> predict_pb2.PredictResponse:
     response = predict_pb2.PredictResponse()
     for name, array in result.outputs.items():
-        response.outputs[name].CopyFrom(make_tensor_proto(array))
+        _fill_tensor_proto(response.outputs[name], array)
     return response
 
 

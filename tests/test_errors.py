@@ -11,6 +11,7 @@ import pytest
 from conftest import RunningServer, rpc_error
 
 from ovserve._proto.tensorflow_serving.apis import get_model_status_pb2, predict_pb2
+from ovserve.tensors import element_count
 from ovserve.tfs import make_tensor_proto
 
 IMG = (1, 3, 4, 4)
@@ -199,3 +200,11 @@ def test_broken_entries_do_not_stop_the_others(repository: Path, serve: object) 
         grpc.StatusCode.NOT_FOUND,
         "Model with requested version is not found - model broken",
     )
+
+
+@pytest.mark.parametrize(
+    "shape", [(), (0, 5), (1, 3, 224, 224), (2**62, 4), (2**63 - 1, 3), (3037000500, 3037000500), (2**32, 2**32, 7)]
+)
+def test_element_count_is_numpys_int64_product(shape: tuple[int, ...]) -> None:
+    """Error messages show the element count of a declared shape as they always did, wrapped past int64."""
+    assert element_count(shape) == int(np.prod(shape, dtype=np.int64))
