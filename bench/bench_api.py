@@ -57,6 +57,7 @@ from common import (  # bench/ is put on sys.path just above
     images,
     int_list,
     machine_info,
+    memory_mb,
     prepare_models,
     print_table,
     server_logs,
@@ -266,6 +267,8 @@ async def bench_model(case: ModelCase, args: argparse.Namespace, workdir: Path) 
                 for door in doors:
                     if isinstance(door, HttpDoor):
                         await door.close()
+        rss, peak = memory_mb(server.process.pid)
+        print(f"[{case.name}] ovserve memory after the cells: resident {rss:.0f} MB, peak {peak:.0f} MB", flush=True)
     return [door.name for door in doors], results
 
 

@@ -60,6 +60,7 @@ from common import (  # bench/ is put on sys.path just above
     images,
     int_list,
     machine_info,
+    memory_mb,
     prepare_models,
     print_table,
     server_logs,
@@ -281,6 +282,9 @@ async def bench_model(
                 for door in doors:
                     if isinstance(door, HttpDoor):
                         await door.close()
+        for server in servers:
+            rss, peak = memory_mb(server.process.pid)  # the main process (MLServer: no worker processes)
+            print(f"[{case.name}] {server.name} memory after the cells: resident {rss:.0f} MB, peak {peak:.0f} MB")
     return [door.name for door in doors], results
 
 

@@ -361,6 +361,20 @@ def server_process(config: Path, log_path: Path, rest: bool = False) -> Iterator
                 process.wait()
 
 
+def memory_mb(pid: int) -> tuple[float, float]:
+    """A process's resident memory now and at its peak (VmRSS, VmHWM), in MB; nan when unknown (not Linux)."""
+    values = {"VmRSS": float("nan"), "VmHWM": float("nan")}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in values:
+                    values[key] = int(value.split()[0]) / 1024  # kB
+    except OSError:
+        pass
+    return values["VmRSS"], values["VmHWM"]
+
+
 def log_tail(path: Path, lines: int = 20) -> str:
     """The last lines of a log file."""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
