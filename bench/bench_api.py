@@ -259,14 +259,9 @@ async def bench_model(case: ModelCase, args: argparse.Namespace, workdir: Path) 
         await wait_available(server, case.name)
         async with grpc_channel(server.grpc_port) as channel:
             doors = await open_doors(case, args.doors, server, channel, RawDoor(compiled, nireq, image), image)
-            try:
-                for clients in args.concurrency if doors else []:
-                    results[clients] = await measure_cell(clients, doors, args, server.process.pid)
-                    _progress(case, clients, results[clients])
-            finally:
-                for door in doors:
-                    if isinstance(door, HttpDoor):
-                        await door.close()
+            for clients in args.concurrency if doors else []:
+                results[clients] = await measure_cell(clients, doors, args, server.process.pid)
+                _progress(case, clients, results[clients])
         rss, peak = memory_mb(server.process.pid)
         print(f"[{case.name}] ovserve memory after the cells: resident {rss:.0f} MB, peak {peak:.0f} MB", flush=True)
     return [door.name for door in doors], results

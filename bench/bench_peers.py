@@ -272,16 +272,11 @@ async def bench_model(
                 print(f"[{case.name}] {server.name} pid {server.process.pid} ready, log {server.log}", flush=True)
                 channel = await channels.enter_async_context(grpc_channel(server.grpc_port))
                 doors += await open_doors(case, server, channel, image, reference)
-            try:
-                for clients in args.concurrency:
-                    sides = {door.name: functools.partial(door.run, clients) for door in doors}
-                    pids = [server.process.pid for server in servers]
-                    results[clients] = await alternate(sides, "raw", 1, args, *pids)
-                    _progress(case, clients, results[clients])
-            finally:
-                for door in doors:
-                    if isinstance(door, HttpDoor):
-                        await door.close()
+            for clients in args.concurrency:
+                sides = {door.name: functools.partial(door.run, clients) for door in doors}
+                pids = [server.process.pid for server in servers]
+                results[clients] = await alternate(sides, "raw", 1, args, *pids)
+                _progress(case, clients, results[clients])
         for server in servers:
             rss, peak = memory_mb(server.process.pid)  # the main process (MLServer: no worker processes)
             print(f"[{case.name}] {server.name} memory after the cells: resident {rss:.0f} MB, peak {peak:.0f} MB")
@@ -321,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0 or args.warmup < 0:
         raise SystemExit("--rounds must be at least 1, --seconds positive and --warmup not negative")
-    python = Path(os.environ.get("PEERS_PYTHON", REPO / ".cache" / "peers-venv" / "bin" / "python"))
+    python = Path(os.environ.get("PEERS_PYTHON", REPO / ".cache" / "peers-venv" / "bin" / "python")).absolute()
     if not python.exists():
         raise SystemExit(f"no peers venv at {python}: run `make bench-peers`, or set PEERS_PYTHON")
     versions = subprocess.run(
