@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__, images, jsonio
 from ._proto import grpc_predict_v2_pb2 as pb
 from .errors import ServingError
-from .tensors import TensorSpec, check_declared, element_count, shape_text
+from .tensors import TensorSpec, check_declared, element_count, request_count, shape_text
 from .types import Endpoint, InferRequest, InferResult
 
 SERVER_NAME = "OpenVINO Model Server"
@@ -167,7 +167,7 @@ def _object_array(items: Sequence[bytes], shape: tuple[int, ...]) -> np.ndarray:
 def _decode(tensor: Tensor, dtype: np.dtype[Any]) -> np.ndarray:
     """The array of a validated tensor, after the content check (spec §4.6 step 4)."""
     name, shape = tensor.name, tensor.shape
-    count = _count(shape)
+    count = request_count(shape, name)
     if tensor.raw is not None:
         if tensor.datatype == BYTES:
             items = split_bytes(tensor.raw, name, tensor.bytes_status)

@@ -18,7 +18,7 @@ from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, type
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from .errors import ServingError
-from .tensors import TensorSpec, check_names, element_count, precision_name, shape_text
+from .tensors import TensorSpec, check_names, precision_name, request_count, shape_text
 from .types import Endpoint, InferRequest, InferResult, VersionStatus
 
 DT = types_pb2.DataType
@@ -97,7 +97,7 @@ def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     dtype = _NUMPY_OF.get(proto.dtype)
     if dtype is None:  # an unsupported type: an empty array whose precision reads INVALID in the check that follows
         return np.empty(0, dtype="V1")
-    count = element_count(shape)
+    count = request_count(shape, name)
     if proto.dtype == DT.DT_STRING:
         if len(proto.string_val) != (shape[0] if shape else 1):
             raise ServingError(

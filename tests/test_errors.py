@@ -127,6 +127,19 @@ def test_content_size_and_negative_dims(seed_server: RunningServer) -> None:
     )
 
 
+def test_shape_beyond_int64_elements(seed_server: RunningServer) -> None:
+    """An element count that wraps int64 to 0 matches an empty content: the shape itself is refused."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "resnet50DAG"
+    request.inputs["0"].CopyFrom(make_tensor_proto(images(0, *IMG)))
+    request.inputs["0"].tensor_shape.dim[0].size = 2**62
+    error = rpc_error(lambda: seed_server.predict_raw(request))
+    assert (error.code(), error.details()) == (
+        INVALID,
+        "Invalid input shape - Element count of (4611686018427387904,1,3,4,4) exceeds int64; input name: 0",
+    )
+
+
 def test_typed_value_fields_are_accepted_too(seed_server: RunningServer) -> None:
     """OVMS reads only tensor_content for FP32; ovserve also takes float_val (what small TF protos carry)."""
     x = np.arange(48, dtype=np.float32).reshape(IMG)

@@ -245,6 +245,13 @@ def _negative(request: Any) -> Any:
     return request
 
 
+def _overflowing(request: Any) -> Any:
+    """A shape whose element count wraps int64 to 0, with an empty buffer that this wrapped count matches."""
+    request.inputs[0].shape[0] = 2**62
+    request.raw_input_contents[0] = b""
+    return request
+
+
 GRPC_ERRORS = [
     ("nope", "", IMG, "FP32", None, NOT_FOUND, "Model with requested name is not found - nope"),
     ("resnet", "7", IMG, "FP32", None, NOT_FOUND, "Model with requested version is not found - model resnet version 7"),
@@ -335,6 +342,15 @@ GRPC_ERRORS = [
         _negative,
         INVALID,
         "Invalid input shape - Negative or zero dimension size is not acceptable: (-1,3,4,4); input name: 0",
+    ),
+    (
+        "resnet50DAG",
+        "",
+        (1, *IMG),
+        "FP32",
+        _overflowing,
+        INVALID,
+        "Invalid input shape - Element count of (4611686018427387904,1,3,4,4) exceeds int64; input name: 0",
     ),
 ]
 
@@ -695,6 +711,14 @@ HTTP_ERRORS: list[tuple[str, str, str | bytes, dict[str, str], int, str]] = [
     ("GET", "/v2/models/resnet/infer", "", {}, 406, "Unsupported method - GET /v2/models/resnet/infer"),
     ("POST", "/v2/health/live", "", {}, 406, "Unsupported method - POST /v2/health/live"),
     ("POST", "/v2/models/resnet", "", {}, 406, "Unsupported method - POST /v2/models/resnet"),
+    (  # the element count wraps int64 to 0, which the empty data matches: a shape no data can fill
+        "POST",
+        "/v2/models/resnet50DAG/infer",
+        _body(_input(shape=[2**62, *IMG], data=[])),
+        {},
+        400,
+        "Invalid input shape - Element count of (4611686018427387904,1,3,4,4) exceeds int64; input name: 0",
+    ),
 ]
 
 
