@@ -18,7 +18,7 @@ from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, type
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from .errors import ServingError
-from .tensors import TensorSpec, check_names, precision_name, request_count, shape_text
+from .tensors import TensorSpec, check_declared, check_names, precision_name, request_count, shape_text
 from .types import Endpoint, InferRequest, InferResult, VersionStatus
 
 DT = types_pb2.DataType
@@ -38,6 +38,7 @@ _NUMPY_OF: dict[int, np.dtype[Any]] = {
     DT.DT_STRING: np.dtype(np.object_),
 }
 _DT_OF = {dtype: dt for dt, dtype in _NUMPY_OF.items()}
+_INVALID = np.dtype("V1")  # stand-in of the types without a numpy one: their precision reads INVALID
 
 # Typed value fields a client may use instead of tensor_content. OVMS reads only half_val (FP16), int_val (U16)
 # and string_val; ovserve also accepts the field TensorFlow's own make_tensor_proto fills for each dtype.
@@ -96,7 +97,7 @@ def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     shape = _shape(proto, name)
     dtype = _NUMPY_OF.get(proto.dtype)
     if dtype is None:  # an unsupported type: an empty array whose precision reads INVALID in the check that follows
-        return np.empty(0, dtype="V1")
+        return np.empty(0, dtype=_INVALID)
     count = request_count(shape, name)
     if proto.dtype == DT.DT_STRING:
         if len(proto.string_val) != (shape[0] if shape else 1):
@@ -149,7 +150,8 @@ def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
             proto, spec = protos[name], specs[name]
             if proto.dtype == DT.DT_STRING and images.converts(spec):
                 arrays[name] = images.binary_input(list(proto.string_val), _shape(proto, name), spec)
-            else:
+            else:  # precision, rank, batch and shape as declared come before the content (spec §4.4 step 2)
+                check_declared(_NUMPY_OF.get(proto.dtype, _INVALID), _shape(proto, name), spec)
                 arrays[name] = make_ndarray(proto, name)
         return images.finish(arrays)
 

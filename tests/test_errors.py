@@ -127,6 +127,20 @@ def test_content_size_and_negative_dims(seed_server: RunningServer) -> None:
     )
 
 
+def test_declared_precision_and_shape_come_before_the_content(seed_server: RunningServer) -> None:
+    """OVMS's order (spec §4.4 step 2): precision, rank, batch and shape as declared, then the content size."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "resnet"
+    request.inputs["0"].CopyFrom(make_tensor_proto(images(*IMG)))  # 192 bytes, right for (1,3,4,4)
+    request.inputs["0"].tensor_shape.dim[0].size = 2
+    error = rpc_error(lambda: seed_server.predict_raw(request))
+    assert error.details() == "Invalid input batch size - Expected: 1; Actual: 2; input name: 0"
+    request.inputs["0"].tensor_shape.dim[0].size = 1
+    request.inputs["0"].dtype = make_tensor_proto(images(1, dtype=np.float64)).dtype
+    error = rpc_error(lambda: seed_server.predict_raw(request))
+    assert error.details() == "Invalid input precision - Expected: FP32; Actual: FP64; input name: 0"
+
+
 def test_shape_beyond_int64_elements(seed_server: RunningServer) -> None:
     """An element count that wraps int64 to 0 matches an empty content: the shape itself is refused."""
     request = predict_pb2.PredictRequest()
