@@ -89,7 +89,7 @@ class KServe:
             await context.abort(grpc.StatusCode[error.grpc_code], str(error))
 
     async def unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Functionality not implemented")
+        raise ServingError("NOT_IMPLEMENTED")  # aborting here would be "unexpected" to _errors, which aborts again
 
 
 def handlers(service: KServe) -> Sequence[grpc.GenericRpcHandler]:

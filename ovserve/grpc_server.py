@@ -77,7 +77,7 @@ class TfServing:
         return model_management_pb2.ReloadConfigResponse()  # OVMS answers OK and does nothing
 
     async def unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Functionality not implemented")
+        raise ServingError("NOT_IMPLEMENTED")  # aborting here would be "unexpected" to _errors, which aborts again
 
 
 def _method(handler: Handler, request: type[Message], response: type[Message]) -> grpc.RpcMethodHandler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grpc
@@ -188,6 +189,21 @@ def test_metadata_and_status_errors(seed_server: RunningServer) -> None:
     )
     error = rpc_error(lambda: call(empty, timeout=10))
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_unimplemented_rpcs_log_no_error(seed_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Classify, Regress, MultiInference and Triton-only KServe calls answer UNIMPLEMENTED without a traceback."""
+    empty = get_model_status_pb2.GetModelStatusRequest()
+    for method in (
+        "/tensorflow.serving.PredictionService/Classify",
+        "/tensorflow.serving.PredictionService/Regress",
+        "/tensorflow.serving.PredictionService/MultiInference",
+        "/inference.GRPCInferenceService/ModelStatistics",
+    ):
+        call = seed_server.channel.unary_unary(method, request_serializer=type(empty).SerializeToString)
+        error = rpc_error(lambda: call(empty, timeout=10))  # noqa: B023 (called at once)
+        assert (error.code(), error.details()) == (grpc.StatusCode.UNIMPLEMENTED, "Functionality not implemented")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_status_of_model_and_pipeline(seed_server: RunningServer) -> None:
