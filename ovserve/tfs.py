@@ -266,10 +266,11 @@ def _b64_decode(text: str, status: str, name: str) -> bytes:
         raise ServingError(status, f"input {name}: invalid base64 data") from None
 
 
-def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str) -> np.ndarray:
+def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str, bools: bool) -> np.ndarray:
     """One input's JSON value (nested lists, a scalar, strings or {"b64": ...} objects) as an array in the endpoint
     input's precision; numbers are cast as OVMS casts them (1.7 is 1 for an integer input). Inputs unknown to the
-    endpoint take I32 for integers and FP32 otherwise, and fail the validation that follows."""
+    endpoint take I32 for integers and FP32 otherwise, and fail the validation that follows. `bools`: whether the
+    body may hold JSON booleans at all (else the walk that finds them among numbers is skipped)."""
     try:
         raw = np.array(value)  # numpy infers the shape; ragged or mixed nesting raises ValueError
     except (ValueError, TypeError, OverflowError):
@@ -283,6 +284,8 @@ def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str) ->
             target = np.dtype(np.float32) if kind == "f" else np.dtype(np.int32)
         elif target.kind not in "iuf":
             raise ServingError(status, f"input {name}: numbers for a {precision_name(target)} input")
+        if bools and jsonio.has_bool(value):
+            raise ServingError(status, f"input {name}: booleans among numbers")
         with np.errstate(all="ignore"):
             converted: np.ndarray = raw.astype(target)
         return converted
@@ -307,7 +310,7 @@ def _only_input(specs: Mapping[str, TensorSpec]) -> tuple[str, TensorSpec]:
     return name, spec
 
 
-def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec], bools: bool) -> dict[str, np.ndarray]:
     status = "REST_COULD_NOT_PARSE_INSTANCE"
     if not isinstance(instances, list):
         raise ServingError("REST_INSTANCES_NOT_AN_ARRAY")
@@ -323,7 +326,7 @@ def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np
                 raise ServingError(status, "an instance names no input")
             for name, value in instance.items():
                 columns.setdefault(name, []).append(value)
-        inputs = {name: _json_tensor(values, specs.get(name), status, name) for name, values in columns.items()}
+        inputs = {name: _json_tensor(values, specs.get(name), status, name, bools) for name, values in columns.items()}
         if len({len(values) for values in columns.values()}) > 1:
             sizes = ", ".join(f"{name}: {len(values)}" for name, values in columns.items())
             raise ServingError("REST_INSTANCES_BATCH_SIZE_DIFFER", sizes)
@@ -331,20 +334,20 @@ def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np
     number = isinstance(first, (int, float)) and not isinstance(first, bool)
     if isinstance(first, (list, str)) or number or _is_b64(first):  # no-named: the instances are the tensor
         name, spec = _only_input(specs)
-        return {name: _json_tensor(instances, spec, status, name)}
+        return {name: _json_tensor(instances, spec, status, name, bools)}
     raise ServingError("REST_INSTANCES_NOT_NAMED_OR_NONAMED")
 
 
-def _column_inputs(inputs: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+def _column_inputs(inputs: Any, specs: Mapping[str, TensorSpec], bools: bool) -> dict[str, np.ndarray]:
     status = "REST_COULD_NOT_PARSE_INPUT"
     if isinstance(inputs, list):  # no-named: the value is the tensor of the only input
         name, spec = _only_input(specs)
-        return {name: _json_tensor(inputs, spec, status, name)}
+        return {name: _json_tensor(inputs, spec, status, name, bools)}
     if not isinstance(inputs, dict):
         raise ServingError("REST_INPUTS_NOT_AN_OBJECT")
     if not inputs:
         raise ServingError("REST_NO_INPUTS_FOUND")
-    return {name: _json_tensor(value, specs.get(name), status, name) for name, value in inputs.items()}
+    return {name: _json_tensor(value, specs.get(name), status, name, bools) for name, value in inputs.items()}
 
 
 def _binary_inputs(inputs: dict[str, np.ndarray], specs: Mapping[str, TensorSpec]) -> images.Decoded:
@@ -376,7 +379,11 @@ class RestPredict:
         if ("instances" in document) == ("inputs" in document):
             raise ServingError("REST_PREDICT_UNKNOWN_ORDER")
         self.row = "instances" in document
-        inputs = _row_inputs(document["instances"], specs) if self.row else _column_inputs(document["inputs"], specs)
+        bools = jsonio.mentions_bool(self.body)
+        if self.row:
+            inputs = _row_inputs(document["instances"], specs, bools)
+        else:
+            inputs = _column_inputs(document["inputs"], specs, bools)
         return _binary_inputs(inputs, specs)
 
     def response(self, outputs: Mapping[str, np.ndarray]) -> bytes:

@@ -711,6 +711,22 @@ HTTP_ERRORS: list[tuple[str, str, str | bytes, dict[str, str], int, str]] = [
     ("GET", "/v2/models/resnet/infer", "", {}, 406, "Unsupported method - GET /v2/models/resnet/infer"),
     ("POST", "/v2/health/live", "", {}, 406, "Unsupported method - POST /v2/health/live"),
     ("POST", "/v2/models/resnet", "", {}, 406, "Unsupported method - POST /v2/models/resnet"),
+    (  # a JSON boolean among numbers is no number (numpy would read it as 1)
+        "POST",
+        "/v2/models/resnet/infer",
+        _body(_input(data=[True] + [0.0] * 47)),
+        {},
+        400,
+        "Could not parse input content. Not valid ndarray detected - data does not hold FP32 values; input name: 0",
+    ),
+    (
+        "POST",
+        "/v2/models/ints/infer",
+        _body(_input(name="x", shape=[1, 4], datatype="INT32", data=[[1, 2], [3, False]])),
+        {},
+        400,
+        "Could not parse input content. Not valid ndarray detected - data does not hold INT32 values; input name: x",
+    ),
     (  # the element count wraps int64 to 0, which the empty data matches: a shape no data can fill
         "POST",
         "/v2/models/resnet50DAG/infer",
