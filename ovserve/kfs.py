@@ -439,7 +439,8 @@ def _json_values(data: list[Any], datatype_name: str, name: str, bools: bool) ->
         ok = kind == "b"
     if not ok or (kind != "b" and bools and jsonio.has_bool(data)):
         raise bad
-    return flat.astype(dtype)
+    with np.errstate(over="ignore"):  # FP32 values beyond float32 become infinities, as OVMS's float reads
+        return flat.astype(dtype)
 
 
 def _uint64_values(data: list[Any], bad: ServingError) -> np.ndarray:

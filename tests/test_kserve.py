@@ -498,6 +498,14 @@ def test_http_infer_pipeline_json_and_binary(
     assert ("parameters" in described, "data" in described) == (binary_out, not binary_out)
 
 
+def test_http_fp32_data_beyond_float32_is_infinite(server: RunningServer) -> None:
+    """1e39 is a JSON number an FP32 input reads as infinity (no overflow warning, which the tests make an error)."""
+    body = _body(_input(data=[1e39] + [0.0] * 47))
+    status, _, raw = server.http("POST", "/v2/models/resnet/infer", body)
+    assert status == 200, raw
+    assert not np.isfinite(json.loads(raw)["outputs"][0]["data"]).any()
+
+
 def test_http_json_body_and_response(server: RunningServer) -> None:
     images = _images(1)
     before = _success_count(server, "REST", "resnet")
