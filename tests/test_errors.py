@@ -206,6 +206,22 @@ def test_unimplemented_rpcs_log_no_error(seed_server: RunningServer, caplog: pyt
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+def test_bytes_that_are_no_message_are_invalid_argument(
+    seed_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body that does not parse as the rpc's message is the client's mistake: no traceback, no UNKNOWN."""
+    garbage = b"\xff\xff\xff"
+    for method in ("/tensorflow.serving.PredictionService/Predict", "/inference.GRPCInferenceService/ModelInfer"):
+        call = seed_server.channel.unary_unary(method)
+        error = rpc_error(lambda: call(garbage, timeout=10))  # noqa: B023 (called at once)
+        assert error.code() == INVALID, method
+        assert error.details().startswith("Request message could not be parsed - Error parsing message"), method
+    stream = seed_server.channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+    error = rpc_error(lambda: list(stream(iter([garbage]), timeout=10)))
+    assert error.code() == INVALID
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 def test_status_of_model_and_pipeline(seed_server: RunningServer) -> None:
     (row,) = seed_server.status("resnet").model_version_status
     assert (row.version, row.state, row.status.error_code, row.status.error_message) == (1, 30, 0, "OK")
