@@ -353,15 +353,16 @@ def metadata_json(endpoint: Endpoint) -> bytes:
     def tensors(items: Iterable[pb.ModelMetadataResponse.TensorMetadata]) -> list[dict[str, Any]]:
         return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
 
-    return _dumps(
-        {
-            "name": message.name,
-            "versions": list(message.versions),
-            "platform": message.platform,
-            "inputs": tensors(message.inputs),
-            "outputs": tensors(message.outputs),
-        }
-    )
+    document: dict[str, Any] = {
+        "name": message.name,
+        "versions": list(message.versions),
+        "platform": message.platform,
+        "inputs": tensors(message.inputs),
+        "outputs": tensors(message.outputs),
+    }
+    if endpoint.model_info:  # REST only, as OVMS appends it (spec §4.7)
+        document["rt_info"] = {"model_info": endpoint.model_info}
+    return _dumps(document)
 
 
 def server_metadata_json() -> bytes:

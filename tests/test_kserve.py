@@ -478,6 +478,31 @@ def test_http_health_metadata_readiness_and_config(server: RunningServer) -> Non
         assert (got, json.loads(body)) == (status, {"error": message}), path
 
 
+def test_http_metadata_carries_the_models_rt_info(repository: Any, serve: Any) -> None:
+    """IR rt_info under model_info (labels, model_type, nested sections) is appended to the REST metadata as text."""
+    model = models.add_mul()
+    model.set_rt_info("detection", ["model_info", "model_type"])
+    model.set_rt_info("0.5", ["model_info", "confidence_threshold"])
+    model.set_rt_info("cat dog", ["model_info", "labels"])
+    model.set_rt_info("1", ["model_info", "nested", "inner"])
+    model.set_rt_info("other", ["conversion_parameters", "framework"])  # not model_info: not reported
+    models.save(model, repository, "labelled")
+    models.save(models.add_mul(), repository, "plain")
+    server = serve({"model_config_list": [{"config": {"name": n, "base_path": n}} for n in ("labelled", "plain")]})
+    status, _, body = server.http("GET", "/v2/models/labelled")
+    assert status == 200
+    assert json.loads(body)["rt_info"] == {
+        "model_info": {
+            "confidence_threshold": "0.5",
+            "labels": "cat dog",
+            "model_type": "detection",
+            "nested": {"inner": "1"},
+        }
+    }
+    status, _, body = server.http("GET", "/v2/models/plain")
+    assert status == 200 and "rt_info" not in json.loads(body)
+
+
 @pytest.mark.parametrize("batch", [1, 2, 5])
 @pytest.mark.parametrize("binary_in", [False, True])
 @pytest.mark.parametrize("binary_out", [False, True])
