@@ -59,7 +59,9 @@ class DataPlane:
         else:
             raise ServingError("MODEL_NAME_MISSING", name)
         self.metrics.request(origin, servable.name, servable.version, True)
-        return Endpoint(servable.name, servable.version, servable.inputs, servable.outputs, available)
+        return Endpoint(
+            servable.name, servable.version, servable.inputs, servable.outputs, available, servable.model_info
+        )
 
     def model_ready(self, name: str, version: int | None, origin: Origin) -> bool:
         """KServe ModelReady: the requested (or default) version is AVAILABLE; a pipeline is available."""

@@ -162,6 +162,8 @@ TABLE: dict[str, _Entry] = {
     # Not in OVMS's HTTP table (it would answer 500): a too deep body is the client's mistake.
     "JSON_NESTING_DEPTH_EXCEEDED": _Entry("JSON nesting depth exceeds the allowed limit", "INVALID_ARGUMENT", 400),
     "REST_PROTO_TO_STRING_ERROR": _Entry("Response parsing to JSON error", "INTERNAL", 500),
+    # Not an OVMS status: bytes that do not parse as the rpc's message (gRPC's C++ library answers INTERNAL).
+    "GRPC_MESSAGE_MALFORMED": _Entry("Request message could not be parsed", "INVALID_ARGUMENT", 400),
 }
 
 

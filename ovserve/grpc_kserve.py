@@ -13,7 +13,7 @@ from . import kfs
 from ._proto import grpc_predict_v2_pb2 as pb
 from .dataplane import DataPlane
 from .errors import ServingError
-from .grpc_server import _errors, _method
+from .grpc_server import _errors, _Malformed, _method, _parser
 from .types import Origin
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,14 @@ class KServe:
     ) -> None:
         """Streaming serves MediaPipe graphs only in OVMS: for models and pipelines the stream ends with NOT_FOUND."""
         async for request in requests:
-            error = ServingError("MEDIAPIPE_DEFINITION_NAME_MISSING", request.model_name)
+            if isinstance(request, _Malformed):
+                error = ServingError("GRPC_MESSAGE_MALFORMED", request.reason)
+            else:
+                error = ServingError("MEDIAPIPE_DEFINITION_NAME_MISSING", request.model_name)
             await context.abort(grpc.StatusCode[error.grpc_code], str(error))
 
     async def unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Functionality not implemented")
+        raise ServingError("NOT_IMPLEMENTED")  # aborting here would be "unexpected" to _errors, which aborts again
 
 
 def handlers(service: KServe) -> Sequence[grpc.GenericRpcHandler]:
@@ -103,7 +106,7 @@ def handlers(service: KServe) -> Sequence[grpc.GenericRpcHandler]:
         "ModelConfig": _method(service.ModelConfig, pb.ModelConfigRequest, pb.ModelConfigResponse),
         "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
             service.ModelStreamInfer,
-            request_deserializer=pb.ModelInferRequest.FromString,
+            request_deserializer=_parser(pb.ModelInferRequest),
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         ),
     }

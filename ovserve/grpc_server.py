@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from . import tfs
 from ._proto.tensorflow_serving.apis import (
@@ -33,12 +33,36 @@ _TFS_STATUS = Origin("TensorFlowServing", "gRPC", "GetModelStatus")
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
+class _Malformed:
+    """Request bytes that do not parse as the method's message (see _parser)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _parser(message: type[Message]) -> Callable[[bytes], Any]:
+    """A request deserializer that hands bytes which do not parse to the handler as _Malformed: a DecodeError raised
+    inside grpc is logged with a traceback and answered UNKNOWN."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as e:
+            return _Malformed(str(e))
+
+    return parse
+
+
 def _errors(handler: Handler) -> Handler:
     """Turn a ServingError into its gRPC code and OVMS message; anything else is INTERNAL and logged once."""
 
     @functools.wraps(handler)
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if isinstance(request, _Malformed):
+                raise ServingError("GRPC_MESSAGE_MALFORMED", request.reason)
             return await handler(request, context)
         except ServingError as e:
             await context.abort(grpc.StatusCode[e.grpc_code], str(e))
@@ -77,12 +101,12 @@ class TfServing:
         return model_management_pb2.ReloadConfigResponse()  # OVMS answers OK and does nothing
 
     async def unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Functionality not implemented")
+        raise ServingError("NOT_IMPLEMENTED")  # aborting here would be "unexpected" to _errors, which aborts again
 
 
 def _method(handler: Handler, request: type[Message], response: type[Message]) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(
-        _errors(handler), request_deserializer=request.FromString, response_serializer=response.SerializeToString
+        _errors(handler), request_deserializer=_parser(request), response_serializer=response.SerializeToString
     )
 
 

@@ -93,8 +93,13 @@ class HttpApp:
         response = await self._respond(scope, receive)
         headers = [(b"content-type", response.content_type.encode()), *self._cors]
         headers.extend((k.lower().encode(), v.encode()) for k, v in response.headers.items())
+        # The whole body is known: a Content-Length (as OVMS sends) instead of uvicorn's default chunked framing,
+        # which HTTP/1.0 clients cannot read. 204 and 304 carry neither a body nor a length (RFC 9110).
+        body = b"" if response.status in (204, 304) else response.body
+        if response.status not in (204, 304):
+            headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        await send({"type": "http.response.body", "body": body})
 
     async def _respond(self, scope: dict[str, Any], receive: Any) -> HttpResponse:
         method: str = scope["method"]

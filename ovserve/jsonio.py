@@ -24,3 +24,25 @@ def loads(body: bytes) -> Any:
         raise ServingError("JSON_INVALID", f"Error: Invalid encoding in string. Offset: {e.start}") from None
     except RecursionError:
         raise ServingError("JSON_INVALID", "Error: too deeply nested") from None
+
+
+def mentions_bool(text: bytes) -> bool:
+    """Whether JSON text may hold a true or false literal; when it does not, no parsed value is a bool (a cheap
+    gate before has_bool walks a tensor's values)."""
+    return b"true" in text or b"false" in text
+
+
+def has_bool(node: Any) -> bool:
+    """Whether a value (nested lists or a scalar) holds a JSON boolean: among numbers numpy takes them for 0 and 1,
+    where OVMS refuses any value that is not a number."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is not list:
+            if type(item) is bool:
+                return True
+        elif item and type(item[0]) is list:
+            stack.extend(item)
+        elif bool in set(map(type, item)):
+            return True
+    return False

@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__, images, jsonio
 from ._proto import grpc_predict_v2_pb2 as pb
 from .errors import ServingError
-from .tensors import TensorSpec, check_declared, element_count, shape_text
+from .tensors import TensorSpec, check_declared, element_count, request_count, shape_text
 from .types import Endpoint, InferRequest, InferResult
 
 SERVER_NAME = "OpenVINO Model Server"
@@ -167,7 +167,7 @@ def _object_array(items: Sequence[bytes], shape: tuple[int, ...]) -> np.ndarray:
 def _decode(tensor: Tensor, dtype: np.dtype[Any]) -> np.ndarray:
     """The array of a validated tensor, after the content check (spec §4.6 step 4)."""
     name, shape = tensor.name, tensor.shape
-    count = _count(shape)
+    count = request_count(shape, name)
     if tensor.raw is not None:
         if tensor.datatype == BYTES:
             items = split_bytes(tensor.raw, name, tensor.bytes_status)
@@ -353,15 +353,16 @@ def metadata_json(endpoint: Endpoint) -> bytes:
     def tensors(items: Iterable[pb.ModelMetadataResponse.TensorMetadata]) -> list[dict[str, Any]]:
         return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
 
-    return _dumps(
-        {
-            "name": message.name,
-            "versions": list(message.versions),
-            "platform": message.platform,
-            "inputs": tensors(message.inputs),
-            "outputs": tensors(message.outputs),
-        }
-    )
+    document: dict[str, Any] = {
+        "name": message.name,
+        "versions": list(message.versions),
+        "platform": message.platform,
+        "inputs": tensors(message.inputs),
+        "outputs": tensors(message.outputs),
+    }
+    if endpoint.model_info:  # REST only, as OVMS appends it (spec §4.7)
+        document["rt_info"] = {"model_info": endpoint.model_info}
+    return _dumps(document)
 
 
 def server_metadata_json() -> bytes:
@@ -407,8 +408,9 @@ def _bytes_values(node: Any, name: str, out: list[bytes]) -> None:
             raise ServingError("REST_COULD_NOT_PARSE_INPUT", f"BYTES data must be strings; input name: {name}")
 
 
-def _json_values(data: list[Any], datatype_name: str, name: str) -> Any:
-    """`data` (nested or flat) as a flat array of the declared datatype; wrong JSON types are parse errors."""
+def _json_values(data: list[Any], datatype_name: str, name: str, bools: bool) -> Any:
+    """`data` (nested or flat) as a flat array of the declared datatype; wrong JSON types are parse errors. `bools`:
+    whether the body may hold JSON booleans at all (else the walk that finds them among numbers is skipped)."""
     if datatype_name == BYTES:
         items: list[bytes] = []
         _bytes_values(data, name, items)
@@ -436,9 +438,10 @@ def _json_values(data: list[Any], datatype_name: str, name: str) -> Any:
         ok = kind in "iu" and int(flat.min()) >= info.min and int(flat.max()) <= info.max
     else:  # bool
         ok = kind == "b"
-    if not ok:
+    if not ok or (kind != "b" and bools and jsonio.has_bool(data)):
         raise bad
-    return flat.astype(dtype)
+    with np.errstate(over="ignore"):  # FP32 values beyond float32 become infinities, as OVMS's float reads
+        return flat.astype(dtype)
 
 
 def _uint64_values(data: list[Any], bad: ServingError) -> np.ndarray:
@@ -456,7 +459,7 @@ class _RestInput:
     has_data: bool
 
 
-def _rest_input(node: Any, only_one: bool) -> _RestInput:
+def _rest_input(node: Any, only_one: bool, bools: bool) -> _RestInput:
     if not isinstance(node, dict):
         raise ServingError("REST_COULD_NOT_PARSE_INPUT", "an input is not a JSON object")
     name = node.get("name")
@@ -473,7 +476,7 @@ def _rest_input(node: Any, only_one: bool) -> _RestInput:
         data = node["data"]
         if not isinstance(data, list):
             raise ServingError("REST_COULD_NOT_PARSE_INPUT", f"data must be an array; input name: {name}")
-        values = _json_values(data, datatype_name, name)
+        values = _json_values(data, datatype_name, name, bools)
         return _RestInput(Tensor(name, datatype_name, tuple(shape), values=values), parameters, True)
     if "binary_data_size" not in parameters and datatype_name == BYTES and not (only_one and shape == [1]):
         raise ServingError(
@@ -512,7 +515,8 @@ def rest_infer(name: str, version: int | None, body: bytes, headers: Mapping[str
     """Parse a POST .../infer body: JSON, then inputs without `data` from the binary part in input order."""
     end = header_length(headers, len(body))
     json_end = len(body) if end is None else end
-    document = jsonio.loads(body[:json_end])
+    head = body[:json_end]
+    document = jsonio.loads(head)
     if not isinstance(document, dict):
         raise ServingError("REST_BODY_IS_NOT_AN_OBJECT")
     request_id = document.get("id", "")
@@ -536,7 +540,8 @@ def rest_infer(name: str, version: int | None, body: bytes, headers: Mapping[str
         raise ServingError("REST_COULD_NOT_PARSE_INPUT", "inputs must be an array")
     if not nodes:
         raise ServingError("REST_NO_INPUTS_FOUND")
-    inputs = [_rest_input(node, len(nodes) == 1) for node in nodes]
+    bools = jsonio.mentions_bool(head)
+    inputs = [_rest_input(node, len(nodes) == 1, bools) for node in nodes]
     tensors = _attach_binary(inputs, memoryview(body)[json_end:])
     default_binary = parameters.get("binary_data_output") is True
     binary: frozenset[str] | None

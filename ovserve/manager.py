@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -88,6 +89,7 @@ class BoundPipeline:
         self.inputs: Mapping[str, TensorSpec] = definition.inputs
         self.outputs: Mapping[str, TensorSpec] = definition.outputs
         self.accepts = definition.inputs
+        self.model_info: Mapping[str, Any] = {}  # OVMS reports no rt_info for pipelines
         self._definition = definition
         self._manager = manager
 

@@ -42,6 +42,11 @@ class Servable(Protocol):
     def outputs(self) -> Mapping[str, TensorSpec]: ...
 
     @property
+    def model_info(self) -> Mapping[str, Any]:
+        """The model's rt_info under "model_info" as plain text values and nested dicts (empty when none)."""
+        ...
+
+    @property
     def accepts(self) -> Mapping[str, TensorSpec]:
         """What a request is validated against before `infer`: `inputs`, with the dimensions that `infer` may
         reshape the model for (shape/batch_size "auto") left open."""
@@ -264,6 +269,7 @@ def load(
             port.get_tensor().set_names({f"out_{i}"})
     if not model.inputs or not model.outputs:
         raise LoadError("OV_NO_INPUTS", f"Cannot load model with no {'inputs' if not model.inputs else 'outputs'}")
+    model_info = _model_info(model)
     model, layouts = _apply_layouts(model, config)
     _reshape(model, config, layouts)
     auto = AutoShape.of(model, config)
@@ -279,7 +285,20 @@ def load(
         log.info("model %s version %d: compiled model loaded from the cache", config.name, version)
     nireq = config.nireq or _optimal_nireq(compiled)
     reshaper = None if auto is None else _Reshaper(auto, core, model, config, props)
-    return ModelVersion(config.name, version, compiled, nireq, layouts, metrics, reshaper)
+    return ModelVersion(config.name, version, compiled, nireq, layouts, metrics, reshaper, model_info)
+
+
+def _model_info(model: ov.Model) -> dict[str, Any]:
+    """rt_info["model_info"] of the IR (labels, model_type, ...) as KServe metadata reports it: each value as text,
+    nested sections as dicts (spec §4.7)."""
+    if not model.has_rt_info(["model_info"]):
+        return {}
+
+    def plain(node: Any) -> Any:
+        return {key: plain(value) for key, value in node.items()} if isinstance(node, dict) else node.astype(str)
+
+    info = plain(model.get_rt_info()["model_info"])
+    return info if isinstance(info, dict) else {}
 
 
 def _from_cache(compiled: ov.CompiledModel) -> bool:
@@ -435,9 +454,11 @@ class ModelVersion:
         layouts: Mapping[str, str],
         metrics: ModelMetrics | None = None,
         reshaper: _Reshaper | None = None,
+        model_info: Mapping[str, Any] | None = None,
     ):
         self.name = name
         self.version = version
+        self.model_info: Mapping[str, Any] = model_info or {}
         self.nireq = nireq
         self.metrics = metrics or Metrics(()).model(name, version)
         self._layouts = layouts

@@ -81,6 +81,17 @@ def element_count(shape: Sequence[int]) -> int:
     return (count + _INT64) % (2 * _INT64) - _INT64
 
 
+def request_count(shape: Sequence[int], name: str) -> int:
+    """The element count of a request tensor's declared shape (dimensions >= 0) before its content is read: a count
+    beyond int64 is a shape no content can fill (its wrapped count could match an empty buffer)."""
+    count = math.prod(shape)
+    if count >= _INT64:
+        raise ServingError(
+            "INVALID_SHAPE", f"Element count of {shape_text(tuple(shape))} exceeds int64; input name: {name}"
+        )
+    return count
+
+
 def dim_accepts(dim: Dim, size: int) -> bool:
     if isinstance(dim, tuple):
         return dim[0] <= size <= dim[1]

@@ -18,7 +18,7 @@ from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, type
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from .errors import ServingError
-from .tensors import TensorSpec, check_names, element_count, precision_name, shape_text
+from .tensors import TensorSpec, check_declared, check_names, precision_name, request_count, shape_text
 from .types import Endpoint, InferRequest, InferResult, VersionStatus
 
 DT = types_pb2.DataType
@@ -38,6 +38,7 @@ _NUMPY_OF: dict[int, np.dtype[Any]] = {
     DT.DT_STRING: np.dtype(np.object_),
 }
 _DT_OF = {dtype: dt for dt, dtype in _NUMPY_OF.items()}
+_INVALID = np.dtype("V1")  # stand-in of the types without a numpy one: their precision reads INVALID
 
 # Typed value fields a client may use instead of tensor_content. OVMS reads only half_val (FP16), int_val (U16)
 # and string_val; ovserve also accepts the field TensorFlow's own make_tensor_proto fills for each dtype.
@@ -96,8 +97,8 @@ def make_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     shape = _shape(proto, name)
     dtype = _NUMPY_OF.get(proto.dtype)
     if dtype is None:  # an unsupported type: an empty array whose precision reads INVALID in the check that follows
-        return np.empty(0, dtype="V1")
-    count = element_count(shape)
+        return np.empty(0, dtype=_INVALID)
+    count = request_count(shape, name)
     if proto.dtype == DT.DT_STRING:
         if len(proto.string_val) != (shape[0] if shape else 1):
             raise ServingError(
@@ -149,7 +150,8 @@ def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
             proto, spec = protos[name], specs[name]
             if proto.dtype == DT.DT_STRING and images.converts(spec):
                 arrays[name] = images.binary_input(list(proto.string_val), _shape(proto, name), spec)
-            else:
+            else:  # precision, rank, batch and shape as declared come before the content (spec §4.4 step 2)
+                check_declared(_NUMPY_OF.get(proto.dtype, _INVALID), _shape(proto, name), spec)
                 arrays[name] = make_ndarray(proto, name)
         return images.finish(arrays)
 
@@ -264,10 +266,11 @@ def _b64_decode(text: str, status: str, name: str) -> bytes:
         raise ServingError(status, f"input {name}: invalid base64 data") from None
 
 
-def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str) -> np.ndarray:
+def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str, bools: bool) -> np.ndarray:
     """One input's JSON value (nested lists, a scalar, strings or {"b64": ...} objects) as an array in the endpoint
     input's precision; numbers are cast as OVMS casts them (1.7 is 1 for an integer input). Inputs unknown to the
-    endpoint take I32 for integers and FP32 otherwise, and fail the validation that follows."""
+    endpoint take I32 for integers and FP32 otherwise, and fail the validation that follows. `bools`: whether the
+    body may hold JSON booleans at all (else the walk that finds them among numbers is skipped)."""
     try:
         raw = np.array(value)  # numpy infers the shape; ragged or mixed nesting raises ValueError
     except (ValueError, TypeError, OverflowError):
@@ -281,6 +284,8 @@ def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str) ->
             target = np.dtype(np.float32) if kind == "f" else np.dtype(np.int32)
         elif target.kind not in "iuf":
             raise ServingError(status, f"input {name}: numbers for a {precision_name(target)} input")
+        if bools and jsonio.has_bool(value):
+            raise ServingError(status, f"input {name}: booleans among numbers")
         with np.errstate(all="ignore"):
             converted: np.ndarray = raw.astype(target)
         return converted
@@ -305,7 +310,7 @@ def _only_input(specs: Mapping[str, TensorSpec]) -> tuple[str, TensorSpec]:
     return name, spec
 
 
-def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec], bools: bool) -> dict[str, np.ndarray]:
     status = "REST_COULD_NOT_PARSE_INSTANCE"
     if not isinstance(instances, list):
         raise ServingError("REST_INSTANCES_NOT_AN_ARRAY")
@@ -321,7 +326,7 @@ def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np
                 raise ServingError(status, "an instance names no input")
             for name, value in instance.items():
                 columns.setdefault(name, []).append(value)
-        inputs = {name: _json_tensor(values, specs.get(name), status, name) for name, values in columns.items()}
+        inputs = {name: _json_tensor(values, specs.get(name), status, name, bools) for name, values in columns.items()}
         if len({len(values) for values in columns.values()}) > 1:
             sizes = ", ".join(f"{name}: {len(values)}" for name, values in columns.items())
             raise ServingError("REST_INSTANCES_BATCH_SIZE_DIFFER", sizes)
@@ -329,20 +334,20 @@ def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np
     number = isinstance(first, (int, float)) and not isinstance(first, bool)
     if isinstance(first, (list, str)) or number or _is_b64(first):  # no-named: the instances are the tensor
         name, spec = _only_input(specs)
-        return {name: _json_tensor(instances, spec, status, name)}
+        return {name: _json_tensor(instances, spec, status, name, bools)}
     raise ServingError("REST_INSTANCES_NOT_NAMED_OR_NONAMED")
 
 
-def _column_inputs(inputs: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+def _column_inputs(inputs: Any, specs: Mapping[str, TensorSpec], bools: bool) -> dict[str, np.ndarray]:
     status = "REST_COULD_NOT_PARSE_INPUT"
     if isinstance(inputs, list):  # no-named: the value is the tensor of the only input
         name, spec = _only_input(specs)
-        return {name: _json_tensor(inputs, spec, status, name)}
+        return {name: _json_tensor(inputs, spec, status, name, bools)}
     if not isinstance(inputs, dict):
         raise ServingError("REST_INPUTS_NOT_AN_OBJECT")
     if not inputs:
         raise ServingError("REST_NO_INPUTS_FOUND")
-    return {name: _json_tensor(value, specs.get(name), status, name) for name, value in inputs.items()}
+    return {name: _json_tensor(value, specs.get(name), status, name, bools) for name, value in inputs.items()}
 
 
 def _binary_inputs(inputs: dict[str, np.ndarray], specs: Mapping[str, TensorSpec]) -> images.Decoded:
@@ -374,7 +379,11 @@ class RestPredict:
         if ("instances" in document) == ("inputs" in document):
             raise ServingError("REST_PREDICT_UNKNOWN_ORDER")
         self.row = "instances" in document
-        inputs = _row_inputs(document["instances"], specs) if self.row else _column_inputs(document["inputs"], specs)
+        bools = jsonio.mentions_bool(self.body)
+        if self.row:
+            inputs = _row_inputs(document["instances"], specs, bools)
+        else:
+            inputs = _column_inputs(document["inputs"], specs, bools)
         return _binary_inputs(inputs, specs)
 
     def response(self, outputs: Mapping[str, np.ndarray]) -> bytes:

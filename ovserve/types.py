@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class Endpoint:
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
     available: tuple[int, ...] = ()  # every version AVAILABLE now, ascending (pipelines: 1)
+    model_info: Mapping[str, Any] | None = None  # the model's rt_info "model_info": text values, nested dicts
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grpc
@@ -127,6 +128,33 @@ def test_content_size_and_negative_dims(seed_server: RunningServer) -> None:
     )
 
 
+def test_declared_precision_and_shape_come_before_the_content(seed_server: RunningServer) -> None:
+    """OVMS's order (spec §4.4 step 2): precision, rank, batch and shape as declared, then the content size."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "resnet"
+    request.inputs["0"].CopyFrom(make_tensor_proto(images(*IMG)))  # 192 bytes, right for (1,3,4,4)
+    request.inputs["0"].tensor_shape.dim[0].size = 2
+    error = rpc_error(lambda: seed_server.predict_raw(request))
+    assert error.details() == "Invalid input batch size - Expected: 1; Actual: 2; input name: 0"
+    request.inputs["0"].tensor_shape.dim[0].size = 1
+    request.inputs["0"].dtype = make_tensor_proto(images(1, dtype=np.float64)).dtype
+    error = rpc_error(lambda: seed_server.predict_raw(request))
+    assert error.details() == "Invalid input precision - Expected: FP32; Actual: FP64; input name: 0"
+
+
+def test_shape_beyond_int64_elements(seed_server: RunningServer) -> None:
+    """An element count that wraps int64 to 0 matches an empty content: the shape itself is refused."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "resnet50DAG"
+    request.inputs["0"].CopyFrom(make_tensor_proto(images(0, *IMG)))
+    request.inputs["0"].tensor_shape.dim[0].size = 2**62
+    error = rpc_error(lambda: seed_server.predict_raw(request))
+    assert (error.code(), error.details()) == (
+        INVALID,
+        "Invalid input shape - Element count of (4611686018427387904,1,3,4,4) exceeds int64; input name: 0",
+    )
+
+
 def test_typed_value_fields_are_accepted_too(seed_server: RunningServer) -> None:
     """OVMS reads only tensor_content for FP32; ovserve also takes float_val (what small TF protos carry)."""
     x = np.arange(48, dtype=np.float32).reshape(IMG)
@@ -161,6 +189,37 @@ def test_metadata_and_status_errors(seed_server: RunningServer) -> None:
     )
     error = rpc_error(lambda: call(empty, timeout=10))
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_unimplemented_rpcs_log_no_error(seed_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Classify, Regress, MultiInference and Triton-only KServe calls answer UNIMPLEMENTED without a traceback."""
+    empty = get_model_status_pb2.GetModelStatusRequest()
+    for method in (
+        "/tensorflow.serving.PredictionService/Classify",
+        "/tensorflow.serving.PredictionService/Regress",
+        "/tensorflow.serving.PredictionService/MultiInference",
+        "/inference.GRPCInferenceService/ModelStatistics",
+    ):
+        call = seed_server.channel.unary_unary(method, request_serializer=type(empty).SerializeToString)
+        error = rpc_error(lambda: call(empty, timeout=10))  # noqa: B023 (called at once)
+        assert (error.code(), error.details()) == (grpc.StatusCode.UNIMPLEMENTED, "Functionality not implemented")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_bytes_that_are_no_message_are_invalid_argument(
+    seed_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body that does not parse as the rpc's message is the client's mistake: no traceback, no UNKNOWN."""
+    garbage = b"\xff\xff\xff"
+    for method in ("/tensorflow.serving.PredictionService/Predict", "/inference.GRPCInferenceService/ModelInfer"):
+        call = seed_server.channel.unary_unary(method)
+        error = rpc_error(lambda: call(garbage, timeout=10))  # noqa: B023 (called at once)
+        assert error.code() == INVALID, method
+        assert error.details().startswith("Request message could not be parsed - Error parsing message"), method
+    stream = seed_server.channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+    error = rpc_error(lambda: list(stream(iter([garbage]), timeout=10)))
+    assert error.code() == INVALID
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_status_of_model_and_pipeline(seed_server: RunningServer) -> None:

@@ -81,3 +81,39 @@ def test_http_socket_sends_small_responses_without_delay(seed_server: RunningSer
     http = seed_server.server.http
     assert http is not None
     assert http.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def _raw_exchange(server: RunningServer, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """One request written as is on a fresh socket, read until the server closes: status line, headers, body."""
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status_line.encode(), headers, body
+
+
+def test_responses_carry_a_content_length_that_http_1_0_clients_read(seed_server: RunningServer) -> None:
+    """Chunked framing (uvicorn's default without a length) is unreadable to an HTTP/1.0 client such as ab."""
+    for path, status in [("/v2/models/resnet", b"200"), ("/v1/models/nope", b"404"), ("/v2/health/live", b"200")]:
+        line, headers, body = _raw_exchange(seed_server, f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        assert line.split()[1] == status, path
+        assert "transfer-encoding" not in headers, path
+        assert headers["content-length"] == str(len(body)), path
+        if body:
+            json.loads(body)
+
+
+def test_no_content_answer_keeps_the_connection(seed_server: RunningServer) -> None:
+    """A demultiplexer with no branches answers 204 (spec §5.4): no body and no length, and the keep-alive
+    connection serves the next request (a 204 with the error body made uvicorn raise and drop the connection)."""
+    body = json.dumps({"inputs": [{"name": "0", "shape": [0, 1, 3, 4, 4], "datatype": "FP32", "data": []}]})
+    request = f"POST /v2/models/resnet50DAG/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    next_request = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    line, headers, rest = _raw_exchange(seed_server, (request + next_request).encode())
+    assert line.split()[1] == b"204"
+    assert "content-length" not in headers and "transfer-encoding" not in headers
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest

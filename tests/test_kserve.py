@@ -245,6 +245,13 @@ def _negative(request: Any) -> Any:
     return request
 
 
+def _overflowing(request: Any) -> Any:
+    """A shape whose element count wraps int64 to 0, with an empty buffer that this wrapped count matches."""
+    request.inputs[0].shape[0] = 2**62
+    request.raw_input_contents[0] = b""
+    return request
+
+
 GRPC_ERRORS = [
     ("nope", "", IMG, "FP32", None, NOT_FOUND, "Model with requested name is not found - nope"),
     ("resnet", "7", IMG, "FP32", None, NOT_FOUND, "Model with requested version is not found - model resnet version 7"),
@@ -335,6 +342,15 @@ GRPC_ERRORS = [
         _negative,
         INVALID,
         "Invalid input shape - Negative or zero dimension size is not acceptable: (-1,3,4,4); input name: 0",
+    ),
+    (
+        "resnet50DAG",
+        "",
+        (1, *IMG),
+        "FP32",
+        _overflowing,
+        INVALID,
+        "Invalid input shape - Element count of (4611686018427387904,1,3,4,4) exceeds int64; input name: 0",
     ),
 ]
 
@@ -462,6 +478,31 @@ def test_http_health_metadata_readiness_and_config(server: RunningServer) -> Non
         assert (got, json.loads(body)) == (status, {"error": message}), path
 
 
+def test_http_metadata_carries_the_models_rt_info(repository: Any, serve: Any) -> None:
+    """IR rt_info under model_info (labels, model_type, nested sections) is appended to the REST metadata as text."""
+    model = models.add_mul()
+    model.set_rt_info("detection", ["model_info", "model_type"])
+    model.set_rt_info("0.5", ["model_info", "confidence_threshold"])
+    model.set_rt_info("cat dog", ["model_info", "labels"])
+    model.set_rt_info("1", ["model_info", "nested", "inner"])
+    model.set_rt_info("other", ["conversion_parameters", "framework"])  # not model_info: not reported
+    models.save(model, repository, "labelled")
+    models.save(models.add_mul(), repository, "plain")
+    server = serve({"model_config_list": [{"config": {"name": n, "base_path": n}} for n in ("labelled", "plain")]})
+    status, _, body = server.http("GET", "/v2/models/labelled")
+    assert status == 200
+    assert json.loads(body)["rt_info"] == {
+        "model_info": {
+            "confidence_threshold": "0.5",
+            "labels": "cat dog",
+            "model_type": "detection",
+            "nested": {"inner": "1"},
+        }
+    }
+    status, _, body = server.http("GET", "/v2/models/plain")
+    assert status == 200 and "rt_info" not in json.loads(body)
+
+
 @pytest.mark.parametrize("batch", [1, 2, 5])
 @pytest.mark.parametrize("binary_in", [False, True])
 @pytest.mark.parametrize("binary_out", [False, True])
@@ -480,6 +521,14 @@ def test_http_infer_pipeline_json_and_binary(
     (described,) = response["outputs"]
     assert (described["name"], described["shape"], described["datatype"]) == ("1463", [batch, 1, 10], "FP32")
     assert ("parameters" in described, "data" in described) == (binary_out, not binary_out)
+
+
+def test_http_fp32_data_beyond_float32_is_infinite(server: RunningServer) -> None:
+    """1e39 is a JSON number an FP32 input reads as infinity (no overflow warning, which the tests make an error)."""
+    body = _body(_input(data=[1e39] + [0.0] * 47))
+    status, _, raw = server.http("POST", "/v2/models/resnet/infer", body)
+    assert status == 200, raw
+    assert not np.isfinite(json.loads(raw)["outputs"][0]["data"]).any()
 
 
 def test_http_json_body_and_response(server: RunningServer) -> None:
@@ -695,6 +744,30 @@ HTTP_ERRORS: list[tuple[str, str, str | bytes, dict[str, str], int, str]] = [
     ("GET", "/v2/models/resnet/infer", "", {}, 406, "Unsupported method - GET /v2/models/resnet/infer"),
     ("POST", "/v2/health/live", "", {}, 406, "Unsupported method - POST /v2/health/live"),
     ("POST", "/v2/models/resnet", "", {}, 406, "Unsupported method - POST /v2/models/resnet"),
+    (  # a JSON boolean among numbers is no number (numpy would read it as 1)
+        "POST",
+        "/v2/models/resnet/infer",
+        _body(_input(data=[True] + [0.0] * 47)),
+        {},
+        400,
+        "Could not parse input content. Not valid ndarray detected - data does not hold FP32 values; input name: 0",
+    ),
+    (
+        "POST",
+        "/v2/models/ints/infer",
+        _body(_input(name="x", shape=[1, 4], datatype="INT32", data=[[1, 2], [3, False]])),
+        {},
+        400,
+        "Could not parse input content. Not valid ndarray detected - data does not hold INT32 values; input name: x",
+    ),
+    (  # the element count wraps int64 to 0, which the empty data matches: a shape no data can fill
+        "POST",
+        "/v2/models/resnet50DAG/infer",
+        _body(_input(shape=[2**62, *IMG], data=[])),
+        {},
+        400,
+        "Invalid input shape - Element count of (4611686018427387904,1,3,4,4) exceeds int64; input name: 0",
+    ),
 ]
 
 

@@ -290,6 +290,10 @@ ERRORS = [
      "Could not parse input content. Not valid ndarray detected"),
     ("POST", "/v1/models/resnet:predict", {"inputs": {"0": [[True]]}}, 400,
      "Could not parse input content. Not valid ndarray detected"),
+    ("POST", "/v1/models/ints:predict", {"inputs": {"x": [[1, True, 3, 4]]}}, 400,  # numpy would read 1
+     "Could not parse input content. Not valid ndarray detected - input x: booleans among numbers"),
+    ("POST", "/v1/models/identity:predict", {"instances": [[0.5, 1, 2, 3, 4, 5, 6, False]]}, 400,
+     "Could not parse instance content. Not valid ndarray detected - input x: booleans among numbers"),
     ("POST", "/v1/models/resnet:predict", {"inputs": 5}, 400,
      "Invalid JSON structure. One of inputs is not a JSON object."),
     ("POST", "/v1/models/resnet:predict", {"inputs": {}}, 400, "Invalid JSON structure, missing inputs"),
