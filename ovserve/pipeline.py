@@ -367,6 +367,9 @@ class PipelineDefinition:
                 if known is not None:
                     spec = _intersect(known, spec, source.item)
                 specs[source.item] = TensorSpec(source.item, spec.dtype, spec.shape, spec.layout)
+        for source in self.config.outputs.values():  # an input only the response takes: unspecified (§5.2)
+            if source.node == REQUEST and source.item not in specs:
+                specs[source.item] = TensorSpec(source.item, None, ())
         if REQUEST in self.counts:
             strings = sorted(n for n, s in specs.items() if s.dtype == np.dtype(object))
             if strings:
