@@ -233,12 +233,17 @@ class Manager:
         for name, location in config.libraries.items():
             known = self.libraries.get(name)
             if isinstance(known, LoadError) or known is None or known.location != location:
+                opened: Library | LoadError
                 try:
-                    self.libraries[name] = await asyncio.to_thread(open_library, name, location)  # may import
+                    opened = await asyncio.to_thread(open_library, name, location)  # may import
                 except LoadError as e:
-                    self.libraries[name] = e
-                    log.error("custom node library %s: %s", name, e)
-                changed = changed or known is not None or not isinstance(self.libraries[name], LoadError)
+                    opened = e
+                if isinstance(opened, LoadError) and isinstance(known, LoadError) and str(opened) == str(known):
+                    continue  # tried again, failing as before: nothing changed (and it was reported)
+                if isinstance(opened, LoadError):
+                    log.error("custom node library %s: %s", name, opened)
+                self.libraries[name] = opened
+                changed = True
         return changed
 
     async def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool) -> bool:

@@ -271,6 +271,36 @@ def test_library_load_errors_leave_the_rest_serving(
         assert counters(libraries["crop"]) == (0, 0)
 
 
+def test_a_library_that_keeps_failing_changes_nothing_on_reload(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    """A library entry that fails to open is tried again on every reload (and poll), but failing as before is no
+    change: the reload answers 200 and no pipeline is rebuilt (it answered 201 and rebuilt them all each time)."""
+    save_models(repository)
+    later = repository / "later.so"
+    document = pipeline_config(str(later), str(libraries["argmax"]))
+    document["pipeline_config_list"].append(
+        {
+            "name": "boxes",
+            "inputs": ["image"],
+            "nodes": [document["pipeline_config_list"][0]["nodes"][0]],
+            "outputs": [{"boxes": {"node_name": "detect", "data_item": "boxes"}}],
+        }
+    )
+    server = serve(document)
+    manager = server.server.manager
+    assert statuses(server, "find_and_classify")[0] == "LOADING"
+    serving = manager.pipelines["boxes"].definition
+    for _ in range(2):
+        assert server.http("POST", "/v1/config/reload")[0] == 200
+    assert manager.pipelines["boxes"].definition is serving
+    shutil.copy(libraries["crop"], later)  # the library appears: the next reload opens it
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    image = image_with([True, False, True, True], 2)
+    labels = server.predict("find_and_classify", {"image": image})["labels"]
+    np.testing.assert_array_equal(labels, by_hand(image)["labels"])
+
+
 @pytest.mark.parametrize(
     ("mode", "code", "message"),
     [
