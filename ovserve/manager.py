@@ -92,8 +92,12 @@ class BoundPipeline:
         self._manager = manager
 
     async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
-        manager = self._manager
-        return await self._definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
+        manager, definition = self._manager, self._definition
+        if definition.released:  # replaced since this request looked it up: the definition serving now, if any
+            current = manager.pipelines.get(self.name)
+            if current is not None and current.definition is not None and current.definition.inputs == self.inputs:
+                definition = current.definition
+        return await definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
 
 
 def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> set[int]:

@@ -136,6 +136,7 @@ class PipelineDefinition:
             custom.hold()
         self._running = 0
         self._retired = False
+        self._released = False  # retired and idle: its custom nodes are let go, it runs nothing more
 
     # --- structure (spec §5.3 step 3) --------------------------------------------------------------------------
 
@@ -404,8 +405,15 @@ class PipelineDefinition:
         self._retired = True
         self._release_if_idle()
 
+    @property
+    def released(self) -> bool:
+        """Retired and idle, its custom nodes let go. A request that looked the pipeline up before it was retired
+        may come only now (its images decoded meanwhile)."""
+        return self._released
+
     def _release_if_idle(self) -> None:
         if self._retired and self._running == 0:
+            self._released = True
             nodes, self.custom_nodes = self.custom_nodes, []
             for custom in nodes:
                 custom.drop()
@@ -415,7 +423,10 @@ class PipelineDefinition:
     async def infer(
         self, inputs: TensorMap, resolve: Resolve, metrics: Metrics | None = None, origin: Origin | None = None
     ) -> dict[str, np.ndarray]:
-        """Run the graph for one validated request; `resolve` gives each DL node its model version now."""
+        """Run the graph for one validated request; `resolve` gives each DL node its model version now. A released
+        definition (see `released`) runs nothing: it answers as a retired pipeline."""
+        if self._released:
+            raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {self.name}")
         models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
         self._running += 1
         try:

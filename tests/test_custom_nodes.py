@@ -591,3 +591,108 @@ def test_an_image_input_of_a_custom_node_is_decoded_at_its_own_size(repository: 
     request.inputs["image"].CopyFrom(proto)
     pixels = make_ndarray(server.predict_raw(request).outputs["pixels"])
     np.testing.assert_array_equal(pixels, picture[np.newaxis, :, :, ::-1].astype(np.float32))  # BGR, as OVMS
+
+
+CLOSING_NODE = """
+import numpy as np
+
+class Shift:
+    \"\"\"Image pixels plus `add`; refuses to run once closed (a C library's manager would be freed by then).\"\"\"
+
+    def __init__(self, params):
+        self.add, self.closed = float(params["add"]), False
+
+    def inputs_info(self):
+        return {"image": ((1, -1, -1, 3), "uint8")}
+
+    def outputs_info(self):
+        return {"pixels": ((1, -1, -1, 3), "float32")}
+
+    def execute(self, inputs):
+        if self.closed:
+            raise RuntimeError("execute after close")
+        return {"pixels": inputs["image"].astype(np.float32) + self.add}
+
+    def close(self):
+        self.closed = True
+"""
+
+
+@pytest.mark.parametrize("change", ["removed", "changed"])
+def test_a_pipeline_retired_while_a_request_decodes_its_images(
+    repository: Path, serve: Any, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A request looks its pipeline up, then its images decode in a worker thread; a reload meanwhile retires that
+    definition and, no request running on it, closes its nodes. The request then ran on the closed node (for a C
+    library: execute on a deinitialized manager); now it runs on the definition that replaced it, or answers
+    "Pipeline is retired"."""
+    import io
+
+    from PIL import Image
+
+    from ovserve import images
+    from ovserve._proto.tensorflow.core.framework import tensor_pb2
+    from ovserve._proto.tensorflow_serving.apis import predict_pb2
+    from ovserve.tfs import make_ndarray
+
+    (repository / "shift.py").write_text(CLOSING_NODE)
+    node = {
+        "name": "show",
+        "type": "custom",
+        "library_name": "shift",
+        "params": {"add": "0"},
+        "inputs": [{"image": {"node_name": "request", "data_item": "image"}}],
+        "outputs": [{"data_item": "pixels", "alias": "pixels"}],
+    }
+    output = {"pixels": {"node_name": "show", "data_item": "pixels"}}
+    document = {
+        "model_config_list": [],
+        "custom_node_library_config_list": [{"name": "shift", "base_path": "shift.py:Shift"}],
+        "pipeline_config_list": [{"name": "show", "inputs": ["image"], "nodes": [node], "outputs": [output]}],
+    }
+    server = serve(document)
+    decoding, go = threading.Event(), threading.Event()
+    decode = images._decode_all
+
+    def paused(inputs: Any) -> Any:  # the decode of this request's images waits for the reload
+        decoding.set()
+        assert go.wait(30)
+        return decode(inputs)
+
+    monkeypatch.setattr(images, "INLINE_DECODE_BYTES", 0)
+    monkeypatch.setattr(images, "_decode_all", paused)
+    picture = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(picture).save(png, "PNG")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "show"
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[png.getvalue()])
+    proto.tensor_shape.dim.add(size=1)
+    request.inputs["image"].CopyFrom(proto)
+    outcome: list[Any] = []
+
+    def call() -> None:
+        try:
+            outcome.append(make_ndarray(server.predict_raw(request).outputs["pixels"]))
+        except grpc.RpcError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert decoding.wait(30)
+    if change == "removed":
+        document["pipeline_config_list"] = []
+    else:
+        node["params"] = {"add": "1"}
+    models.write_config(repository, document)
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    go.set()
+    thread.join(30)
+    if change == "removed":
+        assert isinstance(outcome[0], grpc.RpcError)
+        assert (outcome[0].code(), outcome[0].details()) == (
+            grpc.StatusCode.NOT_FOUND,
+            "Pipeline is retired - pipeline show",
+        )
+    else:
+        np.testing.assert_array_equal(outcome[0], picture[np.newaxis, :, :, ::-1].astype(np.float32) + 1)
