@@ -16,7 +16,7 @@ import grpc
 import models
 import numpy as np
 import pytest
-from conftest import NODES, RunningServer, rpc_error
+from conftest import NODES, RunningServer, config_states, rpc_error
 
 from ovserve._proto.tensorflow.core.framework import types_pb2
 
@@ -696,3 +696,56 @@ def test_a_pipeline_retired_while_a_request_decodes_its_images(
         )
     else:
         np.testing.assert_array_equal(outcome[0], picture[np.newaxis, :, :, ::-1].astype(np.float32) + 1)
+
+
+FAILING_CLOSE = """
+class Echo:
+    def __init__(self, params):
+        pass
+
+    def inputs_info(self):
+        return {"x": ((1, 4), "float32")}
+
+    def outputs_info(self):
+        return {"y": ((1, 4), "float32")}
+
+    def execute(self, inputs):
+        return {"y": inputs["x"]}
+
+    def close(self):
+        raise RuntimeError("close failed")
+"""
+
+
+def test_a_python_node_whose_close_raises_stops_neither_a_reload_nor_the_server(
+    repository: Path, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What close() raises is logged, as a C library's deinitialize result is (spec §6.1); it escaped the reload
+    half-way (500, the removed pipelines still AVAILABLE, the new one missing) and the server's stop."""
+    (repository / "echo.py").write_text(FAILING_CLOSE)
+    node = {
+        "name": "e",
+        "type": "custom",
+        "library_name": "echo",
+        "inputs": [{"x": {"node_name": "request", "data_item": "x"}}],
+        "outputs": [{"data_item": "y", "alias": "y"}],
+    }
+    first = {
+        "name": "first",
+        "inputs": ["x"],
+        "nodes": [node],
+        "outputs": [{"y": {"node_name": "e", "data_item": "y"}}],
+    }
+    document = {
+        "model_config_list": [],
+        "custom_node_library_config_list": [{"name": "echo", "base_path": "echo.py:Echo"}],
+        "pipeline_config_list": [first, {**first, "name": "second"}],
+    }
+    server = serve(document)
+    document["pipeline_config_list"] = [{**first, "name": "third"}]
+    models.write_config(repository, document)
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert config_states(server) == {"first": ["END"], "second": ["END"], "third": ["AVAILABLE"]}
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_array_equal(server.predict("third", {"x": x})["y"], x)
+    assert "custom node e (library echo): close() failed" in caplog.text
