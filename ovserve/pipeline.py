@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import graphlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -453,19 +453,30 @@ class _Run:
         self.metrics = metrics
         self.origin = origin
         self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
+        self.gathering: set[asyncio.Future[Any]] = set()  # the tasks of _all not done yet
         self.branches: dict[tuple[str, Key], int] = {}
 
     async def response(self) -> dict[str, np.ndarray]:
         try:
             names = list(self.pipeline.config.outputs)
-            values = await asyncio.gather(*(self._gathered(self.pipeline.config.outputs[n], ()) for n in names))
+            values = await self._all(self._gathered(self.pipeline.config.outputs[n], ()) for n in names)
             return dict(zip(names, values, strict=True))
         except BaseException:
-            pending = [t for t in self.tasks.values() if not t.done()]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)  # running inferences end before we answer
+            # Running inferences end before we answer, and nothing starts after: a gathering task that resumes
+            # meanwhile may start more nodes, which the next round cancels before they run.
+            while pending := [t for t in (*self.tasks.values(), *self.gathering) if not t.done()]:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
             raise
+
+    def _all(self, coroutines: Iterable[Coroutine[None, None, np.ndarray]]) -> asyncio.Future[list[np.ndarray]]:
+        """asyncio.gather on tasks this run keeps, so that a failed request can cancel and await them too."""
+        tasks = [asyncio.ensure_future(c) for c in coroutines]
+        for task in tasks:
+            self.gathering.add(task)
+            task.add_done_callback(self.gathering.discard)
+        return asyncio.gather(*tasks)
 
     def _outputs(self, node: str, key: Key) -> asyncio.Future[Mapping[str, np.ndarray]]:
         task = self.tasks.get((node, key))
@@ -492,7 +503,7 @@ class _Run:
         if len(names) == 1:  # the common case needs no extra task per branch
             feeds = {names[0]: await self._gathered(config.inputs[names[0]], key)}
         else:
-            values = await asyncio.gather(*(self._gathered(config.inputs[n], key) for n in names))
+            values = await self._all(self._gathered(config.inputs[n], key) for n in names)
             feeds = dict(zip(names, values, strict=True))
         started = perf_counter_ns()
         try:
@@ -531,7 +542,7 @@ class _Run:
         demux = out_level[len(key)]
         await self._outputs(demux, key)  # demultiplexer number len(key) ran at the key of the levels before it
         count = self.branches[(demux, key)]
-        shards = await asyncio.gather(*(self._gathered(source, (*key, i)) for i in range(count)))
+        shards = await self._all(self._gathered(source, (*key, i)) for i in range(count))
         first = shards[0]
         if any(s.shape != first.shape or s.dtype != first.dtype for s in shards):
             sizes = sorted({shape_text(s.shape) for s in shards})

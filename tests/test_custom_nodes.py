@@ -749,3 +749,105 @@ def test_a_python_node_whose_close_raises_stops_neither_a_reload_nor_the_server(
     x = np.ones((1, 4), np.float32)
     np.testing.assert_array_equal(server.predict("third", {"x": x})["y"], x)
     assert "custom node e (library echo): close() failed" in caplog.text
+
+
+RACE_NODES = """
+import threading, time
+import numpy as np
+
+BARRIER = threading.Barrier(2)
+STATE = {"delay": 0.0, "shard_runs": 0}
+
+
+class Fails:
+    def __init__(self, params):
+        pass
+
+    def inputs_info(self):
+        return {"x": ((1, 4), "float32")}
+
+    def outputs_info(self):
+        return {"y": ((1, 4), "float32")}
+
+    def execute(self, inputs):
+        BARRIER.wait(5)
+        raise ValueError("no")
+
+
+class Splits(Fails):
+    \"\"\"Two shards, returned a little after Fails fails (STATE["delay"] later).\"\"\"
+
+    def outputs_info(self):
+        return {"y": ((2, 1, 4), "float32")}
+
+    def execute(self, inputs):
+        BARRIER.wait(5)
+        if STATE["delay"]:
+            time.sleep(STATE["delay"])
+        return {"y": np.stack([inputs["x"]] * 2)}
+
+
+class Shard(Fails):
+    def execute(self, inputs):
+        STATE["shard_runs"] += 1
+        time.sleep(0.002)
+        return {"y": inputs["x"]}
+"""
+
+
+def test_a_failed_request_ends_with_every_task_it_started_and_starts_no_node_after(
+    repository: Path, serve: Any
+) -> None:
+    """One node fails while a demultiplexer beside it returns: the branches' gathering tasks (asyncio.gather's, not
+    tracked by the run) outlived the failed request and sometimes started the shard nodes after it had answered,
+    on nodes that a retirement may close then. Now a failed request cancels and awaits all its tasks."""
+    import asyncio
+    import sys
+
+    (repository / "race.py").write_text(RACE_NODES)
+
+    def custom(name: str, source: str, **extra: Any) -> dict[str, Any]:
+        node, item = source.split(".")
+        return {
+            "name": name.lower(),
+            "type": "custom",
+            "library_name": name,
+            "inputs": [{"x": {"node_name": node, "data_item": item}}],
+            "outputs": [{"data_item": "y", "alias": "y"}],
+            **extra,
+        }
+
+    nodes = [
+        custom("Fails", "request.x"),
+        custom("Splits", "request.x", demultiply_count=-1),
+        custom("Shard", "splits.y"),
+    ]
+    outputs = [{"f": {"node_name": "fails", "data_item": "y"}}, {"s": {"node_name": "shard", "data_item": "y"}}]
+    server = serve(
+        {
+            "model_config_list": [],
+            "custom_node_library_config_list": [
+                {"name": n, "base_path": f"race.py:{n}"} for n in ("Fails", "Splits", "Shard")
+            ],
+            "pipeline_config_list": [{"name": "race", "inputs": ["x"], "nodes": nodes, "outputs": outputs}],
+        }
+    )
+    state = next(m for k, m in sys.modules.items() if k.endswith("_race")).STATE
+    manager = server.server.manager
+    definition = manager.pipelines["race"].definition
+
+    async def once() -> tuple[int, int, int]:
+        with pytest.raises(Exception, match="no"):
+            await definition.infer({"x": np.ones((1, 4), np.float32)}, manager.model_version_now)
+        runs = state["shard_runs"]  # at the answer, with the tasks of the run still there:
+        tasks = sum(getattr(t.get_coro(), "__qualname__", "").startswith("_Run.") for t in asyncio.all_tasks())
+        await asyncio.sleep(0.005)
+        return tasks, runs, state["shard_runs"]
+
+    late = lingering = 0
+    for i in range(200):
+        state["delay"] = (i % 50) * 10e-6
+        tasks, at_answer, later = server.call(once())
+        lingering += tasks != 0
+        late += later != at_answer
+    assert (lingering, late) == (0, 0)
