@@ -426,9 +426,14 @@ class CustomNode:
         self.library = library
         self.params = dict(params)
         self._instance = library.instance(node, params)
+        self.inputs: dict[str, TensorSpec] = {}
+        self.outputs: dict[str, TensorSpec] = {}
+        self.error: LoadError | None = None  # a failed metadata call, reported when validation reaches this node
         try:
             self.inputs = self._instance.inputs_info()
             self.outputs = self._instance.outputs_info()
+        except LoadError as e:  # spec §5.3: initialize is step 2, the metadata calls are node checks of step 3
+            self.error = e
         except BaseException:
             self._instance.close()
             raise

@@ -374,9 +374,12 @@ class Manager:
                         created.append(custom[node.name])
 
             def resolve(node: NodeConfig) -> Servable:
-                if node.kind == "custom":
-                    return custom[node.name]
-                return self._node_model(config.name, node)
+                if node.kind != "custom":
+                    return self._node_model(config.name, node)
+                error = custom[node.name].error
+                if error is not None:
+                    raise error
+                return custom[node.name]
 
             entry.definition = PipelineDefinition(config, resolve)
             self.metrics.servable_loaded(config.name, 1)

@@ -271,6 +271,22 @@ def test_library_load_errors_leave_the_rest_serving(
         assert counters(libraries["crop"]) == (0, 0)
 
 
+def test_metadata_calls_fail_in_the_validation_order_of_the_nodes(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    """Spec §5.3: initialize runs for every custom node first (step 2); the metadata calls are node checks (step
+    3), made in the order of the nodes. A node before the custom one that uses a missing model is reported first
+    (the failed metadata call was reported at step 2)."""
+    save_models(repository)
+    document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]), mode="fail_metadata")
+    document["pipeline_config_list"][0]["nodes"][0]["model_name"] = "nothing"
+    server = serve(document)
+    state, error = statuses(server, "find_and_classify")
+    assert state == "LOADING"
+    assert error == "Pipeline definition has reference to missing model - find_and_classify: node detect uses nothing"
+    assert counters(libraries["crop"]) == (0, 0) and counters(libraries["argmax"]) == (0, 0)
+
+
 def test_a_library_that_keeps_failing_changes_nothing_on_reload(
     repository: Path, serve: Any, libraries: dict[str, Path]
 ) -> None:
