@@ -428,10 +428,12 @@ class PipelineDefinition:
         if self._released:
             raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {self.name}")
         models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
+        run = _Run(self, models, inputs, metrics or Metrics(()), origin)
         self._running += 1
         try:
-            return await _Run(self, models, inputs, metrics or Metrics(()), origin).response()
+            return await run.response()
         finally:
+            run.tasks.clear()  # failed tasks and their tracebacks back to the run form a cycle holding node outputs
             self._running -= 1
             self._release_if_idle()
 

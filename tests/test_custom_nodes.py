@@ -287,6 +287,50 @@ def test_metadata_calls_fail_in_the_validation_order_of_the_nodes(
     assert counters(libraries["crop"]) == (0, 0) and counters(libraries["argmax"]) == (0, 0)
 
 
+REFUSING_DECIDE = """
+class Refuse:
+    def __init__(self, params):
+        pass
+
+    def inputs_info(self):
+        return {"scores": ((-1, 1, -1), "float32")}
+
+    def outputs_info(self):
+        return {"labels": ((-1, 1), "int32")}
+
+    def execute(self, inputs):
+        raise ValueError("no decision")
+"""
+
+
+def test_a_failed_request_gives_library_memory_back_at_once(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    """The crops a C node gave are released when a request failing downstream of it ends, and a retired pipeline
+    deinitializes then: they were held in a reference cycle (the run's tasks, their exception, its traceback's
+    frames, the run) until Python's cyclic collector happened to run."""
+    save_models(repository)
+    (repository / "refuse.py").write_text(REFUSING_DECIDE)
+    document = pipeline_config(str(libraries["crop"]), "refuse.py:Refuse")
+    document["pipeline_config_list"][0]["outputs"] = [{"labels": {"node_name": "decide", "data_item": "labels"}}]
+    server = serve(document)
+    dll = ctypes.CDLL(str(libraries["crop"]), mode=ctypes.RTLD_LOCAL)
+    dll.test_live_allocations.restype = dll.test_live_managers.restype = ctypes.c_long
+    gc.collect()
+    gc.disable()
+    try:
+        for seed in range(3):
+            image = image_with([True] * 4, seed)
+            error = rpc_error(lambda: server.predict("find_and_classify", {"image": image}))  # noqa: B023
+            assert error.details().endswith("no decision")
+            assert dll.test_live_allocations() == 0
+        definition = server.server.manager.pipelines["find_and_classify"].definition
+        definition.retire()
+        assert (dll.test_live_allocations(), dll.test_live_managers()) == (0, 0)
+    finally:
+        gc.enable()
+
+
 def test_a_library_that_keeps_failing_changes_nothing_on_reload(
     repository: Path, serve: Any, libraries: dict[str, Path]
 ) -> None:
