@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import importlib
 import importlib.util
+import logging
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -17,6 +18,8 @@ import numpy as np
 from .config import PYTHON_NODE
 from .errors import LoadError, ServingError
 from .tensors import Dim, TensorSpec, precision_name
+
+log = logging.getLogger(__name__)
 
 # CustomNodeTensorPrecision (spec §6.1): the C enum's values and the numpy dtypes they stand for.
 _DTYPES: dict[int, np.dtype] = {
@@ -295,7 +298,9 @@ class _CInstance:
             self._deinitialize()
 
     def _deinitialize(self) -> None:
-        self.library.deinitialize(self._manager)
+        code = self.library.deinitialize(self._manager)
+        if code != 0:  # spec §6.1: only logged
+            log.warning("custom %s: deinitialize returned %d", self._where(), code)
 
 
 # --- Python nodes --------------------------------------------------------------------------------------------------
@@ -399,9 +404,14 @@ class _PythonInstance:
         return outputs
 
     def close(self) -> None:
+        """The node's close(), if any; what it raises is logged (as a C library's deinitialize result is): it runs
+        while a reload retires pipelines, or after a request's last output is let go, and must not stop them."""
         close: Callable[[], Any] | None = getattr(self._object, "close", None)
         if close is not None:
-            close()
+            try:
+                close()
+            except Exception:
+                log.exception("custom %s: close() failed", self._where())
 
 
 # --- what pipelines use --------------------------------------------------------------------------------------------
@@ -416,9 +426,14 @@ class CustomNode:
         self.library = library
         self.params = dict(params)
         self._instance = library.instance(node, params)
+        self.inputs: dict[str, TensorSpec] = {}
+        self.outputs: dict[str, TensorSpec] = {}
+        self.error: LoadError | None = None  # a failed metadata call, reported when validation reaches this node
         try:
             self.inputs = self._instance.inputs_info()
             self.outputs = self._instance.outputs_info()
+        except LoadError as e:  # spec §5.3: initialize is step 2, the metadata calls are node checks of step 3
+            self.error = e
         except BaseException:
             self._instance.close()
             raise

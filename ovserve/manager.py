@@ -94,8 +94,12 @@ class BoundPipeline:
         self._manager = manager
 
     async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
-        manager = self._manager
-        return await self._definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
+        manager, definition = self._manager, self._definition
+        if definition.released:  # replaced since this request looked it up: the definition serving now, if any
+            current = manager.pipelines.get(self.name)
+            if current is not None and current.definition is not None and current.definition.inputs == self.inputs:
+                definition = current.definition
+        return await definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
 
 
 def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> set[int]:
@@ -235,12 +239,17 @@ class Manager:
         for name, location in config.libraries.items():
             known = self.libraries.get(name)
             if isinstance(known, LoadError) or known is None or known.location != location:
+                opened: Library | LoadError
                 try:
-                    self.libraries[name] = await asyncio.to_thread(open_library, name, location)  # may import
+                    opened = await asyncio.to_thread(open_library, name, location)  # may import
                 except LoadError as e:
-                    self.libraries[name] = e
-                    log.error("custom node library %s: %s", name, e)
-                changed = changed or known is not None or not isinstance(self.libraries[name], LoadError)
+                    opened = e
+                if isinstance(opened, LoadError) and isinstance(known, LoadError) and str(opened) == str(known):
+                    continue  # tried again, failing as before: nothing changed (and it was reported)
+                if isinstance(opened, LoadError):
+                    log.error("custom node library %s: %s", name, opened)
+                self.libraries[name] = opened
+                changed = True
         return changed
 
     async def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool) -> bool:
@@ -367,9 +376,12 @@ class Manager:
                         created.append(custom[node.name])
 
             def resolve(node: NodeConfig) -> Servable:
-                if node.kind == "custom":
-                    return custom[node.name]
-                return self._node_model(config.name, node)
+                if node.kind != "custom":
+                    return self._node_model(config.name, node)
+                error = custom[node.name].error
+                if error is not None:
+                    raise error
+                return custom[node.name]
 
             entry.definition = PipelineDefinition(config, resolve)
             self.metrics.servable_loaded(config.name, 1)

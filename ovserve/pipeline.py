@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import graphlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -136,6 +136,7 @@ class PipelineDefinition:
             custom.hold()
         self._running = 0
         self._retired = False
+        self._released = False  # retired and idle: its custom nodes are let go, it runs nothing more
 
     # --- structure (spec §5.3 step 3) --------------------------------------------------------------------------
 
@@ -367,6 +368,9 @@ class PipelineDefinition:
                 if known is not None:
                     spec = _intersect(known, spec, source.item)
                 specs[source.item] = TensorSpec(source.item, spec.dtype, spec.shape, spec.layout)
+        for source in self.config.outputs.values():  # an input only the response takes: unspecified (§5.2)
+            if source.node == REQUEST and source.item not in specs:
+                specs[source.item] = TensorSpec(source.item, None, ())
         if REQUEST in self.counts:
             strings = sorted(n for n, s in specs.items() if s.dtype == np.dtype(object))
             if strings:
@@ -401,8 +405,15 @@ class PipelineDefinition:
         self._retired = True
         self._release_if_idle()
 
+    @property
+    def released(self) -> bool:
+        """Retired and idle, its custom nodes let go. A request that looked the pipeline up before it was retired
+        may come only now (its images decoded meanwhile)."""
+        return self._released
+
     def _release_if_idle(self) -> None:
         if self._retired and self._running == 0:
+            self._released = True
             nodes, self.custom_nodes = self.custom_nodes, []
             for custom in nodes:
                 custom.drop()
@@ -412,12 +423,17 @@ class PipelineDefinition:
     async def infer(
         self, inputs: TensorMap, resolve: Resolve, metrics: Metrics | None = None, origin: Origin | None = None
     ) -> dict[str, np.ndarray]:
-        """Run the graph for one validated request; `resolve` gives each DL node its model version now."""
+        """Run the graph for one validated request; `resolve` gives each DL node its model version now. A released
+        definition (see `released`) runs nothing: it answers as a retired pipeline."""
+        if self._released:
+            raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {self.name}")
         models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
+        run = _Run(self, models, inputs, metrics or Metrics(()), origin)
         self._running += 1
         try:
-            return await _Run(self, models, inputs, metrics or Metrics(()), origin).response()
+            return await run.response()
         finally:
+            run.tasks.clear()  # failed tasks and their tracebacks back to the run form a cycle holding node outputs
             self._running -= 1
             self._release_if_idle()
 
@@ -439,19 +455,30 @@ class _Run:
         self.metrics = metrics
         self.origin = origin
         self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
+        self.gathering: set[asyncio.Future[Any]] = set()  # the tasks of _all not done yet
         self.branches: dict[tuple[str, Key], int] = {}
 
     async def response(self) -> dict[str, np.ndarray]:
         try:
             names = list(self.pipeline.config.outputs)
-            values = await asyncio.gather(*(self._gathered(self.pipeline.config.outputs[n], ()) for n in names))
+            values = await self._all(self._gathered(self.pipeline.config.outputs[n], ()) for n in names)
             return dict(zip(names, values, strict=True))
         except BaseException:
-            pending = [t for t in self.tasks.values() if not t.done()]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)  # running inferences end before we answer
+            # Running inferences end before we answer, and nothing starts after: a gathering task that resumes
+            # meanwhile may start more nodes, which the next round cancels before they run.
+            while pending := [t for t in (*self.tasks.values(), *self.gathering) if not t.done()]:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
             raise
+
+    def _all(self, coroutines: Iterable[Coroutine[None, None, np.ndarray]]) -> asyncio.Future[list[np.ndarray]]:
+        """asyncio.gather on tasks this run keeps, so that a failed request can cancel and await them too."""
+        tasks = [asyncio.ensure_future(c) for c in coroutines]
+        for task in tasks:
+            self.gathering.add(task)
+            task.add_done_callback(self.gathering.discard)
+        return asyncio.gather(*tasks)
 
     def _outputs(self, node: str, key: Key) -> asyncio.Future[Mapping[str, np.ndarray]]:
         task = self.tasks.get((node, key))
@@ -478,7 +505,7 @@ class _Run:
         if len(names) == 1:  # the common case needs no extra task per branch
             feeds = {names[0]: await self._gathered(config.inputs[names[0]], key)}
         else:
-            values = await asyncio.gather(*(self._gathered(config.inputs[n], key) for n in names))
+            values = await self._all(self._gathered(config.inputs[n], key) for n in names)
             feeds = dict(zip(names, values, strict=True))
         started = perf_counter_ns()
         try:
@@ -517,7 +544,7 @@ class _Run:
         demux = out_level[len(key)]
         await self._outputs(demux, key)  # demultiplexer number len(key) ran at the key of the levels before it
         count = self.branches[(demux, key)]
-        shards = await asyncio.gather(*(self._gathered(source, (*key, i)) for i in range(count)))
+        shards = await self._all(self._gathered(source, (*key, i)) for i in range(count))
         first = shards[0]
         if any(s.shape != first.shape or s.dtype != first.dtype for s in shards):
             sizes = sorted({shape_text(s.shape) for s in shards})

@@ -16,7 +16,7 @@ import grpc
 import models
 import numpy as np
 import pytest
-from conftest import NODES, RunningServer, rpc_error
+from conftest import NODES, RunningServer, config_states, rpc_error
 
 from ovserve._proto.tensorflow.core.framework import types_pb2
 
@@ -269,6 +269,96 @@ def test_library_load_errors_leave_the_rest_serving(
     assert counters(libraries["argmax"])[1] == 0  # the other node's manager was let go with the failed pipeline
     if library == "crop":
         assert counters(libraries["crop"]) == (0, 0)
+
+
+def test_metadata_calls_fail_in_the_validation_order_of_the_nodes(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    """Spec §5.3: initialize runs for every custom node first (step 2); the metadata calls are node checks (step
+    3), made in the order of the nodes. A node before the custom one that uses a missing model is reported first
+    (the failed metadata call was reported at step 2)."""
+    save_models(repository)
+    document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]), mode="fail_metadata")
+    document["pipeline_config_list"][0]["nodes"][0]["model_name"] = "nothing"
+    server = serve(document)
+    state, error = statuses(server, "find_and_classify")
+    assert state == "LOADING"
+    assert error == "Pipeline definition has reference to missing model - find_and_classify: node detect uses nothing"
+    assert counters(libraries["crop"]) == (0, 0) and counters(libraries["argmax"]) == (0, 0)
+
+
+REFUSING_DECIDE = """
+class Refuse:
+    def __init__(self, params):
+        pass
+
+    def inputs_info(self):
+        return {"scores": ((-1, 1, -1), "float32")}
+
+    def outputs_info(self):
+        return {"labels": ((-1, 1), "int32")}
+
+    def execute(self, inputs):
+        raise ValueError("no decision")
+"""
+
+
+def test_a_failed_request_gives_library_memory_back_at_once(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    """The crops a C node gave are released when a request failing downstream of it ends, and a retired pipeline
+    deinitializes then: they were held in a reference cycle (the run's tasks, their exception, its traceback's
+    frames, the run) until Python's cyclic collector happened to run."""
+    save_models(repository)
+    (repository / "refuse.py").write_text(REFUSING_DECIDE)
+    document = pipeline_config(str(libraries["crop"]), "refuse.py:Refuse")
+    document["pipeline_config_list"][0]["outputs"] = [{"labels": {"node_name": "decide", "data_item": "labels"}}]
+    server = serve(document)
+    dll = ctypes.CDLL(str(libraries["crop"]), mode=ctypes.RTLD_LOCAL)
+    dll.test_live_allocations.restype = dll.test_live_managers.restype = ctypes.c_long
+    gc.collect()
+    gc.disable()
+    try:
+        for seed in range(3):
+            image = image_with([True] * 4, seed)
+            error = rpc_error(lambda: server.predict("find_and_classify", {"image": image}))  # noqa: B023
+            assert error.details().endswith("no decision")
+            assert dll.test_live_allocations() == 0
+        definition = server.server.manager.pipelines["find_and_classify"].definition
+        definition.retire()
+        assert (dll.test_live_allocations(), dll.test_live_managers()) == (0, 0)
+    finally:
+        gc.enable()
+
+
+def test_a_library_that_keeps_failing_changes_nothing_on_reload(
+    repository: Path, serve: Any, libraries: dict[str, Path]
+) -> None:
+    """A library entry that fails to open is tried again on every reload (and poll), but failing as before is no
+    change: the reload answers 200 and no pipeline is rebuilt (it answered 201 and rebuilt them all each time)."""
+    save_models(repository)
+    later = repository / "later.so"
+    document = pipeline_config(str(later), str(libraries["argmax"]))
+    document["pipeline_config_list"].append(
+        {
+            "name": "boxes",
+            "inputs": ["image"],
+            "nodes": [document["pipeline_config_list"][0]["nodes"][0]],
+            "outputs": [{"boxes": {"node_name": "detect", "data_item": "boxes"}}],
+        }
+    )
+    server = serve(document)
+    manager = server.server.manager
+    assert statuses(server, "find_and_classify")[0] == "LOADING"
+    serving = manager.pipelines["boxes"].definition
+    for _ in range(2):
+        assert server.http("POST", "/v1/config/reload")[0] == 200
+    assert manager.pipelines["boxes"].definition is serving
+    shutil.copy(libraries["crop"], later)  # the library appears: the next reload opens it
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    image = image_with([True, False, True, True], 2)
+    labels = server.predict("find_and_classify", {"image": image})["labels"]
+    np.testing.assert_array_equal(labels, by_hand(image)["labels"])
 
 
 @pytest.mark.parametrize(
@@ -561,3 +651,263 @@ def test_an_image_input_of_a_custom_node_is_decoded_at_its_own_size(repository: 
     request.inputs["image"].CopyFrom(proto)
     pixels = make_ndarray(server.predict_raw(request).outputs["pixels"])
     np.testing.assert_array_equal(pixels, picture[np.newaxis, :, :, ::-1].astype(np.float32))  # BGR, as OVMS
+
+
+CLOSING_NODE = """
+import numpy as np
+
+class Shift:
+    \"\"\"Image pixels plus `add`; refuses to run once closed (a C library's manager would be freed by then).\"\"\"
+
+    def __init__(self, params):
+        self.add, self.closed = float(params["add"]), False
+
+    def inputs_info(self):
+        return {"image": ((1, -1, -1, 3), "uint8")}
+
+    def outputs_info(self):
+        return {"pixels": ((1, -1, -1, 3), "float32")}
+
+    def execute(self, inputs):
+        if self.closed:
+            raise RuntimeError("execute after close")
+        return {"pixels": inputs["image"].astype(np.float32) + self.add}
+
+    def close(self):
+        self.closed = True
+"""
+
+
+@pytest.mark.parametrize("change", ["removed", "changed"])
+def test_a_pipeline_retired_while_a_request_decodes_its_images(
+    repository: Path, serve: Any, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A request looks its pipeline up, then its images decode in a worker thread; a reload meanwhile retires that
+    definition and, no request running on it, closes its nodes. The request then ran on the closed node (for a C
+    library: execute on a deinitialized manager); now it runs on the definition that replaced it, or answers
+    "Pipeline is retired"."""
+    import io
+
+    from PIL import Image
+
+    from ovserve import images
+    from ovserve._proto.tensorflow.core.framework import tensor_pb2
+    from ovserve._proto.tensorflow_serving.apis import predict_pb2
+    from ovserve.tfs import make_ndarray
+
+    (repository / "shift.py").write_text(CLOSING_NODE)
+    node = {
+        "name": "show",
+        "type": "custom",
+        "library_name": "shift",
+        "params": {"add": "0"},
+        "inputs": [{"image": {"node_name": "request", "data_item": "image"}}],
+        "outputs": [{"data_item": "pixels", "alias": "pixels"}],
+    }
+    output = {"pixels": {"node_name": "show", "data_item": "pixels"}}
+    document = {
+        "model_config_list": [],
+        "custom_node_library_config_list": [{"name": "shift", "base_path": "shift.py:Shift"}],
+        "pipeline_config_list": [{"name": "show", "inputs": ["image"], "nodes": [node], "outputs": [output]}],
+    }
+    server = serve(document)
+    decoding, go = threading.Event(), threading.Event()
+    decode = images._decode_all
+
+    def paused(inputs: Any) -> Any:  # the decode of this request's images waits for the reload
+        decoding.set()
+        assert go.wait(30)
+        return decode(inputs)
+
+    monkeypatch.setattr(images, "INLINE_DECODE_BYTES", 0)
+    monkeypatch.setattr(images, "_decode_all", paused)
+    picture = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(picture).save(png, "PNG")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "show"
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[png.getvalue()])
+    proto.tensor_shape.dim.add(size=1)
+    request.inputs["image"].CopyFrom(proto)
+    outcome: list[Any] = []
+
+    def call() -> None:
+        try:
+            outcome.append(make_ndarray(server.predict_raw(request).outputs["pixels"]))
+        except grpc.RpcError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert decoding.wait(30)
+    if change == "removed":
+        document["pipeline_config_list"] = []
+    else:
+        node["params"] = {"add": "1"}
+    models.write_config(repository, document)
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    go.set()
+    thread.join(30)
+    if change == "removed":
+        assert isinstance(outcome[0], grpc.RpcError)
+        assert (outcome[0].code(), outcome[0].details()) == (
+            grpc.StatusCode.NOT_FOUND,
+            "Pipeline is retired - pipeline show",
+        )
+    else:
+        np.testing.assert_array_equal(outcome[0], picture[np.newaxis, :, :, ::-1].astype(np.float32) + 1)
+
+
+FAILING_CLOSE = """
+class Echo:
+    def __init__(self, params):
+        pass
+
+    def inputs_info(self):
+        return {"x": ((1, 4), "float32")}
+
+    def outputs_info(self):
+        return {"y": ((1, 4), "float32")}
+
+    def execute(self, inputs):
+        return {"y": inputs["x"]}
+
+    def close(self):
+        raise RuntimeError("close failed")
+"""
+
+
+def test_a_python_node_whose_close_raises_stops_neither_a_reload_nor_the_server(
+    repository: Path, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What close() raises is logged, as a C library's deinitialize result is (spec §6.1); it escaped the reload
+    half-way (500, the removed pipelines still AVAILABLE, the new one missing) and the server's stop."""
+    (repository / "echo.py").write_text(FAILING_CLOSE)
+    node = {
+        "name": "e",
+        "type": "custom",
+        "library_name": "echo",
+        "inputs": [{"x": {"node_name": "request", "data_item": "x"}}],
+        "outputs": [{"data_item": "y", "alias": "y"}],
+    }
+    first = {
+        "name": "first",
+        "inputs": ["x"],
+        "nodes": [node],
+        "outputs": [{"y": {"node_name": "e", "data_item": "y"}}],
+    }
+    document = {
+        "model_config_list": [],
+        "custom_node_library_config_list": [{"name": "echo", "base_path": "echo.py:Echo"}],
+        "pipeline_config_list": [first, {**first, "name": "second"}],
+    }
+    server = serve(document)
+    document["pipeline_config_list"] = [{**first, "name": "third"}]
+    models.write_config(repository, document)
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert config_states(server) == {"first": ["END"], "second": ["END"], "third": ["AVAILABLE"]}
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_array_equal(server.predict("third", {"x": x})["y"], x)
+    assert "custom node e (library echo): close() failed" in caplog.text
+
+
+RACE_NODES = """
+import threading, time
+import numpy as np
+
+BARRIER = threading.Barrier(2)
+STATE = {"delay": 0.0, "shard_runs": 0}
+
+
+class Fails:
+    def __init__(self, params):
+        pass
+
+    def inputs_info(self):
+        return {"x": ((1, 4), "float32")}
+
+    def outputs_info(self):
+        return {"y": ((1, 4), "float32")}
+
+    def execute(self, inputs):
+        BARRIER.wait(5)
+        raise ValueError("no")
+
+
+class Splits(Fails):
+    \"\"\"Two shards, returned a little after Fails fails (STATE["delay"] later).\"\"\"
+
+    def outputs_info(self):
+        return {"y": ((2, 1, 4), "float32")}
+
+    def execute(self, inputs):
+        BARRIER.wait(5)
+        if STATE["delay"]:
+            time.sleep(STATE["delay"])
+        return {"y": np.stack([inputs["x"]] * 2)}
+
+
+class Shard(Fails):
+    def execute(self, inputs):
+        STATE["shard_runs"] += 1
+        time.sleep(0.002)
+        return {"y": inputs["x"]}
+"""
+
+
+def test_a_failed_request_ends_with_every_task_it_started_and_starts_no_node_after(
+    repository: Path, serve: Any
+) -> None:
+    """One node fails while a demultiplexer beside it returns: the branches' gathering tasks (asyncio.gather's, not
+    tracked by the run) outlived the failed request and sometimes started the shard nodes after it had answered,
+    on nodes that a retirement may close then. Now a failed request cancels and awaits all its tasks."""
+    import asyncio
+    import sys
+
+    (repository / "race.py").write_text(RACE_NODES)
+
+    def custom(name: str, source: str, **extra: Any) -> dict[str, Any]:
+        node, item = source.split(".")
+        return {
+            "name": name.lower(),
+            "type": "custom",
+            "library_name": name,
+            "inputs": [{"x": {"node_name": node, "data_item": item}}],
+            "outputs": [{"data_item": "y", "alias": "y"}],
+            **extra,
+        }
+
+    nodes = [
+        custom("Fails", "request.x"),
+        custom("Splits", "request.x", demultiply_count=-1),
+        custom("Shard", "splits.y"),
+    ]
+    outputs = [{"f": {"node_name": "fails", "data_item": "y"}}, {"s": {"node_name": "shard", "data_item": "y"}}]
+    server = serve(
+        {
+            "model_config_list": [],
+            "custom_node_library_config_list": [
+                {"name": n, "base_path": f"race.py:{n}"} for n in ("Fails", "Splits", "Shard")
+            ],
+            "pipeline_config_list": [{"name": "race", "inputs": ["x"], "nodes": nodes, "outputs": outputs}],
+        }
+    )
+    state = next(m for k, m in sys.modules.items() if k.endswith("_race")).STATE
+    manager = server.server.manager
+    definition = manager.pipelines["race"].definition
+
+    async def once() -> tuple[int, int, int]:
+        with pytest.raises(Exception, match="no"):
+            await definition.infer({"x": np.ones((1, 4), np.float32)}, manager.model_version_now)
+        runs = state["shard_runs"]  # at the answer, with the tasks of the run still there:
+        tasks = sum(getattr(t.get_coro(), "__qualname__", "").startswith("_Run.") for t in asyncio.all_tasks())
+        await asyncio.sleep(0.005)
+        return tasks, runs, state["shard_runs"]
+
+    late = lingering = 0
+    for i in range(200):
+        state["delay"] = (i % 50) * 10e-6
+        tasks, at_answer, later = server.call(once())
+        lingering += tasks != 0
+        late += later != at_answer
+    assert (lingering, late) == (0, 0)

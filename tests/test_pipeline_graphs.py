@@ -158,6 +158,27 @@ def test_several_inputs_and_outputs_shared_models_and_inputs_and_the_request_as_
     np.testing.assert_array_equal(result["echo"], z)
 
 
+def test_an_input_only_the_response_takes_is_listed_unspecified_and_passed_through(
+    repository: Path, serve: Any
+) -> None:
+    """Spec §5.2: a pipeline input connected only to the response has an unspecified info (DT_INVALID, no shape);
+    it is still an input: a request sends it and gets it back (it was left out: refused, or a 500 without it)."""
+    nodes = [node("a", "scale", {"x": "request.x"}, {"y": "y"})]
+    p = pipeline("echo", ["x", "z"], nodes, {"y": "a.y", "echo": "request.z"})
+    server = serve_graphs(repository, serve, [p])
+    inputs, _ = server.metadata("echo")
+    assert inputs == {"x": ([1, 4], DT_FLOAT), "z": ([], types_pb2.DataType.DT_INVALID)}
+    z = np.arange(6, dtype=np.int32).reshape(2, 3)
+    result = server.predict("echo", {"x": X, "z": z})
+    np.testing.assert_array_equal(result["echo"], z)
+    np.testing.assert_array_equal(result["y"], scale(X))
+    error = rpc_error(lambda: server.predict("echo", {"x": X}))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid number of inputs - Expected: 2; Actual: 1",
+    )
+
+
 def test_a_node_pinned_to_a_model_version(repository: Path, serve: Any) -> None:
     models.save(models.add_mul(add=1, mul=1), repository, "versions", version=1)
     models.save(models.add_mul(add=100, mul=1), repository, "versions", version=2)
