@@ -79,6 +79,12 @@ def open_library(name: str, location: str) -> Library:
     return CLibrary(name, location)
 
 
+def _text(name: bytes) -> str:
+    """A name from the library: bytes that are not UTF-8 are kept as escapes, so the name shows in the error about
+    it (no configured name matches it) instead of a decoding failure."""
+    return name.decode(errors="backslashreplace")
+
+
 def _spec(name: str, dims: tuple[int, ...], dtype: np.dtype) -> TensorSpec:
     shape: tuple[Dim, ...] = tuple(-1 if d <= 0 else d for d in dims)  # 0 (C) and -1 (Python) mean dynamic
     return TensorSpec(name, dtype, shape, "...")  # no batch position: the whole shape is compared
@@ -183,7 +189,7 @@ class _CInstance:
             if entry.dims:
                 self.library.release(ctypes.cast(entry.dims, ctypes.c_void_p), self._manager)
             if entry.name is not None:
-                entries.append((entry.name.decode(), dims, entry.precision))
+                entries.append((_text(entry.name), dims, entry.precision))
         self.library.release(ctypes.cast(info, ctypes.c_void_p), self._manager)
         if count.value <= 0:
             raise LoadError(
@@ -260,7 +266,7 @@ class _CInstance:
     def _output(self, tensor: _Tensor, shape: tuple[int, ...]) -> tuple[str, np.ndarray]:
         if tensor.name is None:
             raise ServingError("NODE_LIBRARY_OUTPUT_MISSING_NAME", self._where())
-        name = tensor.name.decode()
+        name = _text(tensor.name)
         dtype = _DTYPES.get(tensor.precision)
         if dtype is None:
             raise ServingError(

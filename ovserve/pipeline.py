@@ -515,8 +515,10 @@ class _Run:
             if node.custom is not None:
                 missing = sorted(item for item in config.outputs.values() if item not in results)
                 if missing:
+                    given = ", ".join(sorted(results)) or "nothing"
                     raise ServingError(
-                        "NODE_LIBRARY_MISSING_OUTPUT", f"node {node.name} did not produce {', '.join(missing)}"
+                        "NODE_LIBRARY_MISSING_OUTPUT",
+                        f"node {node.name} did not produce {', '.join(missing)}; it gave {given}",
                     )
         except ServingError as e:
             self._record(node.name, model, False, started)

@@ -369,6 +369,8 @@ def test_a_library_that_keeps_failing_changes_nothing_on_reload(
         ("null_outputs", grpc.StatusCode.INTERNAL,
          "Custom node library has returned corrupted outputs handle - node crop (library crop_lib)"),
         ("no_name", grpc.StatusCode.INTERNAL, "Custom node output is missing name - node crop (library crop_lib)"),
+        ("bad_name", grpc.StatusCode.INTERNAL,  # not UTF-8: the name shows escaped
+         "Custom node output is missing - node crop did not produce crops; it gave cr\\xffps, scores"),
         ("bad_size", grpc.StatusCode.INTERNAL,
          "Custom node output has invalid content size - node crop (library crop_lib): output crops of shape "
          "(4, 1, 1, 4, 4) and precision FP32 needs 256 bytes; the library gave 260"),

@@ -60,7 +60,8 @@ int execute(const struct CustomNodeTensor* inputs, int inputsCount, struct Custo
     *outputsCount = 2;
     *outputs = (struct CustomNodeTensor*)give(2 * sizeof(struct CustomNodeTensor));
     uint64_t crop_dims[] = {n, 1, C, ch, cw}, score_dims[] = {n, 1, 1};
-    set_output(&(*outputs)[0], strcmp(mode, "no_name") == 0 ? NULL : "crops", FP32, 4, 5, crop_dims);
+    const char* crops_name = strcmp(mode, "no_name") == 0 ? NULL : strcmp(mode, "bad_name") == 0 ? "cr\xffps" : "crops";
+    set_output(&(*outputs)[0], crops_name, FP32, 4, 5, crop_dims);
     set_output(&(*outputs)[1], "scores", FP32, 4, 3, score_dims);
     if (strcmp(mode, "bad_size") == 0) (*outputs)[0].dataBytes += 4;
     float* crops = (float*)(*outputs)[0].data;
