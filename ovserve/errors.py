@@ -59,6 +59,9 @@ TABLE: dict[str, _Entry] = {
     "PIPELINE_WRONG_NUMBER_OF_DIMENSIONS_TO_DEMULTIPLY": _Entry(
         "Wrong number of dimensions in a tensor to be sharded", "INVALID_ARGUMENT", 400
     ),
+    "PIPELINE_STRING_DEMULTIPLICATION_UNSUPPORTED": _Entry(
+        "Demultiplication is not supported for string precision", "UNIMPLEMENTED", 501
+    ),
     "PIPELINE_DEMULTIPLEXER_NO_RESULTS": _Entry(
         "Pipeline execution aborted due to no content from custom node", "ABORTED", 204
     ),

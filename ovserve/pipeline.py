@@ -82,13 +82,18 @@ class _Node:
 
 
 def split_count(outputs: Mapping[str, np.ndarray], count: int, where: str) -> int:
-    """Number of branches a demultiplexer's outputs give, checked as spec §5.4 says."""
+    """Number of branches a demultiplexer's outputs give, checked in the order of spec §5.4: the count (dim 0 of the
+    first output), string precision, rank, then dim 0 of every output against the count."""
+    first = next(iter(outputs.values()), None)
+    if first is not None and first.ndim and first.shape[0] > MAX_BRANCHES:
+        raise ServingError(
+            "PIPELINE_TOO_LARGE_DIMENSION_SIZE_TO_DEMULTIPLY",
+            f"{where}: {first.shape[0]} branches, at most {MAX_BRANCHES}",
+        )
     firsts = set()
     for name, array in outputs.items():
         if array.dtype == object:
-            raise ServingError(
-                "NOT_IMPLEMENTED", f"Demultiplication is not supported for string precision: {where} {name}"
-            )
+            raise ServingError("PIPELINE_STRING_DEMULTIPLICATION_UNSUPPORTED", f"{where}: {name}")
         if array.ndim < 3:
             raise ServingError(
                 "PIPELINE_WRONG_NUMBER_OF_DIMENSIONS_TO_DEMULTIPLY",
@@ -104,10 +109,6 @@ def split_count(outputs: Mapping[str, np.ndarray], count: int, where: str) -> in
         sizes = ", ".join(f"{n}: {a.shape[0]}" for n, a in outputs.items())
         raise ServingError("PIPELINE_WRONG_DIMENSION_SIZE_TO_DEMULTIPLY", f"{where}: first dimensions differ ({sizes})")
     branches = firsts.pop() if firsts else 0
-    if branches > MAX_BRANCHES:
-        raise ServingError(
-            "PIPELINE_TOO_LARGE_DIMENSION_SIZE_TO_DEMULTIPLY", f"{where}: {branches} branches, at most {MAX_BRANCHES}"
-        )
     if branches == 0:
         raise ServingError("PIPELINE_DEMULTIPLEXER_NO_RESULTS", f"{where} produced 0 branches")
     return branches

@@ -22,6 +22,8 @@ from test_custom_nodes import by_hand, counters, image_with, pipeline_config, sa
 from ovserve import tfs
 from ovserve._proto.tensorflow.core.framework import types_pb2
 from ovserve._proto.tensorflow_serving.apis import predict_pb2
+from ovserve.errors import ServingError
+from ovserve.pipeline import split_count
 
 DT_FLOAT = types_pb2.DataType.DT_FLOAT
 X = np.arange(4, dtype=np.float32).reshape(1, 4)
@@ -408,3 +410,31 @@ def predict_request(name: str, inputs: dict[str, np.ndarray]) -> predict_pb2.Pre
     for key, value in inputs.items():
         request.inputs[key].CopyFrom(tfs.make_tensor_proto(value))
     return request
+
+
+@pytest.mark.parametrize(
+    ("outputs", "count", "message"),
+    [
+        ({"a": np.zeros((10001, 1), np.float32)}, -1,  # too large comes before the rank
+         "Too large dynamic demultiplication requested. - node d: 10001 branches, at most 10000"),
+        ({"a": np.array([[[b"x"]]], object)}, -1,
+         "Demultiplication is not supported for string precision - node d: a"),
+        ({"a": np.zeros((2, 1), np.float32)}, 2,  # rank before the count
+         "Wrong number of dimensions in a tensor to be sharded - node d: a has shape (2,1); demultiplexing needs at "
+         "least 3 dimensions"),
+        ({"a": np.zeros((3, 1, 1), np.float32)}, 2,
+         "Wrong dimension size. Should match demultiply count - node d: a has first dimension 3, "
+         "demultiply_count is 2"),
+        ({"a": np.zeros((2, 1, 1), np.float32), "b": np.zeros((3, 1, 1), np.float32)}, -1,
+         "Wrong dimension size. Should match demultiply count - node d: first dimensions differ (a: 2, b: 3)"),
+        ({"a": np.zeros((0, 1, 1), np.float32)}, -1,
+         "Pipeline execution aborted due to no content from custom node - node d produced 0 branches"),
+    ],
+)  # fmt: skip
+def test_demultiplexer_checks_in_the_order_of_spec_5_4(
+    outputs: dict[str, np.ndarray], count: int, message: str
+) -> None:
+    with pytest.raises(ServingError) as raised:
+        split_count(outputs, count, "node d")
+    assert str(raised.value) == message
+    assert split_count({"a": np.zeros((4, 1, 1), np.float32), "b": np.zeros((4, 1, 2), np.float32)}, -1, "node d") == 4
