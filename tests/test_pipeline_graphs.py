@@ -302,13 +302,7 @@ def test_a_pipeline_named_like_a_model_is_not_stored(repository: Path, serve: An
 def test_hundreds_of_concurrent_requests_with_random_sizes_are_exact_and_leave_nothing_behind(
     repository: Path, serve: Any, libraries: dict[str, Path]
 ) -> None:
-    save_models(repository)
-    models.save(models.classifier(), repository, "resnet")
-    document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]))
-    seed = models.seed_config()
-    document["model_config_list"] += seed["model_config_list"]
-    document["pipeline_config_list"] += seed["pipeline_config_list"]
-    server = serve(document)
+    server = serve_both_pipelines(repository, serve, libraries)
     loop_tasks = server.call(_task_count())
     failures: list[BaseException] = []
 
@@ -335,10 +329,26 @@ def test_hundreds_of_concurrent_requests_with_random_sizes_are_exact_and_leave_n
     for t in threads:
         t.join(300)
     assert not failures, failures[0]
-    assert server.call(_task_count()) == loop_tasks  # no task left running on the server's loop
+    assert_nothing_left(server, loop_tasks, libraries)
+
+
+def serve_both_pipelines(repository: Path, serve: Any, libraries: dict[str, Path]) -> RunningServer:
+    """The custom-node pipeline (find_and_classify) and the seed guide's (resnet50DAG) on one server."""
+    save_models(repository)
+    models.save(models.classifier(), repository, "resnet")
+    document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]))
+    seed = models.seed_config()
+    document["model_config_list"] += seed["model_config_list"]
+    document["pipeline_config_list"] += seed["pipeline_config_list"]
+    return serve(document)
+
+
+def assert_nothing_left(server: RunningServer, loop_tasks: int, libraries: dict[str, Path]) -> None:
+    """No task left on the server's loop, every infer request back in its pool, every library buffer released."""
+    assert server.call(_task_count()) == loop_tasks
     for name in ("detector", "classifier", "resnet"):
         version = server.server.manager.models[name].versions[1].servable
-        assert len(version._pool._idle) == version.nireq and not version._pool._waiters  # every infer request back
+        assert len(version._pool._idle) == version.nireq and not version._pool._waiters
     assert counters(libraries["crop"]) == (0, 1) and counters(libraries["argmax"]) == (0, 1)
 
 
@@ -352,13 +362,7 @@ def test_clients_that_give_up_mid_request_leave_nothing_behind(
 ) -> None:
     """gRPC deadlines of 0.2-4 ms and HTTP clients that hang up cancel requests at every stage of both pipelines;
     afterwards every task, infer request and library buffer is back and the next answers are exact."""
-    save_models(repository)
-    models.save(models.classifier(), repository, "resnet")
-    document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]))
-    seed = models.seed_config()
-    document["model_config_list"] += seed["model_config_list"]
-    document["pipeline_config_list"] += seed["pipeline_config_list"]
-    server = serve(document)
+    server = serve_both_pipelines(repository, serve, libraries)
     loop_tasks = server.call(_task_count())
     predict = server.channel.unary_unary(
         "/tensorflow.serving.PredictionService/Predict",
@@ -391,11 +395,7 @@ def test_clients_that_give_up_mid_request_leave_nothing_behind(
     deadline = time.monotonic() + 20
     while server.call(_task_count()) != loop_tasks and time.monotonic() < deadline:
         time.sleep(0.05)  # branches already running finish on their own
-    assert server.call(_task_count()) == loop_tasks
-    for name in ("detector", "classifier", "resnet"):
-        version = server.server.manager.models[name].versions[1].servable
-        assert len(version._pool._idle) == version.nireq and not version._pool._waiters
-    assert counters(libraries["crop"]) == (0, 1) and counters(libraries["argmax"]) == (0, 1)
+    assert_nothing_left(server, loop_tasks, libraries)
     out = server.predict("resnet50DAG", {"0": batch})["1463"]
     np.testing.assert_allclose(out, models.reference_classifier(batch), rtol=1e-4, atol=1e-2)
     image = image_with([True, False, True, True], 8)
