@@ -116,15 +116,23 @@ def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict
         layouts = dict(config.layout or {})
     if not layouts:
         return model, {}
+    unknown = sorted(name for name in layouts if name not in inputs and name not in outputs)
+    if unknown:
+        raise LoadError("CONFIG_LAYOUT_IS_NOT_IN_MODEL", f"Layout from config not found in model: {unknown[0]}")
     ppp = ov.preprocess.PrePostProcessor(model)
-    for name, layout in layouts.items():
-        if name not in inputs and name not in outputs:
-            raise LoadError("CONFIG_LAYOUT_IS_NOT_IN_MODEL", f"Layout from config not found in model: {name}")
-        tensor_layout, _, model_layout = layout.partition(":")
-        info = ppp.input(name) if name in inputs else ppp.output(name)
-        info.model().set_layout(ov.Layout(model_layout or tensor_layout))
-        info.tensor().set_layout(ov.Layout(tensor_layout))
-    return ppp.build(), {name: layout.partition(":")[0] for name, layout in layouts.items()}
+    try:
+        for name, layout in layouts.items():
+            tensor_layout, _, model_layout = layout.partition(":")
+            info = ppp.input(name) if name in inputs else ppp.output(name)
+            info.model().set_layout(ov.Layout(model_layout or tensor_layout))
+            info.tensor().set_layout(ov.Layout(tensor_layout))
+        model = ppp.build()
+    except Exception as e:  # e.g. NCHW for an input of rank 2: that version fails, the server goes on
+        configured = ", ".join(f"{name} {layout}" for name, layout in sorted(layouts.items()))
+        raise LoadError(
+            "LAYOUT_INCOMPATIBLE_WITH_SHAPE", f"Layout incompatible with given shape: {configured}: {_first_line(e)}"
+        ) from e
+    return model, {name: layout.partition(":")[0] for name, layout in layouts.items()}
 
 
 def _shape_settings(config: ModelConfig, names: list[str]) -> dict[str, Any]:
