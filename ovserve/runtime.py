@@ -115,7 +115,7 @@ def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict
     else:
         layouts = dict(config.layout or {})
     if not layouts:
-        return model, {}
+        return model, _stored_layouts(model, {})
     unknown = sorted(name for name in layouts if name not in inputs and name not in outputs)
     if unknown:
         raise LoadError("CONFIG_LAYOUT_IS_NOT_IN_MODEL", f"Layout from config not found in model: {unknown[0]}")
@@ -132,7 +132,18 @@ def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict
         raise LoadError(
             "LAYOUT_INCOMPATIBLE_WITH_SHAPE", f"Layout incompatible with given shape: {configured}: {_first_line(e)}"
         ) from e
-    return model, {name: layout.partition(":")[0] for name, layout in layouts.items()}
+    return model, _stored_layouts(model, {name: layout.partition(":")[0] for name, layout in layouts.items()})
+
+
+def _stored_layouts(model: ov.Model, configured: dict[str, str]) -> dict[str, str]:
+    """`configured` plus, for the other inputs and outputs, the layout stored in the model (its rt_info), which OVMS
+    reports and takes the batch position from (spec §7.1); a tensor with neither has the default N...."""
+    layouts = dict(configured)
+    for port in (*model.inputs, *model.outputs):
+        stored = ov.layout_helpers.get_layout(port)
+        if port.get_any_name() not in layouts and not stored.empty:
+            layouts[port.get_any_name()] = stored.to_string().strip("[]").replace(",", "")
+    return layouts
 
 
 def _shape_settings(config: ModelConfig, names: list[str]) -> dict[str, Any]:

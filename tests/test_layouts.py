@@ -8,9 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import models
+import numpy as np
+import openvino as ov
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, rpc_error
+from test_images import bgr, encode, picture, predict_strings, resized
+
+from ovserve._proto.tensorflow.core.framework import types_pb2
 
 Serve = Callable[[dict[str, Any]], RunningServer]
 
@@ -46,3 +52,35 @@ def test_a_layout_openvino_cannot_take_fails_only_that_model(
         assert _states(server, name) == [(1, LOADING, "UNKNOWN")]
     assert "model rank version 1 failed to load: Layout incompatible with given shape: x NCHW:" in caplog.text
     assert "model output_rank version 1 failed to load: Layout incompatible with given shape: y NCHW:" in caplog.text
+
+
+def _stored(model: Any, layout: str) -> Any:
+    """`model` with `layout` stored on its input (rt_info), as a converter writes it into the IR."""
+    model.inputs[0].get_node().set_layout(ov.Layout(layout))
+    return model
+
+
+def test_the_layout_stored_in_a_model_places_the_batch_and_lets_images_resize(repository: Path, serve: Serve) -> None:
+    """Without a configured layout OVMS reports the one in the model's rt_info (spec §7.1 steps 3 and 6): a CN model
+    has its batch in dim 1, for request checks and for batch_size, and an NHWC one gets images resized."""
+    models.save(_stored(models.add_mul(shape=(3, 4)), "CN"), repository, "cn")
+    models.save(_stored(models.pixels((1, 8, 10, 3)), "NHWC"), repository, "nhwc")
+    server = serve(
+        {
+            "model_config_list": [
+                {"config": {"name": "cn", "base_path": "cn"}},
+                {"config": {"name": "cn_batch", "base_path": "cn", "batch_size": 5}},
+                {"config": {"name": "nhwc", "base_path": "nhwc", "plugin_config": models.F32}},
+            ]
+        }
+    )
+    error = rpc_error(lambda: server.predict("cn", {"x": np.ones((3, 5), np.float32)}))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid input batch size - Expected: 4; Actual: 5; input name: x",
+    )
+    assert server.metadata("cn_batch")[0] == {"x": ([3, 5], types_pb2.DT_FLOAT)}
+    assert server.predict("cn_batch", {"x": np.ones((3, 5), np.float32)})["y"].shape == (3, 5)
+    image = picture(16, 20)
+    (pixels,) = predict_strings(server, "nhwc", [encode(image)]).values()
+    np.testing.assert_array_equal(pixels, resized(bgr(encode(image)), 8, 10)[np.newaxis].astype(np.float32))
