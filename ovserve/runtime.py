@@ -167,6 +167,7 @@ def _reshape(model: ov.Model, config: ModelConfig, layouts: Mapping[str, str]) -
     wanted = {name: [_ov_dim(d) for d in shape] for name, shape in shapes.items() if shape != "auto"}
     if config.batch_size not in (None, "auto") and not shapes:
         batch = _ov_dim(config.batch_size)  # type: ignore[arg-type]
+        without_n = []
         for port in model.inputs:
             name = port.get_any_name()
             dims = list(port.get_partial_shape())
@@ -174,6 +175,14 @@ def _reshape(model: ov.Model, config: ModelConfig, layouts: Mapping[str, str]) -
             if dims and index >= 0:
                 dims[index] = batch
                 wanted[name] = dims
+            else:
+                without_n.append(f"{name} {layouts.get(name, 'N...' if dims else '...')}")
+        if not wanted:  # OVMS's ov.set_batch fails the same way: the batch size has nowhere to go
+            raise LoadError(
+                "MODEL_NOT_LOADED",
+                "Error while loading a model: batch_size is set but no input has N in its layout: "
+                + ", ".join(without_n),
+            )
     if wanted:
         try:
             model.reshape({name: ov.PartialShape(dims) for name, dims in wanted.items()})

@@ -84,3 +84,29 @@ def test_the_layout_stored_in_a_model_places_the_batch_and_lets_images_resize(re
     image = picture(16, 20)
     (pixels,) = predict_strings(server, "nhwc", [encode(image)]).values()
     np.testing.assert_array_equal(pixels, resized(bgr(encode(image)), 8, 10)[np.newaxis].astype(np.float32))
+
+
+def test_a_batch_size_needs_an_input_with_n_in_its_layout(
+    repository: Path, serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OVMS applies batch_size with ov.set_batch, which fails when no input layout has N: that version does not
+    load (it was served at the model's own shape, batch_size ignored). An input without N beside one with N is
+    left as it is."""
+    caplog.set_level(logging.ERROR, logger="ovserve.manager")
+    models.save(models.add_mul(shape=(3, 4)), repository, "am")
+    models.save(models.pair(shape=(3, 4)), repository, "pair")
+    server = serve(
+        {
+            "model_config_list": [
+                {"config": {"name": "no_n", "base_path": "am", "layout": "C?", "batch_size": 2}},
+                {"config": {"name": "one_n", "base_path": "pair", "layout": {"x": "C?", "z": "?N"}, "batch_size": 4}},
+            ]
+        }
+    )
+    assert _states(server, "no_n") == [(1, LOADING, "UNKNOWN")]
+    assert (
+        "model no_n version 1 failed to load: Error while loading a model: batch_size is set but no input has N in "
+        "its layout: x C?" in caplog.text
+    )
+    assert _states(server, "one_n") == [(1, AVAILABLE, "OK")]  # z's N (dim 1) is 4 already; x has no N
+    assert server.metadata("one_n")[0] == {"x": ([3, 4], types_pb2.DT_FLOAT), "z": ([3, 4], types_pb2.DT_FLOAT)}
