@@ -93,11 +93,15 @@ def _per_input(setting: Any, names: list[str], what: str) -> dict[str, Any]:
     if isinstance(setting, dict):
         unknown = sorted(set(setting) - set(names))
         if unknown:
-            raise LoadError("CONFIG_SHAPE_IS_NOT_IN_MODEL", f"{what} from config not found in model: {unknown[0]}")
+            raise LoadError(
+                f"CONFIG_{what.upper()}_IS_NOT_IN_MODEL",
+                f"{what.capitalize()} from config not found in model: {unknown[0]}",
+            )
         return dict(setting)
     if len(names) != 1:
         raise LoadError(
-            "ANONYMOUS_FIXED_SHAPE_NOT_ALLOWED", f"Anonymous fixed {what} is invalid for models with multiple inputs"
+            f"ANONYMOUS_FIXED_{what.upper()}_NOT_ALLOWED",
+            f"Anonymous fixed {what} is invalid for models with multiple inputs",
         )
     return {names[0]: setting}
 

@@ -110,3 +110,13 @@ def test_a_batch_size_needs_an_input_with_n_in_its_layout(
     )
     assert _states(server, "one_n") == [(1, AVAILABLE, "OK")]  # z's N (dim 1) is 4 already; x has no N
     assert server.metadata("one_n")[0] == {"x": ([3, 4], types_pb2.DT_FLOAT), "z": ([3, 4], types_pb2.DT_FLOAT)}
+
+
+def test_a_shape_for_an_unknown_input_is_logged_in_ovms_words(
+    repository: Path, serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="ovserve.manager")
+    models.save(models.pair(shape=(1, 4)), repository, "pair")
+    server = serve({"model_config_list": [{"config": {"name": "p", "base_path": "pair", "shape": {"q": "(1,4)"}}}]})
+    assert _states(server, "p") == [(1, LOADING, "UNKNOWN")]
+    assert "model p version 1 failed to load: Shape from config not found in model: q" in caplog.text
