@@ -194,6 +194,13 @@ def parse_layout(text: str) -> str:
     layout = text.replace(" ", "").upper()
     if not _LAYOUT.match(layout):
         raise ValueError(f'layout "{text}" may only use N C H W D ? ... (optionally "tensor:model")')
+    for part in layout.split(":"):
+        rest = part.replace("...", "", 1)
+        if "." in rest:
+            raise ValueError(f'layout "{text}": dots only as one "..."')
+        letters = [c for c in rest if c != "?"]
+        if len(letters) != len(set(letters)):
+            raise ValueError(f'layout "{text}": each of N C H W D at most once')
     return layout
 
 

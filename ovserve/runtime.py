@@ -93,11 +93,15 @@ def _per_input(setting: Any, names: list[str], what: str) -> dict[str, Any]:
     if isinstance(setting, dict):
         unknown = sorted(set(setting) - set(names))
         if unknown:
-            raise LoadError("CONFIG_SHAPE_IS_NOT_IN_MODEL", f"{what} from config not found in model: {unknown[0]}")
+            raise LoadError(
+                f"CONFIG_{what.upper()}_IS_NOT_IN_MODEL",
+                f"{what.capitalize()} from config not found in model: {unknown[0]}",
+            )
         return dict(setting)
     if len(names) != 1:
         raise LoadError(
-            "ANONYMOUS_FIXED_SHAPE_NOT_ALLOWED", f"Anonymous fixed {what} is invalid for models with multiple inputs"
+            f"ANONYMOUS_FIXED_{what.upper()}_NOT_ALLOWED",
+            f"Anonymous fixed {what} is invalid for models with multiple inputs",
         )
     return {names[0]: setting}
 
@@ -115,16 +119,35 @@ def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict
     else:
         layouts = dict(config.layout or {})
     if not layouts:
-        return model, {}
+        return model, _stored_layouts(model, {})
+    unknown = sorted(name for name in layouts if name not in inputs and name not in outputs)
+    if unknown:
+        raise LoadError("CONFIG_LAYOUT_IS_NOT_IN_MODEL", f"Layout from config not found in model: {unknown[0]}")
     ppp = ov.preprocess.PrePostProcessor(model)
-    for name, layout in layouts.items():
-        if name not in inputs and name not in outputs:
-            raise LoadError("CONFIG_LAYOUT_IS_NOT_IN_MODEL", f"Layout from config not found in model: {name}")
-        tensor_layout, _, model_layout = layout.partition(":")
-        info = ppp.input(name) if name in inputs else ppp.output(name)
-        info.model().set_layout(ov.Layout(model_layout or tensor_layout))
-        info.tensor().set_layout(ov.Layout(tensor_layout))
-    return ppp.build(), {name: layout.partition(":")[0] for name, layout in layouts.items()}
+    try:
+        for name, layout in layouts.items():
+            tensor_layout, _, model_layout = layout.partition(":")
+            info = ppp.input(name) if name in inputs else ppp.output(name)
+            info.model().set_layout(ov.Layout(model_layout or tensor_layout))
+            info.tensor().set_layout(ov.Layout(tensor_layout))
+        model = ppp.build()
+    except Exception as e:  # e.g. NCHW for an input of rank 2: that version fails, the server goes on
+        configured = ", ".join(f"{name} {layout}" for name, layout in sorted(layouts.items()))
+        raise LoadError(
+            "LAYOUT_INCOMPATIBLE_WITH_SHAPE", f"Layout incompatible with given shape: {configured}: {_first_line(e)}"
+        ) from e
+    return model, _stored_layouts(model, {name: layout.partition(":")[0] for name, layout in layouts.items()})
+
+
+def _stored_layouts(model: ov.Model, configured: dict[str, str]) -> dict[str, str]:
+    """`configured` plus, for the other inputs and outputs, the layout stored in the model (its rt_info), which OVMS
+    reports and takes the batch position from (spec §7.1); a tensor with neither has the default N...."""
+    layouts = dict(configured)
+    for port in (*model.inputs, *model.outputs):
+        stored = ov.layout_helpers.get_layout(port)
+        if port.get_any_name() not in layouts and not stored.empty:
+            layouts[port.get_any_name()] = stored.to_string().strip("[]").replace(",", "")
+    return layouts
 
 
 def _shape_settings(config: ModelConfig, names: list[str]) -> dict[str, Any]:
@@ -148,6 +171,7 @@ def _reshape(model: ov.Model, config: ModelConfig, layouts: Mapping[str, str]) -
     wanted = {name: [_ov_dim(d) for d in shape] for name, shape in shapes.items() if shape != "auto"}
     if config.batch_size not in (None, "auto") and not shapes:
         batch = _ov_dim(config.batch_size)  # type: ignore[arg-type]
+        without_n = []
         for port in model.inputs:
             name = port.get_any_name()
             dims = list(port.get_partial_shape())
@@ -155,6 +179,14 @@ def _reshape(model: ov.Model, config: ModelConfig, layouts: Mapping[str, str]) -
             if dims and index >= 0:
                 dims[index] = batch
                 wanted[name] = dims
+            else:
+                without_n.append(f"{name} {layouts.get(name, 'N...' if dims else '...')}")
+        if not wanted:  # OVMS's ov.set_batch fails the same way: the batch size has nowhere to go
+            raise LoadError(
+                "MODEL_NOT_LOADED",
+                "Error while loading a model: batch_size is set but no input has N in its layout: "
+                + ", ".join(without_n),
+            )
     if wanted:
         try:
             model.reshape({name: ov.PartialShape(dims) for name, dims in wanted.items()})
