@@ -344,6 +344,10 @@ class Manager:
             version.error_code, version.message = "UNKNOWN", str(e)
             log.error("model %s version %d failed to load: %s", config.name, version.number, e)
             return False
+        except Exception as e:  # a failure not foreseen: it stays with this version, as any other load error
+            version.error_code, version.message = "UNKNOWN", f"{type(e).__name__}: {e}"
+            log.exception("model %s version %d failed to load", config.name, version.number)
+            return False
         version.state = "AVAILABLE"
         version.settled.set()
         servable = version.servable
