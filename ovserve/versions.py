@@ -8,6 +8,17 @@ from pathlib import Path
 from .config import All, Latest, Specific, VersionPolicy
 from .errors import LoadError
 
+MAX_VERSION = 2**63 - 1  # versions are int64 in every API
+
+
+def number(name: str) -> int | None:
+    """The version a folder name gives: a positive integer written plainly (ASCII digits, no leading zero, within
+    int64), else None. A folder is found again by `str(version)`, so "01" is not version 1."""
+    if not (name.isascii() and name.isdigit()) or name.startswith("0"):
+        return None
+    value = int(name)
+    return value if value <= MAX_VERSION else None
+
 
 def scan(base_path: Path) -> dict[int, Path]:
     """Version folders of a model: sub-directories named by a positive integer (others are ignored)."""
@@ -15,8 +26,9 @@ def scan(base_path: Path) -> dict[int, Path]:
         raise LoadError("PATH_INVALID", f"The provided base path is invalid or doesn't exists: {base_path}")
     found: dict[int, Path] = {}
     for entry in base_path.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
-            found[int(entry.name)] = entry
+        version = number(entry.name)
+        if version is not None and entry.is_dir():
+            found[version] = entry
     return found
 
 

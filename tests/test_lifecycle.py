@@ -9,6 +9,7 @@ from typing import Any
 
 import models
 import numpy as np
+import openvino as ov
 from conftest import RunningServer, config_states
 
 Serve = Callable[[dict[str, Any]], RunningServer]
@@ -36,3 +37,15 @@ def test_a_layout_the_model_cannot_take_fails_that_version_alone(repository: Pat
     assert status == 201, body
     assert config_states(server) == {"bad": ["AVAILABLE"], "good": ["LOADING"]}
     np.testing.assert_array_equal(server.predict("bad", {"x": ONES})["y"], (ONES + 1) * 2)
+
+
+def test_only_plain_positive_integers_name_versions(repository: Path, serve: Serve) -> None:
+    """Folders named by other digits (a superscript, a leading zero) or by a number beyond int64 (GetModelStatus's
+    version field) are not versions: the server starts, and status and /v1/config list the real versions only."""
+    models.save(models.add_mul(shape=(1, 4)), repository, "m", version=2)
+    for name in ("²", "01", "007", str(2**63), "99999999999999999999", "0"):
+        ov.save_model(models.add_mul(shape=(1, 4), add=5.0), str(repository / "m" / name / "model.xml"))
+    server = serve({"model_config_list": [_model("m", model_version_policy={"all": {}})]})
+    assert _rows(server, "m") == [(2, 30, "OK")]
+    assert config_states(server) == {"m": ["AVAILABLE"]}
+    np.testing.assert_array_equal(server.predict("m", {"x": ONES})["y"], (ONES + 1) * 2)
