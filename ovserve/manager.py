@@ -160,6 +160,7 @@ class Manager:
             for old, entry in fresh:
                 self.models[entry.config.name] = entry
                 if old is not None:
+                    self._keep_rows(old, entry)
                     self._retire(old)
                 log.info("model %s %s", entry.config.name, "reloaded" if old is not None else "added")
             names = {m.name for m in config.models}
@@ -215,6 +216,18 @@ class Manager:
             log.info("model %s: versions %s loaded, %s retired", entry.config.name, loaded, retiring)
         return bool(loaded or retiring or dropped or failed - before)
 
+    @staticmethod
+    def _keep_rows(old: ModelEntry, entry: ModelEntry) -> None:
+        """The versions of a reloaded model's previous entry that its new one does not list stay in its status:
+        END (spec §2.4), or, when the new entry does not parse, the versions it unloaded as failed loads (§1.9)."""
+        for number, version in sorted(old.versions.items()):
+            if number in entry.versions:
+                continue
+            if entry.error and version.state != "END":
+                version = _Version(number, version.stamp, "LOADING", "UNKNOWN", entry.error)
+                version.settled.set()
+            entry.versions[number] = version
+
     def _retire(self, entry: ModelEntry) -> None:
         entry.retired = True
         for version in entry.versions.values():
@@ -226,7 +239,7 @@ class Manager:
         files); new ones see END."""
         if version.servable is not None:
             version.servable.metrics.unloaded()
-        version.state, version.servable = "END", None
+        version.state, version.error_code, version.servable = "END", "OK", None
         version.settled.set()
         entry.repository.release(version.number)
 
@@ -451,7 +464,8 @@ class Manager:
         entry = self.models.get(name)
         if entry is None:
             raise ServingError("MODEL_NAME_MISSING", name)
-        version = entry.versions.get(number) if number else entry.default()
+        # A model whose entry failed as a whole has no default version, only the rows its previous entry left.
+        version = entry.versions.get(number) if number else None if entry.error else entry.default()
         if version is None:
             details = f"model {name}" + (f" version {number}" if number else "")
             raise ServingError("MODEL_VERSION_MISSING", details + (f": {entry.error}" if entry.error else ""))

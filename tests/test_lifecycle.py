@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import models
 import numpy as np
 import openvino as ov
-from conftest import RunningServer, config_states
+from conftest import RunningServer, config_states, rpc_error
 
 Serve = Callable[[dict[str, Any]], RunningServer]
 ONES = np.ones((1, 4), np.float32)
@@ -49,3 +50,36 @@ def test_only_plain_positive_integers_name_versions(repository: Path, serve: Ser
     assert _rows(server, "m") == [(2, 30, "OK")]
     assert config_states(server) == {"m": ["AVAILABLE"]}
     np.testing.assert_array_equal(server.predict("m", {"x": ONES})["y"], (ONES + 1) * 2)
+
+
+def test_retired_versions_stay_listed_across_config_changes(repository: Path, serve: Serve) -> None:
+    """END stays listed forever (spec §2.4): a config edit that reloads the model keeps the rows of its retired
+    versions, and of the versions the new policy leaves out; a retired version is END with OK, even one that had
+    failed to load. A new entry that does not parse shows the versions it unloaded as LOADING, UNKNOWN (§1.9)."""
+    for version in (1, 2, 3):
+        models.save(models.add_mul(shape=(1, 4)), repository, "m", version=version)
+    (repository / "m" / "4").mkdir()  # no model file: fails to load
+    server = serve({"model_config_list": [_model("m", model_version_policy={"all": {}})]})
+    assert _rows(server, "m") == [(1, 30, "OK"), (2, 30, "OK"), (3, 30, "OK"), (4, 20, "UNKNOWN")]
+    (repository / "m" / "4").rmdir()
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert _rows(server, "m") == [(1, 30, "OK"), (2, 30, "OK"), (3, 30, "OK"), (4, 50, "OK")]
+
+    models.write_config(
+        repository, {"model_config_list": [_model("m", model_version_policy={"latest": {"num_versions": 2}})]}
+    )
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert _rows(server, "m") == [(1, 50, "OK"), (2, 30, "OK"), (3, 30, "OK"), (4, 50, "OK")]
+
+    models.write_config(repository, {"model_config_list": [_model("m", shape="(1,x)")]})  # a value that fails
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert _rows(server, "m") == [(1, 50, "OK"), (2, 20, "UNKNOWN"), (3, 20, "UNKNOWN"), (4, 50, "OK")]
+    error = rpc_error(lambda: server.predict("m", {"x": ONES}))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details().startswith("Model with requested version is not found - model m: "), error.details()
+    assert "model_config_list[0].config.shape" in error.details()
+
+    models.write_config(repository, {"model_config_list": [_model("m")]})
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert _rows(server, "m") == [(1, 50, "OK"), (2, 50, "OK"), (3, 30, "OK"), (4, 50, "OK")]
+    assert config_states(server) == {"m": ["END", "END", "AVAILABLE", "END"]}
