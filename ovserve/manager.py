@@ -171,6 +171,9 @@ class Manager:
             models_changed = bool(fresh or removed or versions_changed)
             libraries_changed = await self._load_libraries(config)
             pipelines_changed = await self._rebuild_pipelines(config, models_changed or libraries_changed)
+            taken = {p.name for p in config.pipelines}  # names of removed models a pipeline took: the pipeline's now
+            for name in [n for n, e in self.models.items() if e.retired and n in taken]:
+                del self.models[name]
             return models_changed or libraries_changed or pipelines_changed
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:

@@ -83,3 +83,23 @@ def test_retired_versions_stay_listed_across_config_changes(repository: Path, se
     assert server.http("POST", "/v1/config/reload")[0] == 201
     assert _rows(server, "m") == [(1, 50, "OK"), (2, 50, "OK"), (3, 30, "OK"), (4, 50, "OK")]
     assert config_states(server) == {"m": ["END", "END", "AVAILABLE", "END"]}
+
+
+def test_a_pipeline_takes_the_name_of_a_removed_model_and_back(repository: Path, serve: Serve) -> None:
+    """A model renamed, a pipeline in its place under the old name (and back): the name serves what the config
+    says now, and /v1/config lists that one."""
+    models.save(models.classifier(), repository, "resnet")
+    server = serve({"model_config_list": [_model("resnet")]})
+    images = np.random.default_rng(1).random((2, 1, 3, 4, 4), dtype=np.float32)
+    expected = models.reference_classifier(images)
+    document = models.seed_config(model="resnet_v2", pipeline="resnet")
+    document["model_config_list"][0]["config"]["base_path"] = "resnet"
+    models.write_config(repository, document)
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert config_states(server) == {"resnet": ["AVAILABLE"], "resnet_v2": ["AVAILABLE"]}
+    np.testing.assert_allclose(server.predict("resnet", {"0": images})["1463"], expected, rtol=1e-5, atol=1e-6)
+
+    models.write_config(repository, {"model_config_list": [_model("resnet")]})
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert config_states(server) == {"resnet": ["AVAILABLE"], "resnet_v2": ["END"]}
+    np.testing.assert_allclose(server.predict("resnet", {"0": images[0]})["1463"], expected[0], rtol=1e-5, atol=1e-6)
