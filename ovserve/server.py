@@ -105,7 +105,8 @@ class Server:
             if str(e) != self._reload_error:  # a watched file that stays broken is reported once
                 log.error("config reload failed; the running config keeps serving: %s", e)
             self._reload_error = str(e)
-            status = "RELOAD_CONFIG_FILE_MISSING" if "cannot open" in str(e) else "RELOAD_CONFIG_FAILED"
+            unreadable = isinstance(e.__cause__, OSError)  # load_config raises from the OSError of reading the file
+            status = "RELOAD_CONFIG_FILE_MISSING" if unreadable else "RELOAD_CONFIG_FAILED"
             raise ServingError(status, str(e)) from e
         self._reload_error = ""
         if config.digest == self.config.digest:

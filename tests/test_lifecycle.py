@@ -103,3 +103,15 @@ def test_a_pipeline_takes_the_name_of_a_removed_model_and_back(repository: Path,
     assert server.http("POST", "/v1/config/reload")[0] == 201
     assert config_states(server) == {"resnet": ["AVAILABLE"], "resnet_v2": ["END"]}
     np.testing.assert_allclose(server.predict("resnet", {"0": images[0]})["1463"], expected[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_config_that_does_not_validate_answers_412_whatever_its_text(repository: Path, serve: Serve) -> None:
+    """Only a file that cannot be read answers 500 (§4.8); a schema error is 412 even when the value it quotes reads
+    like the other case."""
+    models.save(models.add_mul(shape=(1, 4)), repository, "m")
+    server = serve({"model_config_list": [_model("m")]})
+    models.write_config(repository, {"model_config_list": [_model("m", nireq="cannot open")]})
+    status, _, body = server.http("POST", "/v1/config/reload")
+    assert status == 412, body
+    assert body.decode().startswith('{\n\t"error": "Reloading config file failed. Check server logs')
+    assert config_states(server) == {"m": ["AVAILABLE"]}
