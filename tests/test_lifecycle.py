@@ -115,3 +115,26 @@ def test_a_config_that_does_not_validate_answers_412_whatever_its_text(repositor
     assert status == 412, body
     assert body.decode().startswith('{\n\t"error": "Reloading config file failed. Check server logs')
     assert config_states(server) == {"m": ["AVAILABLE"]}
+
+
+def _gauge(server: RunningServer, family: str, name: str, version: int = 1) -> float:
+    _, _, body = server.http("GET", "/metrics")
+    wanted = f'{family}{{name="{name}",version="{version}"}} '
+    values = [line[len(wanted) :] for line in body.decode().splitlines() if line.startswith(wanted)]
+    assert len(values) == 1, f"no {wanted.strip()} in /metrics"
+    return float(values[0])
+
+
+def test_a_reloaded_version_keeps_its_gauges(repository: Path, serve: Serve) -> None:
+    """A config edit loads the version again and retires the old one: the old one going must not zero the series
+    (name, version) that the new one now reports."""
+    models.save(models.add_mul(shape=(1, 4)), repository, "m")
+    streams = {**models.F32, "NUM_STREAMS": 2}
+    server = serve({"model_config_list": [_model("m", plugin_config=streams)]})
+    assert _gauge(server, "ovms_streams", "m") == 2
+    models.write_config(repository, {"model_config_list": [_model("m", plugin_config=streams, nireq=3)]})
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert _gauge(server, "ovms_streams", "m") == 2
+    models.write_config(repository, {"model_config_list": []})
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert _gauge(server, "ovms_streams", "m") == 0
