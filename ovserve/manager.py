@@ -52,6 +52,7 @@ class ModelEntry:
     retired: bool = False  # removed from the config: listed with its versions in END
     scanned: asyncio.Event = field(default_factory=asyncio.Event)  # its versions are known
     scan_error: str = ""  # the last rescan failed this way (reported once)
+    unlisted: bool = False  # `error` is that the repository could not be listed: every rescan tries again
 
     def default(self) -> _Version | None:
         """The highest AVAILABLE version, else the highest one still on its way there, else a retired one."""
@@ -180,16 +181,24 @@ class Manager:
         """Rescan a served model's repository: versions the policy now selects load, versions it no longer
         selects retire once the new ones are in (spec §2.5). A version that fails to load is skipped, `latest`
         taking the next older one as the first load does, and is not retried while it stays as it is."""
-        if entry.error or entry.retired:
+        if (entry.error and not entry.unlisted) or entry.retired:
             return False
         try:
             found = await asyncio.to_thread(entry.repository.scan)
         except LoadError as e:
             if str(e) != entry.scan_error:  # a repository that stays unreachable is reported once
-                log.error("model %s: %s; the versions loaded keep serving", entry.config.name, e)
+                serving = "" if entry.unlisted else "; the versions loaded keep serving"
+                log.error("model %s: %s%s", entry.config.name, e, serving)
             entry.scan_error = str(e)
+            entry.error = str(e) if entry.unlisted else entry.error
             return False
         entry.scan_error = ""
+        listed, entry.unlisted = entry.unlisted, False  # could not be listed before: loads as if new
+        if listed:
+            entry.error = ""
+            for version in entry.versions.values():  # rows kept from the entry before, failed with this one
+                version.state, version.error_code = "END", "OK"
+            log.info("model %s: %s can be listed now", entry.config.name, entry.repository.where)
         # A failed version ends when it disappears, so that it loads afresh if it comes back; an S3 one also
         # when its objects change: S3 has no atomic folder move, so a poll may catch an upload half-way.
         dropped = [
@@ -217,7 +226,7 @@ class Manager:
             self._retire_version(entry, entry.versions[number])
         if loaded or retiring:
             log.info("model %s: versions %s loaded, %s retired", entry.config.name, loaded, retiring)
-        return bool(loaded or retiring or dropped or failed - before)
+        return bool(listed or loaded or retiring or dropped or failed - before)
 
     @staticmethod
     def _keep_rows(old: ModelEntry, entry: ModelEntry) -> None:
@@ -319,7 +328,8 @@ class Manager:
             try:
                 found = await asyncio.to_thread(entry.repository.scan)
             except LoadError as e:
-                entry.error = str(e)
+                entry.error = entry.scan_error = str(e)
+                entry.unlisted = True
                 log.error("model %s: %s", config.name, e)
                 return
             if not found:

@@ -138,3 +138,27 @@ def test_a_reloaded_version_keeps_its_gauges(repository: Path, serve: Serve) -> 
     models.write_config(repository, {"model_config_list": []})
     assert server.http("POST", "/v1/config/reload")[0] == 201
     assert _gauge(server, "ovms_streams", "m") == 0
+
+
+def test_a_model_whose_base_path_cannot_be_listed_loads_once_it_can(repository: Path, serve: Serve) -> None:
+    """A repository missing at start (a volume not mounted yet, an S3 endpoint not up) fails the model alone; once
+    the base path is there, the next rescan (POST /v1/config/reload, or the watcher) loads it, as OVMS's reload
+    after a failed load does (§4.8). A model whose config values are wrong stays failed until the config changes."""
+    server = serve({"model_config_list": [_model("later"), _model("wrong", shape="(1,x)")]})
+    assert _rows(server, "later") == [] and _rows(server, "wrong") == []
+    assert server.http("POST", "/v1/config/reload")[0] == 200  # still missing: nothing changed
+    models.save(models.add_mul(shape=(1, 4)), repository, "later")
+    models.save(models.add_mul(shape=(1, 4)), repository, "wrong")
+    status, _, body = server.http("POST", "/v1/config/reload")
+    assert status == 201, body
+    assert config_states(server) == {"later": ["AVAILABLE"], "wrong": []}
+    np.testing.assert_array_equal(server.predict("later", {"x": ONES})["y"], (ONES + 1) * 2)
+    assert server.http("POST", "/v1/config/reload")[0] == 200
+
+    models.write_config(repository, {"model_config_list": [_model("later", base_path="moved")]})  # not there yet
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert _rows(server, "later") == [(1, 20, "UNKNOWN")]  # what it served, unloaded by the failed entry
+    models.save(models.add_mul(shape=(1, 4), add=2.0), repository, "moved")
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert _rows(server, "later") == [(1, 30, "OK")]
+    np.testing.assert_array_equal(server.predict("later", {"x": ONES})["y"], (ONES + 2) * 2)
