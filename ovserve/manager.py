@@ -36,6 +36,7 @@ class _Version:
     state: str = "START"
     error_code: str = "OK"
     message: str = ""
+    cause: str = ""  # the OVMS status of a failed load
     servable: ModelVersion | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -49,6 +50,7 @@ class ModelEntry:
     repository: Repository
     versions: dict[int, _Version] = field(default_factory=dict)
     error: str = ""  # a problem of the whole model (bad base path, bad config values)
+    error_status: str = ""  # its OVMS status
     retired: bool = False  # removed from the config: listed with its versions in END
     scanned: asyncio.Event = field(default_factory=asyncio.Event)  # its versions are known
     scan_error: str = ""  # the last rescan failed this way (reported once)
@@ -103,6 +105,22 @@ class BoundPipeline:
         return await definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    changed: bool
+    failure: LoadError | None = None  # the first model (re)loaded that failed, in config order (spec §1.9)
+
+
+def _failure(entry: ModelEntry) -> LoadError | None:
+    """How a model just loaded failed: as a whole, else its first version that did not load."""
+    if entry.error:
+        return LoadError(entry.error_status, f"model {entry.config.name}: {entry.error}")
+    for number, version in sorted(entry.versions.items()):
+        if version.state == "LOADING" and version.error_code != "OK":
+            return LoadError(version.cause, f"model {entry.config.name} version {number}: {version.message}")
+    return None
+
+
 def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> set[int]:
     """The versions to serve among those found, leaving out the ones that failed to load."""
     if isinstance(policy, Latest):
@@ -135,7 +153,7 @@ class Manager:
     def _entry(self, model: ModelConfig) -> ModelEntry:
         entry = ModelEntry(model, repository.connect(model.base_path, self.storage))
         if model.problems:
-            entry.error = str(LoadError("MODEL_CONFIG_INVALID", "; ".join(model.problems)))
+            entry.error, entry.error_status = "; ".join(model.problems), "MODEL_CONFIG_INVALID"
             log.error("model %s: %s", model.name, entry.error)
         return entry
 
@@ -143,10 +161,10 @@ class Manager:
         """The server stops: remove downloaded model files (blocking)."""
         self.storage.close()
 
-    async def reconcile(self, config: ServerConfig) -> bool:
+    async def reconcile(self, config: ServerConfig) -> Reconciled:
         """Serve `config` from now on: new and changed models load while the old ones keep serving, then the old
         ones retire (requests in flight finish on the versions they hold) and every pipeline is rebuilt on the
-        models now served. Returns whether anything changed."""
+        models now served. Returns whether anything changed, and the first failure of the models it (re)loaded."""
         async with self._reconciling:
             fresh = [
                 (self.models.get(m.name), self._entry(m))
@@ -175,7 +193,9 @@ class Manager:
             taken = {p.name for p in config.pipelines}  # names of removed models a pipeline took: the pipeline's now
             for name in [n for n, e in self.models.items() if e.retired and n in taken]:
                 del self.models[name]
-            return models_changed or libraries_changed or pipelines_changed
+            failures = (_failure(entry) for _, entry in fresh)
+            changed = models_changed or libraries_changed or pipelines_changed
+            return Reconciled(changed, next((f for f in failures if f is not None), None))
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:
         """Rescan a served model's repository: versions the policy now selects load, versions it no longer
@@ -190,7 +210,8 @@ class Manager:
                 serving = "" if entry.unlisted else "; the versions loaded keep serving"
                 log.error("model %s: %s%s", entry.config.name, e, serving)
             entry.scan_error = str(e)
-            entry.error = str(e) if entry.unlisted else entry.error
+            if entry.unlisted:
+                entry.error, entry.error_status = str(e), e.status
             return False
         entry.scan_error = ""
         listed, entry.unlisted = entry.unlisted, False  # could not be listed before: loads as if new
@@ -329,7 +350,7 @@ class Manager:
                 found = await asyncio.to_thread(entry.repository.scan)
             except LoadError as e:
                 entry.error = entry.scan_error = str(e)
-                entry.unlisted = True
+                entry.error_status, entry.unlisted = e.status, True
                 log.error("model %s: %s", config.name, e)
                 return
             if not found:
@@ -367,11 +388,12 @@ class Manager:
             metrics = self.metrics.model(config.name, version.number)
             version.servable = await asyncio.to_thread(self._open, entry, version, metrics)
         except LoadError as e:
-            version.error_code, version.message = "UNKNOWN", str(e)
+            version.error_code, version.message, version.cause = "UNKNOWN", str(e), e.status
             log.error("model %s version %d failed to load: %s", config.name, version.number, e)
             return False
         except Exception as e:  # a failure not foreseen: it stays with this version, as any other load error
             version.error_code, version.message = "UNKNOWN", f"{type(e).__name__}: {e}"
+            version.cause = "INTERNAL_ERROR"
             log.exception("model %s version %d failed to load", config.name, version.number)
             return False
         version.state = "AVAILABLE"

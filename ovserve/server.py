@@ -14,7 +14,7 @@ import openvino as ov
 from . import grpc_server, http_routes
 from .config import ServerConfig, load_config
 from .dataplane import DataPlane
-from .errors import ConfigError, ServingError
+from .errors import ConfigError, ServingError, http_status
 from .http_app import Cors, HttpApp, HttpServer
 from .manager import Manager
 from .metrics import Metrics
@@ -98,7 +98,7 @@ class Server:
             await asyncio.shield(self._loading)
         source = self.config.source
         if source is None:  # single-model mode: version folders only
-            return await self.manager.reconcile(self.config)
+            return (await self.manager.reconcile(self.config)).changed
         try:
             config = load_config(source)
         except ConfigError as e:
@@ -110,13 +110,16 @@ class Server:
             raise ServingError(status, str(e)) from e
         self._reload_error = ""
         if config.digest == self.config.digest:
-            return await self.manager.reconcile(self.config)  # same file: rescan version folders
+            return (await self.manager.reconcile(self.config)).changed  # same file: rescan version folders
         for warning in config.warnings:
             log.warning("config: %s", warning)
-        changed = await self.manager.reconcile(config)
+        outcome = await self.manager.reconcile(config)
         self.config = config
-        log.info("config reloaded from %s: %s", source, "changes applied" if changed else "nothing to change")
-        return changed
+        log.info("config reloaded from %s: %s", source, "changes applied" if outcome.changed else "nothing to change")
+        if outcome.failure is not None:  # applied, but the reload answers its first failure (spec §1.9, §4.8)
+            failure = outcome.failure
+            raise ServingError("RELOAD_CONFIG_FAILED", str(failure), http=http_status(failure.status))
+        return outcome.changed
 
     async def loaded(self) -> None:
         """Wait for the initial load; in single-model mode raise if the model did not load."""

@@ -3,6 +3,7 @@ names, and the version rows GetModelStatus keeps across reloads (spec §2.2, §2
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def test_a_layout_the_model_cannot_take_fails_that_version_alone(repository: Pat
     np.testing.assert_array_equal(server.predict("good", {"x": ONES})["y"], (ONES + 1) * 2)
     models.write_config(repository, {"model_config_list": [_model("bad"), _model("good", layout="NCHW")]})
     status, _, body = server.http("POST", "/v1/config/reload")
-    assert status == 201, body
+    assert status == 500 and b"model good version 1: Layout incompatible with given shape" in body, body
     assert config_states(server) == {"bad": ["AVAILABLE"], "good": ["LOADING"]}
     np.testing.assert_array_equal(server.predict("bad", {"x": ONES})["y"], (ONES + 1) * 2)
 
@@ -72,7 +73,7 @@ def test_retired_versions_stay_listed_across_config_changes(repository: Path, se
     assert _rows(server, "m") == [(1, 50, "OK"), (2, 30, "OK"), (3, 30, "OK"), (4, 50, "OK")]
 
     models.write_config(repository, {"model_config_list": [_model("m", shape="(1,x)")]})  # a value that fails
-    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert server.http("POST", "/v1/config/reload")[0] == 500  # MODEL_CONFIG_INVALID
     assert _rows(server, "m") == [(1, 50, "OK"), (2, 20, "UNKNOWN"), (3, 20, "UNKNOWN"), (4, 50, "OK")]
     error = rpc_error(lambda: server.predict("m", {"x": ONES}))
     assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -156,9 +157,35 @@ def test_a_model_whose_base_path_cannot_be_listed_loads_once_it_can(repository: 
     assert server.http("POST", "/v1/config/reload")[0] == 200
 
     models.write_config(repository, {"model_config_list": [_model("later", base_path="moved")]})  # not there yet
-    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert server.http("POST", "/v1/config/reload")[0] == 400  # applied, and answered PATH_INVALID
     assert _rows(server, "later") == [(1, 20, "UNKNOWN")]  # what it served, unloaded by the failed entry
     models.save(models.add_mul(shape=(1, 4), add=2.0), repository, "moved")
     assert server.http("POST", "/v1/config/reload")[0] == 201
     assert _rows(server, "later") == [(1, 30, "OK")]
     np.testing.assert_array_equal(server.predict("later", {"x": ONES})["y"], (ONES + 2) * 2)
+
+
+def test_a_reload_whose_models_fail_answers_the_first_error_and_applies_the_rest(
+    repository: Path, serve: Serve
+) -> None:
+    """A changed config.json is applied whole, but a model it (re)loads that fails makes the reload answer
+    'Reloading config file failed' with the HTTP status of the first error (spec §4.8, §1.9): PATH_INVALID is 400,
+    a status §4.9 does not list is 500. The same file again loads nothing new: 200."""
+    models.save(models.add_mul(shape=(1, 4)), repository, "m")
+    models.save(models.add_mul(shape=(1, 4)), repository, "bad")
+    server = serve({"model_config_list": [_model("m")]})
+    models.write_config(repository, {"model_config_list": [_model("m", nireq=2), _model("nowhere")]})
+    status, _, body = server.http("POST", "/v1/config/reload")
+    assert status == 400, body
+    text = json.loads(body)["error"]
+    assert text.startswith("Reloading config file failed. Check server logs for more info. - model nowhere: "), text
+    assert "The provided base path is invalid or doesn't exists" in text
+    assert config_states(server) == {"m": ["AVAILABLE"], "nowhere": []}
+    assert server.server.manager.models["m"].versions[1].servable.nireq == 2  # the rest was applied
+    assert server.http("POST", "/v1/config/reload")[0] == 200
+
+    models.write_config(repository, {"model_config_list": [_model("m"), _model("bad", layout="NCHW")]})
+    status, _, body = server.http("POST", "/v1/config/reload")
+    assert status == 500, body
+    assert "model bad version 1: Layout incompatible with given shape" in json.loads(body)["error"]
+    assert config_states(server) == {"bad": ["LOADING"], "m": ["AVAILABLE"], "nowhere": []}
