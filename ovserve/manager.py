@@ -193,9 +193,13 @@ class Manager:
             taken = {p.name for p in config.pipelines}  # names of removed models a pipeline took: the pipeline's now
             for name in [n for n, e in self.models.items() if e.retired and n in taken]:
                 del self.models[name]
-            failures = (_failure(entry) for _, entry in fresh)
             changed = models_changed or libraries_changed or pipelines_changed
-            return Reconciled(changed, next((f for f in failures if f is not None), None))
+            return Reconciled(changed, self.failure([entry.config.name for _, entry in fresh]))
+
+    def failure(self, names: Iterable[str]) -> LoadError | None:
+        """The first of these models (in this order) failing now: as a whole, or a version that did not load."""
+        failures = (_failure(self.models[name]) for name in names if name in self.models)
+        return next((f for f in failures if f is not None), None)
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:
         """Rescan a served model's repository: versions the policy now selects load, versions it no longer

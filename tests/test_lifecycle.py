@@ -12,7 +12,7 @@ import grpc
 import models
 import numpy as np
 import openvino as ov
-from conftest import RunningServer, config_states, rpc_error
+from conftest import RunningServer, config_states, rpc_error, wait_for_states
 
 Serve = Callable[[dict[str, Any]], RunningServer]
 ONES = np.ones((1, 4), np.float32)
@@ -170,7 +170,7 @@ def test_a_reload_whose_models_fail_answers_the_first_error_and_applies_the_rest
 ) -> None:
     """A changed config.json is applied whole, but a model it (re)loads that fails makes the reload answer
     'Reloading config file failed' with the HTTP status of the first error (spec §4.8, §1.9): PATH_INVALID is 400,
-    a status §4.9 does not list is 500. The same file again loads nothing new: 200."""
+    a status §4.9 does not list is 500. The same file again answers the same while that model still fails."""
     models.save(models.add_mul(shape=(1, 4)), repository, "m")
     models.save(models.add_mul(shape=(1, 4)), repository, "bad")
     server = serve({"model_config_list": [_model("m")]})
@@ -182,10 +182,27 @@ def test_a_reload_whose_models_fail_answers_the_first_error_and_applies_the_rest
     assert "The provided base path is invalid or doesn't exists" in text
     assert config_states(server) == {"m": ["AVAILABLE"], "nowhere": []}
     assert server.server.manager.models["m"].versions[1].servable.nireq == 2  # the rest was applied
-    assert server.http("POST", "/v1/config/reload")[0] == 200
+    assert server.http("POST", "/v1/config/reload")[:3:2] == (status, body)
 
     models.write_config(repository, {"model_config_list": [_model("m"), _model("bad", layout="NCHW")]})
     status, _, body = server.http("POST", "/v1/config/reload")
     assert status == 500, body
     assert "model bad version 1: Layout incompatible with given shape" in json.loads(body)["error"]
     assert config_states(server) == {"bad": ["LOADING"], "m": ["AVAILABLE"], "nowhere": []}
+
+
+def test_a_failed_load_applied_by_the_watcher_is_still_the_answer_of_a_reload(repository: Path) -> None:
+    """POST /v1/config/reload while the watcher runs: when the watcher applied the changed file first and a model of
+    it failed, the POST still answers that failure (the last load failed, spec §4.8), until the model loads."""
+    models.save(models.add_mul(shape=(1, 4)), repository, "m")
+    server = RunningServer(models.write_config(repository, {"model_config_list": [_model("m")]}), poll_seconds=0.05)
+    try:
+        models.write_config(repository, {"model_config_list": [_model("m"), _model("nowhere")]})
+        wait_for_states(server, {"m": ["AVAILABLE"], "nowhere": []})  # the watcher applied it
+        status, _, body = server.http("POST", "/v1/config/reload")
+        assert status == 400 and b"model nowhere: The provided base path is invalid" in body, body
+        models.save(models.add_mul(shape=(1, 4)), repository, "nowhere")
+        wait_for_states(server, {"m": ["AVAILABLE"], "nowhere": ["AVAILABLE"]})
+        assert server.http("POST", "/v1/config/reload")[0] == 200
+    finally:
+        server.stop()
