@@ -46,7 +46,8 @@ def select(policy: VersionPolicy, available: Iterable[int]) -> list[int]:
 
 
 def model_file(version_dir: Path, shown: str = "") -> Path:
-    """The model file of a version folder, by OVMS's priority: IR, ONNX, Paddle, SavedModel/.pb, TFLite.
+    """The model file of a version folder, by OVMS's priority: IR (.xml+.bin), ONNX, Paddle (.pdmodel+.pdiparams),
+    SavedModel/.pb, TFLite.
     `shown` names the folder in the error instead of `version_dir` (a download of a remote version)."""
     files = sorted(p for p in version_dir.iterdir() if p.is_file())
 
@@ -56,10 +57,12 @@ def model_file(version_dir: Path, shown: str = "") -> Path:
     xml = first(".xml")
     if xml is not None and xml.with_suffix(".bin").exists():
         return xml
-    for suffix in (".onnx", ".pdmodel"):
-        found = first(suffix)
-        if found is not None:
-            return found
+    onnx = first(".onnx")
+    if onnx is not None:
+        return onnx
+    paddle = first(".pdmodel")
+    if paddle is not None and paddle.with_suffix(".pdiparams").exists():
+        return paddle
     pb = first(".pb")
     if pb is not None:
         return version_dir if pb.name == "saved_model.pb" else pb

@@ -14,6 +14,8 @@ import numpy as np
 import openvino as ov
 from conftest import RunningServer, config_states, rpc_error, wait_for_states
 
+from ovserve import versions
+
 Serve = Callable[[dict[str, Any]], RunningServer]
 ONES = np.ones((1, 4), np.float32)
 
@@ -206,3 +208,15 @@ def test_a_failed_load_applied_by_the_watcher_is_still_the_answer_of_a_reload(re
         assert server.http("POST", "/v1/config/reload")[0] == 200
     finally:
         server.stop()
+
+
+def test_model_file_priority_needs_both_files_of_a_two_file_format(tmp_path: Path) -> None:
+    """IR needs .xml and .bin, Paddle .pdmodel and .pdiparams (spec §2.1): half of one is passed over for the next
+    format, as OVMS does."""
+    for name in ("model.xml", "model.pdmodel", "model.tflite"):
+        (tmp_path / name).write_bytes(b"")
+    assert versions.model_file(tmp_path).name == "model.tflite"
+    (tmp_path / "model.pdiparams").write_bytes(b"")
+    assert versions.model_file(tmp_path).name == "model.pdmodel"
+    (tmp_path / "model.bin").write_bytes(b"")
+    assert versions.model_file(tmp_path).name == "model.xml"
