@@ -220,3 +220,22 @@ def test_model_file_priority_needs_both_files_of_a_two_file_format(tmp_path: Pat
     assert versions.model_file(tmp_path).name == "model.pdmodel"
     (tmp_path / "model.bin").write_bytes(b"")
     assert versions.model_file(tmp_path).name == "model.xml"
+
+
+def test_base_paths_and_values_that_cannot_be_used_are_config_errors(repository: Path, serve: Serve) -> None:
+    """A base path naming the home of a user this system does not know fails its model alone; a node's params that
+    are a number reject the file (412), as any schema error: neither stops the server or answers 500."""
+    models.save(models.add_mul(shape=(1, 4)), repository, "good")
+    document = {"model_config_list": [_model("good"), _model("tilde", base_path="~no-such-user-here/m")]}
+    server = serve(document)
+    assert config_states(server) == {"good": ["AVAILABLE"], "tilde": []}
+    error = rpc_error(lambda: server.predict("tilde", {"x": ONES}))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert '"~no-such-user-here/m": Could not determine home directory' in (error.details() or ""), error.details()
+    np.testing.assert_array_equal(server.predict("good", {"x": ONES})["y"], (ONES + 1) * 2)
+
+    node = {"name": "n", "type": "DL model", "model_name": "good", "inputs": [], "outputs": [], "params": 5}
+    document["pipeline_config_list"] = [{"name": "p", "inputs": ["x"], "outputs": [], "nodes": [node]}]
+    models.write_config(repository, document)
+    status, _, body = server.http("POST", "/v1/config/reload")
+    assert status == 412 and b"pipeline_config_list[0].nodes[0].params: expected an object, got 5" in body, body
