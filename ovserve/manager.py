@@ -55,6 +55,7 @@ class ModelEntry:
     scanned: asyncio.Event = field(default_factory=asyncio.Event)  # its versions are known
     scan_error: str = ""  # the last rescan failed this way (reported once)
     unlisted: bool = False  # `error` is that the repository could not be listed: every rescan tries again
+    gated: ModelConfig | None = None  # a config asking "auto" while a pipeline uses the model, not applied (reported)
 
     def default(self) -> _Version | None:
         """The highest AVAILABLE version, else the highest one still on its way there, else a retired one."""
@@ -121,6 +122,12 @@ def _failure(entry: ModelEntry) -> LoadError | None:
     return None
 
 
+def _dynamic(config: ModelConfig) -> bool:
+    """Shape or batch_size "auto": the model reshapes for requests, which pipelines do not allow (spec §5.3)."""
+    shapes = config.shape.values() if isinstance(config.shape, dict) else [config.shape]
+    return config.batch_size == "auto" or "auto" in shapes
+
+
 def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> set[int]:
     """The versions to serve among those found, leaving out the ones that failed to load."""
     if isinstance(policy, Latest):
@@ -166,11 +173,20 @@ class Manager:
         ones retire (requests in flight finish on the versions they hold) and every pipeline is rebuilt on the
         models now served. Returns whether anything changed, and the first failure of the models it (re)loaded."""
         async with self._reconciling:
-            fresh = [
-                (self.models.get(m.name), self._entry(m))
-                for m in config.models
-                if m.name not in self.models or self.models[m.name].config != m or self.models[m.name].retired
-            ]
+            used = {n.model_name for p in config.pipelines for n in p.nodes if n.kind != "custom"}
+            fresh: list[tuple[ModelEntry | None, ModelEntry]] = []
+            for model in config.models:
+                old = self.models.get(model.name)
+                if old is not None and not old.retired:
+                    if old.config == model:
+                        continue
+                    if model.name in used and _dynamic(model) and not _dynamic(old.config):  # spec §1.9 (5)
+                        if old.gated != model:
+                            log.error("model %s: Requested dynamic parameters but model is used in pipeline; its "
+                                      "configuration stays as it is", model.name)  # fmt: skip
+                            old.gated = model
+                        continue
+                fresh.append((old, self._entry(model)))
             renewed = {entry.config.name for _, entry in fresh}
             kept = [self.models[m.name] for m in config.models if m.name not in renewed]
             loads = [self._load_model(entry) for _, entry in fresh]
@@ -471,9 +487,7 @@ class Manager:
                 "PIPELINE_DEFINITION_MISSING_MODEL",
                 f"Pipeline definition has reference to missing model - {pipeline}: node {node.name} uses {wanted}",
             )
-        shape = entry.config.shape
-        shapes = shape.values() if isinstance(shape, dict) else [shape]
-        if entry.config.batch_size == "auto" or "auto" in shapes:
+        if _dynamic(entry.config):
             raise LoadError(
                 "FORBIDDEN_MODEL_DYNAMIC_PARAMETER",
                 f"Value of provided parameter is forbidden - {pipeline}: node {node.name} uses model {model}, which "

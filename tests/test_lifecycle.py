@@ -239,3 +239,25 @@ def test_base_paths_and_values_that_cannot_be_used_are_config_errors(repository:
     models.write_config(repository, document)
     status, _, body = server.http("POST", "/v1/config/reload")
     assert status == 412 and b"pipeline_config_list[0].nodes[0].params: expected an object, got 5" in body, body
+
+
+def test_a_model_used_by_a_pipeline_is_not_turned_to_auto(repository: Path, serve: Serve) -> None:
+    """Spec §1.9 (5): a config edit asking batch_size "auto" of a model a pipeline uses is not applied to it (the
+    pipeline would fail validation and stop serving); once no pipeline uses the model, it is."""
+    models.save(models.classifier(), repository, "resnet")
+    server = serve(models.seed_config())
+    images = np.random.default_rng(1).random((2, 1, 3, 4, 4), dtype=np.float32)
+    expected = models.reference_classifier(images)
+    models.write_config(repository, models.seed_config(batch_size="auto"))
+    server.http("POST", "/v1/config/reload")
+    assert config_states(server) == {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"]}
+    np.testing.assert_allclose(server.predict("resnet50DAG", {"0": images})["1463"], expected, rtol=1e-5, atol=1e-6)
+    assert server.server.manager.models["resnet"].config.batch_size is None  # not reconfigured
+    assert server.http("POST", "/v1/config/reload")[0] == 200  # still asked, still not applied: nothing changes
+
+    document = models.seed_config(batch_size="auto")
+    document["pipeline_config_list"] = []
+    models.write_config(repository, document)
+    assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert server.server.manager.models["resnet"].config.batch_size == "auto"
+    np.testing.assert_allclose(server.predict("resnet", {"0": images[:, 0]})["1463"], expected[:, 0], rtol=1e-5)
