@@ -284,7 +284,11 @@ def _base_path(text: str, root: Path, where: str, problems: list[str]) -> Path |
     if text.startswith(_CLOUD):
         problems.append(f'{where}: "{text}": only local paths and s3:// repositories are supported by ovserve')
         return Path(text)
-    base_path = Path(text).expanduser()
+    try:
+        base_path = Path(text).expanduser()
+    except RuntimeError as e:  # ~user of a user this system does not know
+        problems.append(f'{where}: "{text}": {e}')
+        return Path(text)
     if ".." in base_path.parts:
         problems.append(f"{where}: path must not contain '..'")
     return base_path if base_path.is_absolute() else root / base_path
@@ -365,7 +369,8 @@ def node_config(node: _Json) -> NodeConfig:
     for entry in keys["outputs"].array():
         out = entry.obj({"data_item", "alias"}, {"data_item", "alias"})
         outputs[out["alias"].string()] = out["data_item"].string()
-    params = keys["params"].obj(set(keys["params"].value or {})) if "params" in keys else {}
+    given = keys["params"].value if "params" in keys else {}
+    params = keys["params"].obj(set(given) if isinstance(given, dict) else set()) if "params" in keys else {}
     repeated: list[str] = []
     return NodeConfig(
         name=keys["name"].string(),

@@ -100,6 +100,10 @@ TABLE: dict[str, _Entry] = {
     "OV_UNSUPPORTED_DESERIALIZATION_PRECISION": _Entry("Unsupported deserialization precision", "INTERNAL", 500),
     "JSON_INVALID": _Entry("The file is not valid json", "FAILED_PRECONDITION", 412),
     "RESHAPE_ERROR": _Entry("Model could not be reshaped with requested shape", "FAILED_PRECONDITION", 412),
+    # A load error is never a request's answer; its HTTP status is that of a config reload it fails (spec §4.8).
+    "CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE": _Entry(
+        "Cannot compile model into target device", "FAILED_PRECONDITION", 412
+    ),
     "SERVER_NOT_READY": _Entry("Server is not ready", "UNAVAILABLE", 503),
     # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
@@ -170,13 +174,21 @@ TABLE: dict[str, _Entry] = {
 }
 
 
-class ServingError(Exception):
-    """A failure with an OVMS status; ``str()`` is the user-visible "<base message> - <details>"."""
+def http_status(status: str) -> int:
+    """The HTTP status of an OVMS status; one the table does not list is 500 (spec §4.9)."""
+    entry = TABLE.get(status)
+    return entry.http if entry is not None else 500
 
-    def __init__(self, status: str, details: str = "") -> None:
+
+class ServingError(Exception):
+    """A failure with an OVMS status; ``str()`` is the user-visible "<base message> - <details>". `http` overrides
+    the table's HTTP status (a config reload answers with the status of the load's first error)."""
+
+    def __init__(self, status: str, details: str = "", http: int | None = None) -> None:
         self.status = status
         self.entry = TABLE[status]
         self.details = details
+        self._http = http
         super().__init__(f"{self.entry.message} - {details}" if details else self.entry.message)
 
     @property
@@ -185,7 +197,7 @@ class ServingError(Exception):
 
     @property
     def http_status(self) -> int:
-        return self.entry.http
+        return self.entry.http if self._http is None else self._http
 
 
 class ConfigError(Exception):

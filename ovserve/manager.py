@@ -36,6 +36,7 @@ class _Version:
     state: str = "START"
     error_code: str = "OK"
     message: str = ""
+    cause: str = ""  # the OVMS status of a failed load
     servable: ModelVersion | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -49,9 +50,12 @@ class ModelEntry:
     repository: Repository
     versions: dict[int, _Version] = field(default_factory=dict)
     error: str = ""  # a problem of the whole model (bad base path, bad config values)
+    error_status: str = ""  # its OVMS status
     retired: bool = False  # removed from the config: listed with its versions in END
     scanned: asyncio.Event = field(default_factory=asyncio.Event)  # its versions are known
     scan_error: str = ""  # the last rescan failed this way (reported once)
+    unlisted: bool = False  # `error` is that the repository could not be listed: every rescan tries again
+    gated: ModelConfig | None = None  # a config asking "auto" while a pipeline uses the model, not applied (reported)
 
     def default(self) -> _Version | None:
         """The highest AVAILABLE version, else the highest one still on its way there, else a retired one."""
@@ -102,6 +106,28 @@ class BoundPipeline:
         return await definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    changed: bool
+    failure: LoadError | None = None  # the first model (re)loaded that failed, in config order (spec §1.9)
+
+
+def _failure(entry: ModelEntry) -> LoadError | None:
+    """How a model just loaded failed: as a whole, else its first version that did not load."""
+    if entry.error:
+        return LoadError(entry.error_status, f"model {entry.config.name}: {entry.error}")
+    for number, version in sorted(entry.versions.items()):
+        if version.state == "LOADING" and version.error_code != "OK":
+            return LoadError(version.cause, f"model {entry.config.name} version {number}: {version.message}")
+    return None
+
+
+def _dynamic(config: ModelConfig) -> bool:
+    """Shape or batch_size "auto": the model reshapes for requests, which pipelines do not allow (spec §5.3)."""
+    shapes = config.shape.values() if isinstance(config.shape, dict) else [config.shape]
+    return config.batch_size == "auto" or "auto" in shapes
+
+
 def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> set[int]:
     """The versions to serve among those found, leaving out the ones that failed to load."""
     if isinstance(policy, Latest):
@@ -134,7 +160,7 @@ class Manager:
     def _entry(self, model: ModelConfig) -> ModelEntry:
         entry = ModelEntry(model, repository.connect(model.base_path, self.storage))
         if model.problems:
-            entry.error = str(LoadError("MODEL_CONFIG_INVALID", "; ".join(model.problems)))
+            entry.error, entry.error_status = "; ".join(model.problems), "MODEL_CONFIG_INVALID"
             log.error("model %s: %s", model.name, entry.error)
         return entry
 
@@ -142,16 +168,25 @@ class Manager:
         """The server stops: remove downloaded model files (blocking)."""
         self.storage.close()
 
-    async def reconcile(self, config: ServerConfig) -> bool:
+    async def reconcile(self, config: ServerConfig) -> Reconciled:
         """Serve `config` from now on: new and changed models load while the old ones keep serving, then the old
         ones retire (requests in flight finish on the versions they hold) and every pipeline is rebuilt on the
-        models now served. Returns whether anything changed."""
+        models now served. Returns whether anything changed, and the first failure of the models it (re)loaded."""
         async with self._reconciling:
-            fresh = [
-                (self.models.get(m.name), self._entry(m))
-                for m in config.models
-                if m.name not in self.models or self.models[m.name].config != m or self.models[m.name].retired
-            ]
+            used = {n.model_name for p in config.pipelines for n in p.nodes if n.kind != "custom"}
+            fresh: list[tuple[ModelEntry | None, ModelEntry]] = []
+            for model in config.models:
+                old = self.models.get(model.name)
+                if old is not None and not old.retired:
+                    if old.config == model:
+                        continue
+                    if model.name in used and _dynamic(model) and not _dynamic(old.config):  # spec §1.9 (5)
+                        if old.gated != model:
+                            log.error("model %s: Requested dynamic parameters but model is used in pipeline; its "
+                                      "configuration stays as it is", model.name)  # fmt: skip
+                            old.gated = model
+                        continue
+                fresh.append((old, self._entry(model)))
             renewed = {entry.config.name for _, entry in fresh}
             kept = [self.models[m.name] for m in config.models if m.name not in renewed]
             loads = [self._load_model(entry) for _, entry in fresh]
@@ -160,6 +195,7 @@ class Manager:
             for old, entry in fresh:
                 self.models[entry.config.name] = entry
                 if old is not None:
+                    self._keep_rows(old, entry)
                     self._retire(old)
                 log.info("model %s %s", entry.config.name, "reloaded" if old is not None else "added")
             names = {m.name for m in config.models}
@@ -170,22 +206,40 @@ class Manager:
             models_changed = bool(fresh or removed or versions_changed)
             libraries_changed = await self._load_libraries(config)
             pipelines_changed = await self._rebuild_pipelines(config, models_changed or libraries_changed)
-            return models_changed or libraries_changed or pipelines_changed
+            taken = {p.name for p in config.pipelines}  # names of removed models a pipeline took: the pipeline's now
+            for name in [n for n, e in self.models.items() if e.retired and n in taken]:
+                del self.models[name]
+            changed = models_changed or libraries_changed or pipelines_changed
+            return Reconciled(changed, self.failure([entry.config.name for _, entry in fresh]))
+
+    def failure(self, names: Iterable[str]) -> LoadError | None:
+        """The first of these models (in this order) failing now: as a whole, or a version that did not load."""
+        failures = (_failure(self.models[name]) for name in names if name in self.models)
+        return next((f for f in failures if f is not None), None)
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:
         """Rescan a served model's repository: versions the policy now selects load, versions it no longer
         selects retire once the new ones are in (spec §2.5). A version that fails to load is skipped, `latest`
         taking the next older one as the first load does, and is not retried while it stays as it is."""
-        if entry.error or entry.retired:
+        if (entry.error and not entry.unlisted) or entry.retired:
             return False
         try:
             found = await asyncio.to_thread(entry.repository.scan)
         except LoadError as e:
             if str(e) != entry.scan_error:  # a repository that stays unreachable is reported once
-                log.error("model %s: %s; the versions loaded keep serving", entry.config.name, e)
+                serving = "" if entry.unlisted else "; the versions loaded keep serving"
+                log.error("model %s: %s%s", entry.config.name, e, serving)
             entry.scan_error = str(e)
+            if entry.unlisted:
+                entry.error, entry.error_status = str(e), e.status
             return False
         entry.scan_error = ""
+        listed, entry.unlisted = entry.unlisted, False  # could not be listed before: loads as if new
+        if listed:
+            entry.error = ""
+            for version in entry.versions.values():  # rows kept from the entry before, failed with this one
+                version.state, version.error_code = "END", "OK"
+            log.info("model %s: %s can be listed now", entry.config.name, entry.repository.where)
         # A failed version ends when it disappears, so that it loads afresh if it comes back; an S3 one also
         # when its objects change: S3 has no atomic folder move, so a poll may catch an upload half-way.
         dropped = [
@@ -213,7 +267,19 @@ class Manager:
             self._retire_version(entry, entry.versions[number])
         if loaded or retiring:
             log.info("model %s: versions %s loaded, %s retired", entry.config.name, loaded, retiring)
-        return bool(loaded or retiring or dropped or failed - before)
+        return bool(listed or loaded or retiring or dropped or failed - before)
+
+    @staticmethod
+    def _keep_rows(old: ModelEntry, entry: ModelEntry) -> None:
+        """The versions of a reloaded model's previous entry that its new one does not list stay in its status:
+        END (spec §2.4), or, when the new entry does not parse, the versions it unloaded as failed loads (§1.9)."""
+        for number, version in sorted(old.versions.items()):
+            if number in entry.versions:
+                continue
+            if entry.error and version.state != "END":
+                version = _Version(number, version.stamp, "LOADING", "UNKNOWN", entry.error)
+                version.settled.set()
+            entry.versions[number] = version
 
     def _retire(self, entry: ModelEntry) -> None:
         entry.retired = True
@@ -226,7 +292,7 @@ class Manager:
         files); new ones see END."""
         if version.servable is not None:
             version.servable.metrics.unloaded()
-        version.state, version.servable = "END", None
+        version.state, version.error_code, version.servable = "END", "OK", None
         version.settled.set()
         entry.repository.release(version.number)
 
@@ -303,7 +369,8 @@ class Manager:
             try:
                 found = await asyncio.to_thread(entry.repository.scan)
             except LoadError as e:
-                entry.error = str(e)
+                entry.error = entry.scan_error = str(e)
+                entry.error_status, entry.unlisted = e.status, True
                 log.error("model %s: %s", config.name, e)
                 return
             if not found:
@@ -341,8 +408,13 @@ class Manager:
             metrics = self.metrics.model(config.name, version.number)
             version.servable = await asyncio.to_thread(self._open, entry, version, metrics)
         except LoadError as e:
-            version.error_code, version.message = "UNKNOWN", str(e)
+            version.error_code, version.message, version.cause = "UNKNOWN", str(e), e.status
             log.error("model %s version %d failed to load: %s", config.name, version.number, e)
+            return False
+        except Exception as e:  # a failure not foreseen: it stays with this version, as any other load error
+            version.error_code, version.message = "UNKNOWN", f"{type(e).__name__}: {e}"
+            version.cause = "INTERNAL_ERROR"
+            log.exception("model %s version %d failed to load", config.name, version.number)
             return False
         version.state = "AVAILABLE"
         version.settled.set()
@@ -415,9 +487,7 @@ class Manager:
                 "PIPELINE_DEFINITION_MISSING_MODEL",
                 f"Pipeline definition has reference to missing model - {pipeline}: node {node.name} uses {wanted}",
             )
-        shape = entry.config.shape
-        shapes = shape.values() if isinstance(shape, dict) else [shape]
-        if entry.config.batch_size == "auto" or "auto" in shapes:
+        if _dynamic(entry.config):
             raise LoadError(
                 "FORBIDDEN_MODEL_DYNAMIC_PARAMETER",
                 f"Value of provided parameter is forbidden - {pipeline}: node {node.name} uses model {model}, which "
@@ -447,7 +517,8 @@ class Manager:
         entry = self.models.get(name)
         if entry is None:
             raise ServingError("MODEL_NAME_MISSING", name)
-        version = entry.versions.get(number) if number else entry.default()
+        # A model whose entry failed as a whole has no default version, only the rows its previous entry left.
+        version = entry.versions.get(number) if number else None if entry.error else entry.default()
         if version is None:
             details = f"model {name}" + (f" version {number}" if number else "")
             raise ServingError("MODEL_VERSION_MISSING", details + (f": {entry.error}" if entry.error else ""))

@@ -172,6 +172,9 @@ class Metrics:
         self._node_executions: _Counter | None = self.families.get("ovserve_pipeline_node_executions")
         self._node_time: _Histogram | None = self.families.get("ovserve_pipeline_node_time_us")
         self._node_branches: _Counter | None = self.families.get("ovserve_pipeline_node_branches")
+        # Which ModelMetrics last reported its version loaded: a version loaded again (a config edit) reports before
+        # the one it replaces retires, and that one's going must not zero the series they share.
+        self.holders: dict[tuple[str, str], ModelMetrics] = {}
 
     def render(self) -> str:
         """Prometheus text exposition format."""
@@ -227,10 +230,11 @@ def _request_key(origin: Origin, name: str, version: int) -> tuple[str, ...]:
 class ModelMetrics:
     """The series of one model version, bound once so the infer path records with a few dict updates."""
 
-    __slots__ = ("_active", "_current", "_inference", "_key", "_queue", "_reloads", "_streams", "_wait")
+    __slots__ = ("_active", "_current", "_holders", "_inference", "_key", "_queue", "_reloads", "_streams", "_wait")
 
     def __init__(self, metrics: Metrics, name: str, version: int) -> None:
         self._key = (name, str(version))
+        self._holders = metrics.holders
         get = metrics.families.get
         self._inference: _Histogram | None = get("ovms_inference_time_us")
         self._wait: _Histogram | None = get("ovms_wait_for_infer_req_time_us")
@@ -244,13 +248,19 @@ class ModelMetrics:
                 family.zero(self._key)
 
     def loaded(self, streams: int, nireq: int) -> None:
+        self._holders[self._key] = self
+        self._set(streams, nireq)
+
+    def unloaded(self) -> None:
+        if self._holders.get(self._key, self) is self:
+            self._holders.pop(self._key, None)
+            self._set(0, 0)
+
+    def _set(self, streams: int, nireq: int) -> None:
         if self._streams is not None:
             self._streams.set(self._key, streams)
         if self._queue is not None:
             self._queue.set(self._key, nireq)
-
-    def unloaded(self) -> None:
-        self.loaded(0, 0)
 
     def reloadable(self) -> None:
         """Show the reload series (at 0) of a version that reloads for request shapes."""

@@ -160,8 +160,9 @@ class S3Repository:
             for item in self._objects(self._base):
                 listed = True
                 name, slash, rest = item["Key"][len(self._base) :].partition("/")
-                if slash and name.isdigit() and int(name) > 0:
-                    found.setdefault(int(name), []).append((rest, int(item["Size"]), str(item.get("ETag", ""))))
+                version = versions.number(name) if slash else None
+                if version is not None:
+                    found.setdefault(version, []).append((rest, int(item["Size"]), str(item.get("ETag", ""))))
         except Exception as e:
             raise self._failure(e, "cannot list") from e
         if not listed:

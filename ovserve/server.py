@@ -14,9 +14,9 @@ import openvino as ov
 from . import grpc_server, http_routes
 from .config import ServerConfig, load_config
 from .dataplane import DataPlane
-from .errors import ConfigError, ServingError
+from .errors import ConfigError, ServingError, http_status
 from .http_app import Cors, HttpApp, HttpServer
-from .manager import Manager
+from .manager import Manager, Reconciled
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Server:
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
         self._reload_error = ""
+        self._load_failed = False  # the last load of a changed config.json had a model fail
 
     async def start(self) -> None:
         """Register what is configured, open the gRPC port, then load models in the background (OVMS order)."""
@@ -98,24 +99,33 @@ class Server:
             await asyncio.shield(self._loading)
         source = self.config.source
         if source is None:  # single-model mode: version folders only
-            return await self.manager.reconcile(self.config)
+            return (await self.manager.reconcile(self.config)).changed
         try:
             config = load_config(source)
         except ConfigError as e:
             if str(e) != self._reload_error:  # a watched file that stays broken is reported once
                 log.error("config reload failed; the running config keeps serving: %s", e)
             self._reload_error = str(e)
-            status = "RELOAD_CONFIG_FILE_MISSING" if "cannot open" in str(e) else "RELOAD_CONFIG_FAILED"
+            unreadable = isinstance(e.__cause__, OSError)  # load_config raises from the OSError of reading the file
+            status = "RELOAD_CONFIG_FILE_MISSING" if unreadable else "RELOAD_CONFIG_FAILED"
             raise ServingError(status, str(e)) from e
         self._reload_error = ""
-        if config.digest == self.config.digest:
-            return await self.manager.reconcile(self.config)  # same file: rescan version folders
-        for warning in config.warnings:
-            log.warning("config: %s", warning)
-        changed = await self.manager.reconcile(config)
-        self.config = config
-        log.info("config reloaded from %s: %s", source, "changes applied" if changed else "nothing to change")
-        return changed
+        if config.digest == self.config.digest:  # same file: rescan version folders
+            outcome = await self.manager.reconcile(self.config)
+            if self._load_failed:  # the last load failed (maybe applied by the watcher): its result until it loads
+                outcome = Reconciled(outcome.changed, self.manager.failure(m.name for m in self.config.models))
+        else:
+            for warning in config.warnings:
+                log.warning("config: %s", warning)
+            outcome = await self.manager.reconcile(config)
+            self.config = config
+            done = "changes applied" if outcome.changed else "nothing to change"
+            log.info("config reloaded from %s: %s", source, done)
+        self._load_failed = outcome.failure is not None
+        if outcome.failure is not None:  # applied, but the reload answers its first failure (spec §1.9, §4.8)
+            failure = outcome.failure
+            raise ServingError("RELOAD_CONFIG_FAILED", str(failure), http=http_status(failure.status))
+        return outcome.changed
 
     async def loaded(self) -> None:
         """Wait for the initial load; in single-model mode raise if the model did not load."""

@@ -8,6 +8,17 @@ from pathlib import Path
 from .config import All, Latest, Specific, VersionPolicy
 from .errors import LoadError
 
+MAX_VERSION = 2**63 - 1  # versions are int64 in every API
+
+
+def number(name: str) -> int | None:
+    """The version a folder name gives: a positive integer written plainly (ASCII digits, no leading zero, within
+    int64), else None. A folder is found again by `str(version)`, so "01" is not version 1."""
+    if not (name.isascii() and name.isdigit()) or name.startswith("0"):
+        return None
+    value = int(name)
+    return value if value <= MAX_VERSION else None
+
 
 def scan(base_path: Path) -> dict[int, Path]:
     """Version folders of a model: sub-directories named by a positive integer (others are ignored)."""
@@ -15,8 +26,9 @@ def scan(base_path: Path) -> dict[int, Path]:
         raise LoadError("PATH_INVALID", f"The provided base path is invalid or doesn't exists: {base_path}")
     found: dict[int, Path] = {}
     for entry in base_path.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
-            found[int(entry.name)] = entry
+        version = number(entry.name)
+        if version is not None and entry.is_dir():
+            found[version] = entry
     return found
 
 
@@ -34,7 +46,8 @@ def select(policy: VersionPolicy, available: Iterable[int]) -> list[int]:
 
 
 def model_file(version_dir: Path, shown: str = "") -> Path:
-    """The model file of a version folder, by OVMS's priority: IR, ONNX, Paddle, SavedModel/.pb, TFLite.
+    """The model file of a version folder, by OVMS's priority: IR (.xml+.bin), ONNX, Paddle (.pdmodel+.pdiparams),
+    SavedModel/.pb, TFLite.
     `shown` names the folder in the error instead of `version_dir` (a download of a remote version)."""
     files = sorted(p for p in version_dir.iterdir() if p.is_file())
 
@@ -44,10 +57,12 @@ def model_file(version_dir: Path, shown: str = "") -> Path:
     xml = first(".xml")
     if xml is not None and xml.with_suffix(".bin").exists():
         return xml
-    for suffix in (".onnx", ".pdmodel"):
-        found = first(suffix)
-        if found is not None:
-            return found
+    onnx = first(".onnx")
+    if onnx is not None:
+        return onnx
+    paddle = first(".pdmodel")
+    if paddle is not None and paddle.with_suffix(".pdiparams").exists():
+        return paddle
     pb = first(".pb")
     if pb is not None:
         return version_dir if pb.name == "saved_model.pb" else pb

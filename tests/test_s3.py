@@ -381,6 +381,19 @@ def test_listing_pages_and_downloads_at_the_repository_level(bucket: Bucket, cap
     assert storage.root is None
 
 
+def test_only_plain_positive_integer_prefixes_are_versions(bucket: Bucket) -> None:
+    """As for local folders: a prefix of other digits, with a leading zero or beyond int64 is no version (and no
+    reason to fail the listing)."""
+    bucket.upload(models.classifier(), "zoo/resnet", 2)
+    for name in ("²", "01", "0", str(2**63)):
+        bucket.put(f"zoo/resnet/{name}/model.onnx", b"not a version")
+    storage = Storage()
+    try:
+        assert sorted(S3Repository(S3Path(bucket.name, "zoo/resnet"), storage).scan()) == [2]
+    finally:
+        storage.close()
+
+
 @pytest.mark.parametrize(
     ("base_path", "parsed", "problem"),
     [
