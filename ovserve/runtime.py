@@ -302,13 +302,7 @@ def load(
     if not model.inputs or not model.outputs:
         raise LoadError("OV_NO_INPUTS", f"Cannot load model with no {'inputs' if not model.inputs else 'outputs'}")
     model_info = _model_info(model)
-    try:
-        model, layouts = _apply_layouts(model, config)
-    except LoadError:
-        raise
-    except Exception as e:  # OpenVINO refuses a layout of another rank than the tensor's
-        message = f"Layout incompatible with given shape: {_first_line(e)}"
-        raise LoadError("LAYOUT_INCOMPATIBLE_WITH_SHAPE", message) from e
+    model, layouts = _apply_layouts(model, config)  # a layout OpenVINO refuses is LAYOUT_INCOMPATIBLE_WITH_SHAPE
     _reshape(model, config, layouts)
     auto = AutoShape.of(model, config)
     props = _plugin_config(config)
