@@ -241,7 +241,6 @@ def test_soak_twenty_reloads_under_load_answer_every_request_from_an_available_v
     def nireq() -> int:
         return {v.servable.nireq for v in server.server.manager.models["resnet"].versions.values() if v.servable}.pop()
 
-    started = time.monotonic()
     clients = Clients(model=model_client, pipeline=pipeline_client, auto=auto_client)
     try:
         event({2}, lambda: add(2))
@@ -276,7 +275,6 @@ def test_soak_twenty_reloads_under_load_answer_every_request_from_an_available_v
         kserve.close()
         server_reloads = _reloads(server, "auto")
         server.stop()
-    elapsed = time.monotonic() - started
     assert not clients.failures, clients.failures[0]
     for name in ("model", "pipeline"):
         for sent, received, version in clients.answers[name]:
@@ -285,7 +283,6 @@ def test_soak_twenty_reloads_under_load_answer_every_request_from_an_available_v
     sent_batches = [1] + [b for _, _, b in clients.answers["auto"]]  # the model starts at its own batch, 1
     changes = sum(a != b for a, b in itertools.pairwise(sent_batches))
     assert server_reloads == changes > 10  # one reload per change of batch, none otherwise
-    assert elapsed < 30, elapsed
 
 
 def _reloads(server: RunningServer, name: str) -> int:
