@@ -60,6 +60,7 @@ from common import (  # bench/ is put on sys.path just above
     memory_mb,
     prepare_models,
     print_table,
+    progress,
     server_logs,
     server_process,
     spread,
@@ -261,18 +262,13 @@ async def bench_model(case: ModelCase, args: argparse.Namespace, workdir: Path) 
             doors = await open_doors(case, args.doors, server, channel, RawDoor(compiled, nireq, image), image)
             for clients in args.concurrency if doors else []:
                 results[clients] = await measure_cell(clients, doors, args, server.process.pid)
-                _progress(case, clients, results[clients])
+                progress(case.name, clients, results[clients])
         rss, peak = memory_mb(server.process.pid)
         print(f"[{case.name}] ovserve memory after the cells: resident {rss:.0f} MB, peak {peak:.0f} MB", flush=True)
     return [door.name for door in doors], results
 
 
 # --- report -----------------------------------------------------------------------------------------------------
-
-
-def _progress(case: ModelCase, clients: int, m: Rounds) -> None:
-    parts = [f"{name} {r.images_per_second:.1f}" for name, r in m.results.items()]
-    print(f"  {case.name} C={clients}: req/s {', '.join(parts)}; others {100 * m.background:.0f}% CPU", flush=True)
 
 
 def table(rows: Sequence[tuple[str, str, int, Rounds]]) -> tuple[str, list[str]]:

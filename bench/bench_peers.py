@@ -63,6 +63,7 @@ from common import (  # bench/ is put on sys.path just above
     memory_mb,
     prepare_models,
     print_table,
+    progress,
     server_logs,
     server_process,
     spread,
@@ -276,7 +277,7 @@ async def bench_model(
                 sides = {door.name: functools.partial(door.run, clients) for door in doors}
                 pids = [server.process.pid for server in servers]
                 results[clients] = await alternate(sides, "raw", 1, args, *pids)
-                _progress(case, clients, results[clients])
+                progress(case.name, clients, results[clients])
         for server in servers:
             rss, peak = memory_mb(server.process.pid)  # the main process (MLServer: no worker processes)
             print(f"[{case.name}] {server.name} memory after the cells: resident {rss:.0f} MB, peak {peak:.0f} MB")
@@ -284,11 +285,6 @@ async def bench_model(
 
 
 # --- report -----------------------------------------------------------------------------------------------------
-
-
-def _progress(case: ModelCase, clients: int, m: Rounds) -> None:
-    parts = [f"{name} {r.images_per_second:.1f}" for name, r in m.results.items()]
-    print(f"  {case.name} C={clients}: req/s {', '.join(parts)}", flush=True)
 
 
 def table(rows: Sequence[tuple[str, str, int, Rounds]]) -> tuple[str, list[str]]:

@@ -541,6 +541,12 @@ async def alternate(
 # --- report -----------------------------------------------------------------------------------------------------
 
 
+def progress(model: str, clients: int, m: Rounds) -> None:
+    """One line per measured cell of request doors: each side's requests/s and the others' CPU share."""
+    parts = [f"{name} {r.images_per_second:.1f}" for name, r in m.results.items()]
+    print(f"  {model} C={clients}: req/s {', '.join(parts)}; others {100 * m.background:.0f}% CPU", flush=True)
+
+
 def spread(ratios: Sequence[float]) -> str:
     """'min-max' of the ratios (nan left out); '' without any."""
     values = [r for r in ratios if r == r]
