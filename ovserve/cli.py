@@ -31,6 +31,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more, below a day)")
+    return value
+
+
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -61,6 +71,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed_methods", default="*", help="CORS Access-Control-Allow-Methods")
     p.add_argument("--allowed_headers", default="*", help="CORS Access-Control-Allow-Headers")
     p.add_argument("--allow_credentials", action="store_true", help="CORS Access-Control-Allow-Credentials: true")
+    p.add_argument(
+        "--drain_seconds",
+        type=_seconds,
+        default=5.0,
+        help="after SIGTERM: seconds to keep serving while readiness is false, so load balancers move away first",
+    )
+    p.add_argument(
+        "--shutdown_grace_seconds",
+        type=_seconds,
+        default=30.0,
+        help="then: seconds requests in flight may take to finish before they are cancelled",
+    )
+    p.add_argument(
+        "--ready_requires_all_models",
+        action="store_true",
+        help="readiness stays false while any configured model or pipeline is not serving (default: as OVMS, "
+        "ready once the first load is done)",
+    )
     p.add_argument("--log_level", default="INFO", choices=LOG_LEVELS)
     p.add_argument("--log_path", type=Path, help="write the log to this file")
     single = p.add_argument_group("single-model mode")
@@ -114,6 +142,9 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         poll_seconds=max(0, args.file_system_poll_wait_seconds),
         metrics=_metrics(args, config),
         cors=Cors(args.allowed_origins, args.allowed_methods, args.allowed_headers, args.allow_credentials),
+        drain_seconds=args.drain_seconds,
+        shutdown_grace=args.shutdown_grace_seconds,
+        ready_needs_all=args.ready_requires_all_models,
     )
 
 

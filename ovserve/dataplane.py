@@ -15,9 +15,11 @@ from .types import Endpoint, InferRequest, InferResult, Origin, VersionStatus
 
 
 class DataPlane:
-    def __init__(self, manager: Manager, metrics: Metrics | None = None) -> None:
+    def __init__(self, manager: Manager, metrics: Metrics | None = None, ready_needs_all: bool = False) -> None:
         self.manager = manager
         self.metrics = metrics or manager.metrics
+        self.ready_needs_all = ready_needs_all  # readiness also waits for every model and pipeline to serve
+        self.draining = False  # the server is stopping: not ready, though requests are still served
 
     async def servable(
         self, name: str, version: int | None, missing: str = "PIPELINE_DEFINITION_NAME_MISSING"
@@ -65,6 +67,12 @@ class DataPlane:
 
     def model_ready(self, name: str, version: int | None, origin: Origin) -> bool:
         """KServe ModelReady: the requested (or default) version is AVAILABLE; a pipeline is available."""
+        ready = self.serving(name, version)
+        self.metrics.request(origin, name, 1, True)
+        return ready
+
+    def serving(self, name: str, version: int | None = None) -> bool:
+        """Whether a model's requested (or default) version is AVAILABLE, or a pipeline is; unknown names raise."""
         if name in self.manager.models:
             entry = self.manager.models[name]
             chosen = entry.versions.get(version) if version else entry.default()
@@ -72,13 +80,10 @@ class DataPlane:
                 raise ServingError(
                     "MODEL_VERSION_MISSING", f"model {name}" + (f" version {version}" if version else "")
                 )
-            ready = chosen.state == "AVAILABLE"
-        elif name in self.manager.pipelines:
-            ready = self.manager.pipelines[name].definition is not None
-        else:
-            raise ServingError("MODEL_NAME_MISSING", name)
-        self.metrics.request(origin, name, 1, True)
-        return ready
+            return chosen.state == "AVAILABLE"
+        if name in self.manager.pipelines:
+            return self.manager.pipelines[name].definition is not None
+        raise ServingError("MODEL_NAME_MISSING", name)
 
     def status(self, name: str, version: int | None, origin: Origin | None = None) -> list[VersionStatus]:
         rows = self.manager.status(name, version)
@@ -92,4 +97,15 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.manager.loaded.is_set()
+        """Server readiness: the first load is done and the server is not stopping; with `ready_needs_all`, also
+        every configured model and pipeline serves (a rollout with a broken model then stops instead of serving)."""
+        if self.draining or not self.manager.loaded.is_set():
+            return False
+        if not self.ready_needs_all:
+            return True
+        models = (n for n, e in self.manager.models.items() if not e.retired)
+        pipelines = (n for n, e in self.manager.pipelines.items() if not e.retired)
+        try:
+            return all(self.serving(name) for name in (*models, *pipelines))
+        except ServingError:  # a model with no version at all
+            return False

@@ -107,6 +107,7 @@ TABLE: dict[str, _Entry] = {
     "SERVER_NOT_READY": _Entry("Server is not ready", "UNAVAILABLE", 503),
     # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
+    "HEALTH_SERVICE_UNKNOWN": _Entry("Health of an unknown service requested", "NOT_FOUND", 404),  # not in OVMS
     "REST_COULD_NOT_PARSE_VERSION": _Entry("Could not parse model version in request", "INVALID_ARGUMENT", 400),
     "REST_INVALID_URL": _Entry("Invalid request URL", "INVALID_ARGUMENT", 400),
     "REST_UNSUPPORTED_METHOD": _Entry("Unsupported method", "UNIMPLEMENTED", 406),

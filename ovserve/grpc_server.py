@@ -144,8 +144,11 @@ def handlers(service: TfServing) -> Sequence[grpc.GenericRpcHandler]:
     ]
 
 
-def create(dataplane: DataPlane, addresses: Sequence[str]) -> tuple[grpc.aio.Server, list[int]]:
-    """A grpc.aio server bound to each 'host:port' (port 0 = any free port); returns it and the bound ports."""
+def create(
+    dataplane: DataPlane, addresses: Sequence[str], extra: Sequence[grpc.GenericRpcHandler] = ()
+) -> tuple[grpc.aio.Server, list[int]]:
+    """A grpc.aio server bound to each 'host:port' (port 0 = any free port) serving TF Serving, KServe and the
+    `extra` handlers; returns it and the bound ports (0 for an address that could not be bound)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -157,5 +160,12 @@ def create(dataplane: DataPlane, addresses: Sequence[str]) -> tuple[grpc.aio.Ser
     from . import grpc_kserve  # here, not at the top: grpc_kserve reuses this module's _errors and _method
 
     server.add_generic_rpc_handlers(grpc_kserve.handlers(grpc_kserve.KServe(dataplane)))
-    ports = [server.add_insecure_port(address) for address in addresses]
-    return server, ports
+    server.add_generic_rpc_handlers(extra)
+    return server, [_bind(server, address) for address in addresses]
+
+
+def _bind(server: grpc.aio.Server, address: str) -> int:
+    try:
+        return int(server.add_insecure_port(address))
+    except RuntimeError:  # "Failed to bind to address ...": the caller names the port
+        return 0

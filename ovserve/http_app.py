@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -19,7 +20,7 @@ from .errors import ServingError
 
 log = logging.getLogger(__name__)
 
-ALLOWED_METHODS = frozenset({"GET", "POST", "OPTIONS"})
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
 JSON = "application/json"
 
 
@@ -81,11 +82,14 @@ class Cors:
 
 
 class HttpApp:
-    """Dispatches on method and raw path; a ServingError becomes {"error": "<status text>"} with its HTTP status."""
+    """Dispatches on method and raw path; a ServingError becomes {"error": "<status text>"} with its HTTP status.
+    HEAD is answered as GET without the body; once `closing` is set (the server drains), every response asks its
+    client to close the connection, so no further request lands on a connection about to close."""
 
     def __init__(self, routes: Sequence[Route], cors: Cors = Cors()) -> None:
         self.routes = list(routes)
         self._cors = cors.items()
+        self.closing = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -97,7 +101,9 @@ class HttpApp:
         # which HTTP/1.0 clients cannot read. 204 and 304 carry neither a body nor a length (RFC 9110).
         body = b"" if response.status in (204, 304) else response.body
         if response.status not in (204, 304):
-            headers.append((b"content-length", str(len(body)).encode()))
+            headers.append((b"content-length", str(len(body)).encode()))  # uvicorn sends no body to a HEAD
+        if self.closing:
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -112,7 +118,7 @@ class HttpApp:
                 return HttpResponse(200)
             if ".." in unquote(path).split("/"):
                 raise ServingError("PATH_INVALID", path)
-            found, params = self._match(path, method)
+            found, params = self._match(path, "GET" if method == "HEAD" else method)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             body = await _body(receive)
             query = scope.get("query_string", b"").decode("latin-1")
@@ -186,8 +192,15 @@ class HttpServer:
                 raise OSError("the HTTP server stopped while starting")
             await asyncio.sleep(0.005)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Close the port and idle connections, let requests in flight finish (up to `grace` seconds, None = no
+        limit), then cancel what is left."""
+        self._server.config.timeout_graceful_shutdown = None if grace is None else math.ceil(grace)
         self._server.should_exit = True
         if self._task is not None:
             await self._task
         self.socket.close()
+
+    def hurry(self) -> None:
+        """End a stop now: requests still in flight are abandoned."""
+        self._server.force_exit = True

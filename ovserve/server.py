@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import openvino as ov
 
-from . import grpc_server, http_routes
+from . import grpc_health, grpc_server, http_routes
 from .config import ServerConfig, load_config
 from .dataplane import DataPlane
 from .errors import ConfigError, ServingError, http_status
@@ -33,6 +36,9 @@ class Settings:
     poll_seconds: float = 0  # watch config.json and version folders this often; 0 = only on request
     metrics: tuple[str, ...] | None = ()  # enabled metric families: () = off, None = OVMS's defaults
     cors: Cors = field(default_factory=Cors)
+    drain_seconds: float = 0  # after SIGTERM: not ready, still serving, so load balancers can take the server out
+    shutdown_grace: float = 30  # then: how long requests in flight may take to finish before they are cancelled
+    ready_needs_all: bool = False  # readiness waits for every configured model and pipeline to serve
 
 
 class Server:
@@ -46,10 +52,12 @@ class Server:
             core.set_property({"CACHE_DIR": str(settings.cache_dir)})
         self.metrics = Metrics(settings.metrics)
         self.manager = Manager(core, self.metrics)
-        self.dataplane = DataPlane(self.manager)
+        self.dataplane = DataPlane(self.manager, ready_needs_all=settings.ready_needs_all)
+        self.health = grpc_health.Health(self.dataplane)
         self.grpc: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
         self.http: HttpServer | None = None
+        self.app: HttpApp | None = None
         self.rest_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
@@ -64,16 +72,22 @@ class Server:
         if self.settings.port is not None:
             hosts = [h.strip() for h in self.settings.grpc_bind_address.split(",") if h.strip()]
             addresses = [f"[{h}]:{self.settings.port}" if ":" in h else f"{h}:{self.settings.port}" for h in hosts]
-            self.grpc, ports = grpc_server.create(self.dataplane, addresses)
+            self.grpc, ports = grpc_server.create(self.dataplane, addresses, grpc_health.handlers(self.health))
             if not ports or 0 in ports:
-                raise OSError(f"cannot bind gRPC to {', '.join(addresses)}")
+                failed = [a for a, p in zip(addresses, ports, strict=True) if not p] or addresses
+                raise OSError(f"cannot bind the gRPC port {', '.join(failed)}: is it in use, or the address not here?")
             self.grpc_port = ports[0]
             await self.grpc.start()
             log.info("gRPC server listening on %s (port %d)", ", ".join(hosts), self.grpc_port)
         if self.settings.rest_port is not None:
             table = http_routes.routes(self.dataplane, self.metrics, self.reload, lambda: self._reload_error)
             app = HttpApp(table, self.settings.cors)
-            self.http = HttpServer(app, self.settings.rest_bind_address, self.settings.rest_port)
+            self.app = app
+            try:
+                self.http = HttpServer(app, self.settings.rest_bind_address, self.settings.rest_port)
+            except OSError as e:
+                where = f"{self.settings.rest_bind_address}:{self.settings.rest_port}"
+                raise OSError(f"cannot bind the REST port {where}: {e.strerror or e}") from e
             await self.http.start()
             self.rest_port = self.http.port
             log.info("REST server listening on %s (port %d)", self.settings.rest_bind_address, self.rest_port)
@@ -127,6 +141,13 @@ class Server:
             raise ServingError("RELOAD_CONFIG_FAILED", str(failure), http=http_status(failure.status))
         return outcome.changed
 
+    async def hurry(self) -> None:
+        """Cut a stop short: requests still in flight are cancelled now."""
+        if self.http is not None:
+            self.http.hurry()
+        if self.grpc is not None:
+            await self.grpc.stop(None)
+
     async def loaded(self) -> None:
         """Wait for the initial load; in single-model mode raise if the model did not load."""
         assert self._loading is not None
@@ -136,37 +157,79 @@ class Server:
                 if entry.error or not any(v.state == "AVAILABLE" for v in entry.versions.values()):
                     raise RuntimeError(f"Couldn't start model manager: model {entry.config.name} did not load")
 
+    def drain(self) -> None:
+        """Turn not-ready (HTTP readiness, gRPC ServerReady and health) while serving on: every HTTP response from
+        now on closes its connection, so clients and proxies open their next one to a server that stays."""
+        self.dataplane.draining = True
+        if self.app is not None:
+            self.app.closing = True
+
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop taking requests, let running ones finish (up to `grace` seconds)."""
+        """Close the ports, tell gRPC clients to go elsewhere (GOAWAY), let requests in flight finish (up to `grace`
+        seconds, then they are cancelled), then unload everything."""
+        self.drain()
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         if self._watching is not None:
             self._watching.cancel()
-        if self.http is not None:
-            await self.http.stop()
-        if self.grpc is not None:
-            await self.grpc.stop(grace)
+        self.health.close()  # ends Watch streams, which would otherwise hold the gRPC server for all of `grace`
+        await asyncio.gather(
+            *([self.http.stop(grace)] if self.http is not None else []),
+            *([self.grpc.stop(grace)] if self.grpc is not None else []),
+        )
         self.manager.stop()
         await asyncio.to_thread(self.manager.close)
         log.info("server stopped")
 
 
-async def serve(config: ServerConfig, settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM; returns the process exit code."""
-    server = Server(config, settings)
-    await server.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    code = 0
+async def _until_signal(work: Awaitable[Any], signals: asyncio.Queue[int]) -> int | None:
+    """Run `work` unless a signal arrives first: None once it is done, else the signal (`work` is cancelled)."""
+    task, signalled = asyncio.ensure_future(work), asyncio.ensure_future(signals.get())
     try:
-        await server.loaded()
-        log.info("server ready")
-        await stopping.wait()
+        await asyncio.wait((task, signalled), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        signalled.cancel()
+    if not task.done() or task.cancelled():
+        return signalled.result()
+    if signalled.done() and not signalled.cancelled():
+        signals.put_nowait(signalled.result())  # both at once: the signal is kept for the next wait
+    task.result()  # its exception, if any
+    return None
+
+
+async def serve(config: ServerConfig, settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code.
+
+    SIGTERM (Kubernetes' stop) drains: the server turns not-ready at once and keeps serving for `drain_seconds`
+    (endpoints and load balancers take time to notice), then closes its ports, sends gRPC clients a GOAWAY and lets
+    requests in flight finish for up to `shutdown_grace` seconds. SIGINT, or SIGTERM before the server is ready,
+    skips the drain. A second signal ends the drain, and then the grace, at once."""
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, signals.put_nowait, sig)  # before anything starts: obeyed at any point
+    server = Server(config, settings)
+    code, urgent = 0, False
+    try:
+        await server.start()
+        if await _until_signal(server.loaded(), signals) is None:
+            log.info("server ready")
+            if await signals.get() == signal.SIGTERM and settings.drain_seconds > 0:
+                server.drain()
+                log.info("SIGTERM: not ready now; serving on for %g s while clients move away", settings.drain_seconds)
+                urgent = await _until_signal(asyncio.sleep(settings.drain_seconds), signals) is not None
     except RuntimeError as e:
         log.error("%s", e)
         code = 1
     finally:
-        await server.stop()
+        stopping = asyncio.ensure_future(server.stop(0 if urgent else settings.shutdown_grace))
+        if not urgent and await _until_signal(asyncio.shield(stopping), signals) is not None:
+            urgent = True
+            await server.hurry()
+        await stopping
+    if urgent:  # asked twice: worker threads still busy (a custom node, a compile) must not hold the exit
+        log.warning("second signal: stopped without waiting for requests in flight")
+        logging.shutdown()
+        os._exit(code)
     return code
