@@ -84,6 +84,13 @@ def parser() -> argparse.ArgumentParser:
         help="then: seconds requests in flight may take to finish before they are cancelled",
     )
     p.add_argument(
+        "--grpc_max_connection_age_seconds",
+        type=_seconds,
+        default=0.0,
+        help="send each gRPC connection a GOAWAY at this age, so clients an L4 balancer pins here reconnect "
+        "elsewhere during a drain (below --drain_seconds minus the balancer's delay); 0 = never",
+    )
+    p.add_argument(
         "--ready_requires_all_models",
         action="store_true",
         help="readiness stays false while any configured model or pipeline is not serving (default: as OVMS, "
@@ -145,6 +152,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         drain_seconds=args.drain_seconds,
         shutdown_grace=args.shutdown_grace_seconds,
         ready_needs_all=args.ready_requires_all_models,
+        grpc_max_connection_age=args.grpc_max_connection_age_seconds,
     )
 
 

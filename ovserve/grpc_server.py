@@ -145,17 +145,26 @@ def handlers(service: TfServing) -> Sequence[grpc.GenericRpcHandler]:
 
 
 def create(
-    dataplane: DataPlane, addresses: Sequence[str], extra: Sequence[grpc.GenericRpcHandler] = ()
+    dataplane: DataPlane,
+    addresses: Sequence[str],
+    extra: Sequence[grpc.GenericRpcHandler] = (),
+    max_connection_age: float = 0,
 ) -> tuple[grpc.aio.Server, list[int]]:
     """A grpc.aio server bound to each 'host:port' (port 0 = any free port) serving TF Serving, KServe and the
-    `extra` handlers; returns it and the bound ports (0 for an address that could not be bound)."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    `extra` handlers; returns it and the bound ports (0 for an address that could not be bound).
+
+    `max_connection_age` (seconds, 0 = none): each connection is then sent a GOAWAY at that age (gRPC adds +-10 %
+    jitter) and the client reconnects, its calls in flight finishing on the old one. Clients that an L4 balancer
+    pins to this server (a Kubernetes Service) so move to other servers during a drain: a server's own stop sends
+    GOAWAY too, but gRPC's server cancels the calls that cross it on the wire."""
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
+    if max_connection_age > 0:
+        options.append(("grpc.max_connection_age_ms", max(1, round(max_connection_age * 1000))))
+    server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers(handlers(TfServing(dataplane)))
     from . import grpc_kserve  # here, not at the top: grpc_kserve reuses this module's _errors and _method
 

@@ -39,6 +39,7 @@ class Settings:
     drain_seconds: float = 0  # after SIGTERM: not ready, still serving, so load balancers can take the server out
     shutdown_grace: float = 30  # then: how long requests in flight may take to finish before they are cancelled
     ready_needs_all: bool = False  # readiness waits for every configured model and pipeline to serve
+    grpc_max_connection_age: float = 0  # seconds; 0 = gRPC connections live as long as their clients keep them
 
 
 class Server:
@@ -72,7 +73,9 @@ class Server:
         if self.settings.port is not None:
             hosts = [h.strip() for h in self.settings.grpc_bind_address.split(",") if h.strip()]
             addresses = [f"[{h}]:{self.settings.port}" if ":" in h else f"{h}:{self.settings.port}" for h in hosts]
-            self.grpc, ports = grpc_server.create(self.dataplane, addresses, grpc_health.handlers(self.health))
+            health = grpc_health.handlers(self.health)
+            age = self.settings.grpc_max_connection_age
+            self.grpc, ports = grpc_server.create(self.dataplane, addresses, health, age)
             if not ports or 0 in ports:
                 failed = [a for a, p in zip(addresses, ports, strict=True) if not p] or addresses
                 raise OSError(f"cannot bind the gRPC port {', '.join(failed)}: is it in use, or the address not here?")
