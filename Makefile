@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers protos \
-	clean
+	clean image test-container
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: pyproject.toml
@@ -19,9 +19,10 @@ include demo/demo.mk
 demo: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	DEMO_CACHE=$(DEMO_CACHE) VENV=$(VENV) bash demo/run_demo.sh
 
-## The whole test suite (real servers on loopback, real OpenVINO, real clients), then lint and types.
+## The whole test suite (real servers on loopback, real OpenVINO, real clients, nginx from Debian), then lint and types.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not tfserving and not perf_analyzer"
+	bash scripts/debian-packages.sh nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream
+	$(PY) -m pytest -q -m "not tfserving and not perf_analyzer and not container"
 	$(MAKE) --no-print-directory lint
 
 lint: $(VENV)/.installed
@@ -46,6 +47,21 @@ $(PERF_ANALYZER): scripts/get_perf_analyzer.sh $(VENV)/.installed
 
 test-perf-analyzer: $(VENV)/.installed $(PERF_ANALYZER)
 	PERF_ANALYZER=$(PERF_ANALYZER) $(PY) -m pytest -q -m perf_analyzer
+
+## Container image from Containerfile, with podman or docker (whichever engine works); BASE_IMAGE=... changes the base.
+IMAGE ?= localhost/ovserve:latest
+BASE_IMAGE ?=
+image:
+	IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) bash scripts/container/build-image.sh
+
+## The image run for real with podman (installed from Debian if missing) on a local debootstrap base (cached).
+CONTAINER_CACHE := .cache/container
+CONTAINER_BASE := localhost/ovserve-base:bookworm
+test-container: $(VENV)/.installed $(DEMO_CACHE)/.ready
+	bash scripts/container/ensure-podman.sh
+	BASE_TAG=$(CONTAINER_BASE) bash scripts/container/base-image.sh $(CONTAINER_CACHE)
+	ENGINE=podman IMAGE=$(IMAGE) BASE_IMAGE=$(CONTAINER_BASE) bash scripts/container/build-image.sh
+	OVSERVE_IMAGE=$(IMAGE) DEMO_CACHE=$(DEMO_CACHE) $(PY) -m pytest -q -m container tests/container
 
 ## Demultiplexing pipeline over gRPC against raw in-process OpenVINO (needs the demo cache for the real model).
 bench: $(VENV)/.installed $(DEMO_CACHE)/.ready
