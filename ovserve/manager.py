@@ -139,6 +139,7 @@ class Manager:
     """Owns every model version and pipeline; the only place that changes what is served."""
 
     def __init__(self, core: ov.Core | None = None, metrics: Metrics | None = None, storage: Storage | None = None):
+        runtime.prepare_bindings()  # before the loader threads (asyncio.to_thread) race to do it
         self.core = core or ov.Core()
         self.metrics = metrics or Metrics(())
         self.storage = storage or Storage()

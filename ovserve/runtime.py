@@ -60,6 +60,15 @@ class Servable(Protocol):
 # --- metadata from OpenVINO ports ----------------------------------------------------------------------
 
 
+def prepare_bindings() -> None:
+    """Build OpenVINO's numpy type tables now, on this thread, before any loader thread runs (once per process).
+
+    They are C++ function-local statics whose initialisers let go of the GIL (pybind11's numpy lookup): a second
+    thread entering meanwhile blocks on the C++ guard holding the GIL, the first waits for the GIL, and both hang."""
+    ov.Type.f32.to_dtype()  # OpenVINO type -> numpy dtype (Type.to_dtype, Tensor.data)
+    ov.Tensor(np.zeros((), np.float32))  # numpy dtype -> OpenVINO type (tensors made from arrays, start_async)
+
+
 def _dtype(element_type: ov.Type) -> np.dtype | None:
     if element_type == ov.Type.string:
         return np.dtype(object)

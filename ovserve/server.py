@@ -181,7 +181,7 @@ class Server:
             *([self.grpc.stop(grace)] if self.grpc is not None else []),
         )
         self.manager.stop()
-        await asyncio.to_thread(self.manager.close)
+        self.manager.close()  # here, not in a worker thread: those may all be held by loads that never end
         log.info("server stopped")
 
 
@@ -231,8 +231,25 @@ async def serve(config: ServerConfig, settings: Settings) -> int:
             urgent = True
             await server.hurry()
         await stopping
-    if urgent:  # asked twice: worker threads still busy (a custom node, a compile) must not hold the exit
+    if urgent:
         log.warning("second signal: stopped without waiting for requests in flight")
+    elif not await _threads_done(loop, THREADS_EXIT_WAIT_S):
+        log.warning("worker threads still busy (a model load, a custom node): exiting without them")
+        urgent = True
+    if urgent:  # a worker thread cannot be cancelled, and asyncio.run and the interpreter would wait for it
         logging.shutdown()
         os._exit(code)
     return code
+
+
+THREADS_EXIT_WAIT_S = 3.0  # after a stop, how long worker threads (loads, custom nodes) may take to finish
+
+
+async def _threads_done(loop: asyncio.AbstractEventLoop, seconds: float) -> bool:
+    """Shut the loop's worker threads down; False if some are still busy after `seconds` (e.g. a load blocked in
+    OpenVINO or on storage: no one waits for its result any more)."""
+    try:
+        await asyncio.wait_for(asyncio.shield(loop.shutdown_default_executor()), seconds)
+    except TimeoutError:
+        return False
+    return True
