@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +34,13 @@ from ovserve.config import ServerConfig, load_config
 from ovserve.server import Server, Settings
 
 NODES = Path(__file__).parent / "nodes"  # custom node test libraries (C and Python)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (for a server started in another process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class RunningServer:

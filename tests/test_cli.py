@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import models
+from conftest import free_port
 
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
@@ -20,12 +20,6 @@ BIN = Path(sys.executable).parent
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PYTHON, "-m", "ovserve", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_bad_flags_print_what_is_wrong(tmp_path: Path) -> None:

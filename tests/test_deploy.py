@@ -161,7 +161,9 @@ def _strict(schema: Any) -> Any:
 def kserve_validator(kind: str) -> jsonschema.protocols.Validator:
     # (No check_schema: the meta-validation of the 640 KB InferenceService schema alone takes seconds; the schemas
     # are KServe's published ones, and test_validators_are_live shows they reject what they should.)
-    return jsonschema.Draft202012Validator(_strict(json.loads((KSERVE_SCHEMAS / KSERVE_KINDS[kind][1]).read_text())))
+    return jsonschema.Draft202012Validator(
+        _strict(json.loads((KSERVE_SCHEMAS / KSERVE_KINDS[kind][1]).read_text(encoding="utf-8")))
+    )
 
 
 def validate_kserve(obj: dict[str, Any]) -> None:
@@ -190,7 +192,7 @@ def test_the_expected_kustomizations_exist() -> None:
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
 def test_every_manifest_file_is_part_of_its_kustomization(directory: str) -> None:
     """A YAML file beside a kustomization.yaml but not listed in it would never be applied."""
-    kustomization = yaml.safe_load((DEPLOY / directory / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((DEPLOY / directory / "kustomization.yaml").read_text(encoding="utf-8"))
     listed = set(kustomization.get("resources", [])) | {p.get("path") for p in kustomization.get("patches", [])}
     for entry in kustomization.get("resources", []):
         assert "://" not in entry and not entry.startswith("github.com"), f"remote resource {entry}: not offline"
@@ -419,7 +421,7 @@ def test_s3_settings_come_from_the_secret(directory: str) -> None:
     objects = render(directory)
     env = {e["name"]: e for e in server_container(objects)["env"]}
     assert set(env) >= S3_ENV
-    source = (REPO / "ovserve" / "repository.py").read_text()
+    source = (REPO / "ovserve" / "repository.py").read_text(encoding="utf-8")
     secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
     for name in S3_ENV:
         assert f'"{name}"' in source, f"ovserve/repository.py does not read {name}"

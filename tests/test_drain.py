@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from conftest import RunningServer
+from conftest import RunningServer, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 PYTHON = sys.executable
@@ -66,12 +66,6 @@ def slow_config(repository: Path, seconds: float) -> Path:
         }],
     }  # fmt: skip
     return models.write_config(repository, document)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Process:

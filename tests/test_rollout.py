@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from conftest import free_port
 from moto.server import ThreadedMotoServer
 
 PYTHON = sys.executable
@@ -44,12 +44,6 @@ DRAIN_S = 3.0  # the replicas' --drain_seconds
 LEAVES_LB_S = 1.0  # a SIGTERM'd replica leaves the load balancer this long after (endpoints updating)
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 ANSWERS = {1: (X + 1) * 2, 2: (X + 2) * 2}  # what each model version computes (add_mul, add = version)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(port: int, path: str) -> int:

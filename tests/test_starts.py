@@ -12,7 +12,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import models
 import pytest
+from conftest import free_port
 
 STARTS = int(os.environ.get("OVSERVE_STARTS", "100"))
 PARALLEL = int(os.environ.get("OVSERVE_STARTS_PARALLEL", "3"))
@@ -52,12 +52,6 @@ class Start:
         if self.code not in (0, -signal.SIGTERM):
             return f"exit code {self.code} after SIGTERM ({self.kind})"
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def is_ready(rest_port: int) -> bool:

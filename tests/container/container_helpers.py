@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import os
 import resource
-import socket
 import subprocess
 import time
 import uuid
@@ -51,12 +50,6 @@ def run_args(name: str | None, volumes: Sequence[str], user: str | None, extra: 
     if user:
         args += ["--user", user]
     return [*args, *extra]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(port: int, path: str, timeout: float = 2) -> int:

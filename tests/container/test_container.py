@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import free_port
 from container_helpers import (
     DEMO_CACHE,
     IMAGE,
     IMAGE_UID,
     RUNTIME,
     Container,
-    free_port,
     http_get,
     podman,
     readable_dir,
