@@ -36,6 +36,7 @@ class Sleeper:
 
     def __init__(self, params):
         self.seconds = float(params["seconds"])
+        time.sleep(float(params["load_seconds"]))  # a node that takes its time to load
 
     def inputs_info(self):
         return {"x": ((1, 4), "float32")}
@@ -49,12 +50,15 @@ class Sleeper:
 '''
 
 
-def slow_config(repository: Path, seconds: float) -> Path:
-    """A model `sum` (y = (x + 1) * 2, instant) and a pipeline `slow` that answers its input after `seconds`."""
+def slow_config(repository: Path, seconds: float, load_seconds: float = 0) -> Path:
+    """A model `sum` (y = (x + 1) * 2, instant) and a pipeline `slow` that answers its input after `seconds` (and
+    takes `load_seconds` to load)."""
+    repository.mkdir(parents=True, exist_ok=True)
     models.save(models.add_mul(), repository, "sum")
     (repository / "sleeper.py").write_text(SLEEPER)
     node = {
-        "name": "sleep", "type": "custom", "library_name": "sleeper", "params": {"seconds": str(seconds)},
+        "name": "sleep", "type": "custom", "library_name": "sleeper",
+        "params": {"seconds": str(seconds), "load_seconds": str(load_seconds)},
         "inputs": [{"x": {"node_name": "request", "data_item": "x"}}], "outputs": [{"data_item": "y", "alias": "y"}],
     }  # fmt: skip
     document = {
@@ -261,7 +265,8 @@ def test_sigint_and_early_sigterm_skip_the_drain(tmp_path: Path, processes: list
     server.wait_ready()
     server.signal(signal.SIGINT)
     assert server.finish(20) and server.process.returncode == 0
-    early = Process(config, "--drain_seconds", "60")  # a TERM while models load: nothing to drain
+    # A TERM while the pipeline loads (5 s): nothing to drain.
+    early = Process(slow_config(tmp_path / "early", 0.1, load_seconds=5), "--drain_seconds", "60")
     processes.append(early)
     seen = early.read_until("REST server listening")
     early.signal()
@@ -314,14 +319,16 @@ def test_readiness_can_require_every_model(tmp_path: Path, processes: list[Proce
     strict = Process(config, "--ready_requires_all_models", "--file_system_poll_wait_seconds", "1")
     processes.extend((lenient, strict))
     lenient.wait_ready()
+
+    def good_loaded() -> bool:
+        try:
+            states = json.loads(strict.get("/v1/config")[2] or b"{}")
+        except OSError:  # the REST port is not open yet
+            return False
+        return bool(states.get("good", {}).get("model_version_status", [{}])[0].get("state") == "AVAILABLE")
+
     deadline = time.monotonic() + 60
-    while (
-        json.loads(strict.get("/v1/config")[2] or b"{}")
-        .get("good", {})
-        .get("model_version_status", [{}])[0]
-        .get("state")
-        != "AVAILABLE"
-    ):
+    while not good_loaded():
         assert time.monotonic() < deadline, strict.finish()
         time.sleep(0.1)
     time.sleep(0.5)
