@@ -137,6 +137,14 @@ class _Json:
             raise self.fail(f"expected a string, got {self._got()}")
         return self.value
 
+    def name(self) -> str:
+        """A model's, pipeline's, node's or library's name: a string without control characters (NUL, line breaks),
+        which would cut or forge log lines and responses."""
+        text = self.string()
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise self.fail(f"a name may not hold control characters, got {self._got()}")
+        return text
+
     def integer(self, low: int | None = None, high: int | None = None) -> int:
         v = self.value
         ok = isinstance(v, int) and not isinstance(v, bool)
@@ -163,6 +171,9 @@ class _Json:
 _DIM = re.compile(r"^(-1|\d+|\d+:\d+)$")
 
 
+INT64_MAX = (1 << 63) - 1
+
+
 def parse_dim(text: str) -> Dim:
     """'8', '-1' or 'min:max' → Dim; raises ValueError."""
     text = text.strip()
@@ -170,9 +181,11 @@ def parse_dim(text: str) -> Dim:
         raise ValueError(f'"{text}" is not a dimension (N, -1 or min:max)')
     if ":" in text:
         low, high = (int(p) for p in text.split(":"))
-        if not 0 <= low < high:
-            raise ValueError(f'range "{text}" needs 0 <= min < max')
+        if not 0 <= low < high <= INT64_MAX:
+            raise ValueError(f'range "{text}" needs 0 <= min < max <= {INT64_MAX}')
         return (low, high)
+    if int(text) > INT64_MAX:
+        raise ValueError(f'dimension "{text}" is beyond {INT64_MAX}, the largest OpenVINO takes')
     return int(text)
 
 
@@ -299,7 +312,7 @@ def model_config(node: _Json, root: Path) -> ModelConfig:
     problems: list[str] = []
     base = keys["base_path"].string() if "base_path" in keys else ""
     kwargs: dict[str, Any] = {
-        "name": keys["name"].string(),
+        "name": keys["name"].name(),
         "base_path": _base_path(base, root, f"{node.path}.base_path", problems),
     }
     if "batch_size" in keys:
@@ -373,7 +386,7 @@ def node_config(node: _Json) -> NodeConfig:
     params = keys["params"].obj(set(given) if isinstance(given, dict) else set()) if "params" in keys else {}
     repeated: list[str] = []
     return NodeConfig(
-        name=keys["name"].string(),
+        name=keys["name"].name(),
         kind=kind,
         inputs=_connections(keys["inputs"], repeated),
         outputs=outputs,
@@ -390,7 +403,7 @@ def node_config(node: _Json) -> NodeConfig:
 def pipeline_config(node: _Json) -> PipelineConfig:
     keys = node.obj({"name", "inputs", "outputs", "nodes", "demultiply_count"}, {"name", "inputs", "outputs", "nodes"})
     return PipelineConfig(
-        name=keys["name"].string(),
+        name=keys["name"].name(),
         inputs=tuple(i.string() for i in keys["inputs"].array()),
         outputs=_connections(keys["outputs"]),
         nodes=tuple(node_config(n) for n in keys["nodes"].array()),
@@ -447,7 +460,7 @@ def parse_config(document: Any, root: Path) -> ServerConfig:
     libraries: dict[str, str] = {}
     for entry in keys.get("custom_node_library_config_list", _Json([], "")).array():
         lib = entry.obj({"name", "base_path"}, {"name", "base_path"})
-        libraries[lib["name"].string()] = _library_location(lib["base_path"].string(), root)
+        libraries[lib["name"].name()] = _library_location(lib["base_path"].string(), root)
     for ignored in ("mediapipe_config_list", "custom_loader_config_list"):
         if keys.get(ignored) is not None and keys[ignored].array():
             warnings.append(f"{ignored}: not supported by ovserve; entries ignored")
@@ -460,6 +473,25 @@ def parse_config(document: Any, root: Path) -> ServerConfig:
     return ServerConfig(tuple(models), tuple(pipelines), libraries, monitoring, tuple(warnings))
 
 
+def _check_text(document: Any) -> None:
+    """Every string and key of a parsed document is valid Unicode: JSON's escapes can spell a lone surrogate
+    ("\\ud800"), which no UTF-8 text (a response, a log line) can hold. Raises ValueError naming it."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = node.encode("ascii", "backslashreplace").decode()
+                raise ValueError(f'the string "{shown}" holds a lone surrogate escape, which is not Unicode') from None
+
+
 def load_config(path: Path) -> ServerConfig:
     """Read and validate a config.json (or a directory holding one)."""
     if path.is_dir():
@@ -469,10 +501,18 @@ def load_config(path: Path) -> ServerConfig:
     except OSError as e:
         raise ConfigError(f"Configuration file not found or cannot open: {path}: {e.strerror}") from e
     try:
-        document = json.loads(data)
+        document = json.loads(data.decode("utf-8"))  # strict: json.loads(bytes) would pass bad UTF-8 through
+        _check_text(document)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        where = f"line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else "encoding"
-        raise ConfigError(f"The file is not valid json: {path}: {getattr(e, 'msg', e)} at {where}") from e
+        if isinstance(e, json.JSONDecodeError):
+            problem, where = e.msg, f"line {e.lineno} column {e.colno}"
+        else:
+            problem, where = f"not UTF-8 ({e.reason})", f"byte {e.start}"
+        raise ConfigError(f"The file is not valid json: {path}: {problem} at {where}") from e
+    except RecursionError as e:
+        raise ConfigError(f"The file is not valid json: {path}: nested too deeply") from e
+    except ValueError as e:
+        raise ConfigError(f"The file is not valid json: {path}: {e}") from e
     try:
         config = parse_config(document, path.parent.resolve())
     except ConfigError as e:

@@ -19,7 +19,7 @@ def config_json(dataplane: DataPlane) -> bytes:
     parts = []
     for name in dataplane.names():
         try:
-            parts.append(f'"{name}" : \n{tfs.status_json(dataplane.status(name, None))}')
+            parts.append(f"{json.dumps(name, ensure_ascii=False)} : \n{tfs.status_json(dataplane.status(name, None))}")
         except ServingError:
             continue  # OVMS skips servables whose status cannot be obtained
     return ("{\n" + ",\n".join(parts) + "\n}" if parts else "{}").encode()
