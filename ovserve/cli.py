@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .config import ServerConfig, load_config, single_model_config
 from .errors import ConfigError
-from .http_app import Cors
+from .http_app import BodyLimits, Cors
 from .metrics import FAMILIES, parse_families
 from .server import Settings, serve
 
@@ -38,6 +38,13 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not 0 <= value < 86400:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more, below a day)")
+    return value
+
+
+def _byte_count(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes (1 or more)")
     return value
 
 
@@ -89,6 +96,18 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         help="send each gRPC connection a GOAWAY at this age, so clients an L4 balancer pins here reconnect "
         "elsewhere during a drain (below --drain_seconds minus the balancer's delay); 0 = never",
+    )
+    p.add_argument(
+        "--rest_max_body_bytes",
+        type=_byte_count,
+        default=BodyLimits().max_bytes,
+        help="REST request bodies larger than this are refused (413) before they are read; default 1 GiB as OVMS",
+    )
+    p.add_argument(
+        "--rest_body_timeout_seconds",
+        type=_seconds,
+        default=BodyLimits().idle_seconds,
+        help="a REST client that sends no byte of its body for this long is answered 408 and disconnected",
     )
     p.add_argument(
         "--ready_requires_all_models",
@@ -153,6 +172,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         shutdown_grace=args.shutdown_grace_seconds,
         ready_needs_all=args.ready_requires_all_models,
         grpc_max_connection_age=args.grpc_max_connection_age_seconds,
+        rest_limits=BodyLimits(args.rest_max_body_bytes, args.rest_body_timeout_seconds),
     )
 
 

@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,14 +82,23 @@ class Cors:
         return pairs
 
 
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """How large a request body may be (OVMS: 1 GiB), and how long a client may pause while sending it."""
+
+    max_bytes: int = 1 << 30
+    idle_seconds: float = 30.0
+
+
 class HttpApp:
     """Dispatches on method and raw path; a ServingError becomes {"error": "<status text>"} with its HTTP status.
     HEAD is answered as GET without the body; once `closing` is set (the server drains), every response asks its
     client to close the connection, so no further request lands on a connection about to close."""
 
-    def __init__(self, routes: Sequence[Route], cors: Cors = Cors()) -> None:
+    def __init__(self, routes: Sequence[Route], cors: Cors = Cors(), limits: BodyLimits = BodyLimits()) -> None:
         self.routes = list(routes)
         self._cors = cors.items()
+        self.limits = limits
         self.closing = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -102,7 +112,7 @@ class HttpApp:
         body = b"" if response.status in (204, 304) else response.body
         if response.status not in (204, 304):
             headers.append((b"content-length", str(len(body)).encode()))  # uvicorn sends no body to a HEAD
-        if self.closing:
+        if self.closing or response.status in (408, 413):  # 408, 413: the rest of the body was never read
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -120,7 +130,7 @@ class HttpApp:
                 raise ServingError("PATH_INVALID", path)
             found, params = self._match(path, "GET" if method == "HEAD" else method)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            body = await _body(receive)
+            body = await _body(receive, headers.get("content-length"), self.limits)
             query = scope.get("query_string", b"").decode("latin-1")
             return await found.handler(HttpRequest(method, path, query, headers, body, params))
         except ServingError as e:
@@ -143,16 +153,37 @@ class HttpApp:
         raise ServingError("REST_INVALID_URL", path)
 
 
-async def _body(receive: Any) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    while message.get("more_body"):
-        message = await receive()
-        chunks.append(message.get("body", b""))
-    return b"".join(chunks)
+async def _body(receive: Any, length: str | None, limits: BodyLimits) -> bytes:
+    """The request body; one announced or grown past `limits.max_bytes` is refused before it is buffered, and a
+    client that sends nothing for `limits.idle_seconds` is answered 408."""
+    if length is not None and length.strip().isdigit() and int(length) > limits.max_bytes:
+        raise ServingError("REST_BODY_TOO_LARGE", f"Content-Length {length.strip()}; the limit is {limits.max_bytes}")
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more:
+        try:
+            message = await _within(limits.idle_seconds, receive())
+        except TimeoutError:
+            raise ServingError("REST_BODY_TIMEOUT", f"nothing received for {limits.idle_seconds:g} s") from None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise ServingError("REST_BODY_TOO_LARGE", f"more than {limits.max_bytes} bytes")
+        chunks.append(chunk)
+        more = bool(message.get("more_body"))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _within(seconds: float, awaitable: Awaitable[Any]) -> Any:
+    """`awaitable`'s result, or TimeoutError after `seconds`; from Python 3.11 a timer alone, cheap on the hot path
+    (wait_for makes a task of it)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:  # not yet the builtin TimeoutError before 3.11
+        raise TimeoutError from None
 
 
 class _Uvicorn(uvicorn.Server):

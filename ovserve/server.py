@@ -18,7 +18,7 @@ from . import grpc_health, grpc_server, http_routes
 from .config import ServerConfig, load_config
 from .dataplane import DataPlane
 from .errors import ConfigError, ServingError, http_status
-from .http_app import Cors, HttpApp, HttpServer
+from .http_app import BodyLimits, Cors, HttpApp, HttpServer
 from .manager import Manager, Reconciled
 from .metrics import Metrics
 
@@ -40,6 +40,7 @@ class Settings:
     shutdown_grace: float = 30  # then: how long requests in flight may take to finish before they are cancelled
     ready_needs_all: bool = False  # readiness waits for every configured model and pipeline to serve
     grpc_max_connection_age: float = 0  # seconds; 0 = gRPC connections live as long as their clients keep them
+    rest_limits: BodyLimits = field(default_factory=BodyLimits)  # REST request bodies: size, pauses
 
 
 class Server:
@@ -84,7 +85,7 @@ class Server:
             log.info("gRPC server listening on %s (port %d)", ", ".join(hosts), self.grpc_port)
         if self.settings.rest_port is not None:
             table = http_routes.routes(self.dataplane, self.metrics, self.reload, lambda: self._reload_error)
-            app = HttpApp(table, self.settings.cors)
+            app = HttpApp(table, self.settings.cors, self.settings.rest_limits)
             self.app = app
             try:
                 self.http = HttpServer(app, self.settings.rest_bind_address, self.settings.rest_port)

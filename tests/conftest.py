@@ -46,8 +46,10 @@ def free_port() -> int:
 class RunningServer:
     """An ovserve Server on its own event loop thread, as a real process would run it."""
 
-    def __init__(self, config: Path | ServerConfig, poll_seconds: float = 0, cache_dir: Path | None = None) -> None:
-        """`config`: a config.json, or a ServerConfig (single-model mode)."""
+    def __init__(
+        self, config: Path | ServerConfig, poll_seconds: float = 0, cache_dir: Path | None = None, **settings: Any
+    ) -> None:
+        """`config`: a config.json, or a ServerConfig (single-model mode); `settings`: more Settings fields."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -59,6 +61,7 @@ class RunningServer:
             metrics=None,
             poll_seconds=poll_seconds,
             cache_dir=cache_dir,
+            **settings,
         )
         self.server = Server(load_config(config) if isinstance(config, Path) else config, settings)
         self.call(self._start())
