@@ -43,8 +43,10 @@ def routes(
     async def post_reload(request: HttpRequest) -> HttpResponse:
         try:
             changed = await reload() if reload is not None else False
-        except ServingError as e:  # the config API's own error layout (spec §4.8)
-            return HttpResponse(e.http_status, ('{\n\t"error": ' + json.dumps(str(e)) + "\n}").encode())
+        except ServingError as e:  # the config API's own layout (spec §4.8): OVMS's text, then what went wrong
+            detail = f',\n\t"detail": {json.dumps(e.details, ensure_ascii=False)}' if e.details else ""
+            body = f'{{\n\t"error": {json.dumps(e.entry.message)}{detail}\n}}'
+            return HttpResponse(e.http_status, body.encode())
         return HttpResponse(201 if changed else 200, config_json(dataplane))
 
     async def get_metrics(request: HttpRequest) -> HttpResponse:

@@ -126,7 +126,7 @@ class Server:
             self._reload_error = str(e)
             unreadable = isinstance(e.__cause__, OSError)  # load_config raises from the OSError of reading the file
             status = "RELOAD_CONFIG_FILE_MISSING" if unreadable else "RELOAD_CONFIG_FAILED"
-            raise ServingError(status, str(e)) from e
+            raise ServingError(status, _relative(str(e), source)) from e
         self._reload_error = ""
         if config.digest == self.config.digest:  # same file: rescan version folders
             outcome = await self.manager.reconcile(self.config)
@@ -142,7 +142,8 @@ class Server:
         self._load_failed = outcome.failure is not None
         if outcome.failure is not None:  # applied, but the reload answers its first failure (spec §1.9, §4.8)
             failure = outcome.failure
-            raise ServingError("RELOAD_CONFIG_FAILED", str(failure), http=http_status(failure.status))
+            detail = _relative(str(failure), source)
+            raise ServingError("RELOAD_CONFIG_FAILED", detail, http=http_status(failure.status))
         return outcome.changed
 
     async def hurry(self) -> None:
@@ -184,6 +185,12 @@ class Server:
         self.manager.stop()
         self.manager.close()  # here, not in a worker thread: those may all be held by loads that never end
         log.info("server stopped")
+
+
+def _relative(message: str, config: Path) -> str:
+    """A reload's failure as clients see it: paths under the config's directory relative to it (the server's own
+    layout is for its log)."""
+    return message.replace(f"{config.parent}/", "")
 
 
 async def _until_signal(work: Awaitable[Any], signals: asyncio.Queue[int]) -> int | None:

@@ -179,9 +179,10 @@ def test_a_reload_whose_models_fail_answers_the_first_error_and_applies_the_rest
     models.write_config(repository, {"model_config_list": [_model("m", nireq=2), _model("nowhere")]})
     status, _, body = server.http("POST", "/v1/config/reload")
     assert status == 400, body
-    text = json.loads(body)["error"]
-    assert text.startswith("Reloading config file failed. Check server logs for more info. - model nowhere: "), text
-    assert "The provided base path is invalid or doesn't exists" in text
+    answer = json.loads(body)
+    assert answer["error"] == "Reloading config file failed. Check server logs for more info.", answer  # OVMS's
+    text = answer["detail"]
+    assert text == "model nowhere: The provided base path is invalid or doesn't exists: nowhere", text
     assert config_states(server) == {"m": ["AVAILABLE"], "nowhere": []}
     assert server.server.manager.models["m"].versions[1].servable.nireq == 2  # the rest was applied
     assert server.http("POST", "/v1/config/reload")[:3:2] == (status, body)
@@ -189,7 +190,7 @@ def test_a_reload_whose_models_fail_answers_the_first_error_and_applies_the_rest
     models.write_config(repository, {"model_config_list": [_model("m"), _model("bad", layout="NCHW")]})
     status, _, body = server.http("POST", "/v1/config/reload")
     assert status == 500, body
-    assert "model bad version 1: Layout incompatible with given shape" in json.loads(body)["error"]
+    assert "model bad version 1: Layout incompatible with given shape" in json.loads(body)["detail"]
     assert config_states(server) == {"bad": ["LOADING"], "m": ["AVAILABLE"], "nowhere": []}
 
 
