@@ -13,12 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, tls
 from .config import ServerConfig, load_config, single_model_config
 from .errors import ConfigError
 from .http_app import BodyLimits, Cors
 from .metrics import FAMILIES, parse_families
 from .server import Settings, serve
+from .tls import Tls
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
 MODEL_FLAGS = ("batch_size", "shape", "layout", "nireq", "target_device", "plugin_config", "model_version_policy")
@@ -109,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
         default=BodyLimits().idle_seconds,
         help="a REST client that sends no byte of its body for this long is answered 408 and disconnected",
     )
+    p.add_argument("--tls_cert", type=Path, help="PEM certificate (chain): serve gRPC and REST over TLS only")
+    p.add_argument("--tls_key", type=Path, help="PEM private key of --tls_cert")
+    p.add_argument("--tls_client_ca", type=Path, help="PEM CA: clients must present a certificate it signed (mTLS)")
     p.add_argument(
         "--ready_requires_all_models",
         action="store_true",
@@ -173,7 +177,18 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         ready_needs_all=args.ready_requires_all_models,
         grpc_max_connection_age=args.grpc_max_connection_age_seconds,
         rest_limits=BodyLimits(args.rest_max_body_bytes, args.rest_body_timeout_seconds),
+        tls=_tls(args),
     )
+
+
+def _tls(args: argparse.Namespace) -> Tls | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise ConfigError("--tls_client_ca needs --tls_cert and --tls_key: mutual TLS is TLS first")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ConfigError("--tls_cert and --tls_key go together")
+    return tls.load(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
 def _metrics(args: argparse.Namespace, config: ServerConfig) -> tuple[str, ...] | None:

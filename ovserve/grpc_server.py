@@ -22,6 +22,7 @@ from ._proto.tensorflow_serving.apis import (
 )
 from .dataplane import DataPlane
 from .errors import ServingError
+from .tls import Tls
 from .types import Origin
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def create(
     addresses: Sequence[str],
     extra: Sequence[grpc.GenericRpcHandler] = (),
     max_connection_age: float = 0,
+    tls: Tls | None = None,
 ) -> tuple[grpc.aio.Server, list[int]]:
     """A grpc.aio server bound to each 'host:port' (port 0 = any free port) serving TF Serving, KServe and the
     `extra` handlers; returns it and the bound ports (0 for an address that could not be bound).
@@ -170,11 +172,18 @@ def create(
 
     server.add_generic_rpc_handlers(grpc_kserve.handlers(grpc_kserve.KServe(dataplane)))
     server.add_generic_rpc_handlers(extra)
-    return server, [_bind(server, address) for address in addresses]
+    credentials = None
+    if tls is not None:  # with a client CA, clients must present a certificate it signed (mutual TLS)
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.client_ca, require_client_auth=tls.mutual
+        )
+    return server, [_bind(server, address, credentials) for address in addresses]
 
 
-def _bind(server: grpc.aio.Server, address: str) -> int:
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     try:
+        if credentials is not None:
+            return int(server.add_secure_port(address, credentials))
         return int(server.add_insecure_port(address))
     except RuntimeError:  # "Failed to bind to address ...": the caller names the port
         return 0

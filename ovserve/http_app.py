@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ class _Uvicorn(uvicorn.Server):
 class HttpServer:
     """uvicorn serving `app` on host:port (port 0 = any free port) as a task of the running loop."""
 
-    def __init__(self, app: HttpApp, host: str, port: int) -> None:
+    def __init__(self, app: HttpApp, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.create_server((host, port), family=family, backlog=2048)
         # Accepted connections inherit this; without it small keep-alive responses wait ~40 ms for delayed ACKs.
@@ -211,6 +212,7 @@ class HttpServer:
             proxy_headers=False,
             server_header=False,
             timeout_keep_alive=30,
+            ssl_context_factory=None if tls is None else (lambda config, default: tls),
         )
         self._server = _Uvicorn(config)
         self._task: Any = None

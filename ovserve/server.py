@@ -21,6 +21,7 @@ from .errors import ConfigError, ServingError, http_status
 from .http_app import BodyLimits, Cors, HttpApp, HttpServer
 from .manager import Manager, Reconciled
 from .metrics import Metrics
+from .tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Settings:
     ready_needs_all: bool = False  # readiness waits for every configured model and pipeline to serve
     grpc_max_connection_age: float = 0  # seconds; 0 = gRPC connections live as long as their clients keep them
     rest_limits: BodyLimits = field(default_factory=BodyLimits)  # REST request bodies: size, pauses
+    tls: Tls | None = None  # TLS (and mutual TLS) on both doors
 
 
 class Server:
@@ -76,7 +78,7 @@ class Server:
             addresses = [f"[{h}]:{self.settings.port}" if ":" in h else f"{h}:{self.settings.port}" for h in hosts]
             health = grpc_health.handlers(self.health)
             age = self.settings.grpc_max_connection_age
-            self.grpc, ports = grpc_server.create(self.dataplane, addresses, health, age)
+            self.grpc, ports = grpc_server.create(self.dataplane, addresses, health, age, self.settings.tls)
             if not ports or 0 in ports:
                 failed = [a for a, p in zip(addresses, ports, strict=True) if not p] or addresses
                 raise OSError(f"cannot bind the gRPC port {', '.join(failed)}: is it in use, or the address not here?")
@@ -88,7 +90,8 @@ class Server:
             app = HttpApp(table, self.settings.cors, self.settings.rest_limits)
             self.app = app
             try:
-                self.http = HttpServer(app, self.settings.rest_bind_address, self.settings.rest_port)
+                tls = None if self.settings.tls is None else self.settings.tls.context
+                self.http = HttpServer(app, self.settings.rest_bind_address, self.settings.rest_port, tls)
             except OSError as e:
                 where = f"{self.settings.rest_bind_address}:{self.settings.rest_port}"
                 raise OSError(f"cannot bind the REST port {where}: {e.strerror or e}") from e
