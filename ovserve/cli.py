@@ -22,7 +22,9 @@ from .server import Settings, serve
 from .tls import Tls
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
-MODEL_FLAGS = ("batch_size", "shape", "layout", "nireq", "target_device", "plugin_config", "model_version_policy")
+MODEL_FLAGS = (
+    "batch_size", "shape", "layout", "nireq", "target_device", "plugin_config", "model_version_policy", "max_queue_size"
+)  # fmt: skip
 
 
 def _port(text: str) -> int:
@@ -128,6 +130,9 @@ def parser() -> argparse.ArgumentParser:
     single.add_argument("--shape", help='"(1,3,224,224)", auto, or a JSON object {input: shape}')
     single.add_argument("--layout", help='"NHWC:NCHW", "NCHW", or a JSON object {tensor: layout}')
     single.add_argument("--nireq", type=int, help="infer requests in the pool; 0 = OpenVINO's optimal number")
+    single.add_argument(
+        "--max_queue_size", type=int, help="requests that may wait for an infer request; more get 429 at once"
+    )
     single.add_argument("--target_device", help="CPU, GPU, AUTO, ...")
     single.add_argument("--plugin_config", type=_json_object, help='JSON, e.g. {"NUM_STREAMS": "2"}')
     single.add_argument("--model_version_policy", type=_json_object, help='JSON, e.g. {"latest": {"num_versions": 1}}')

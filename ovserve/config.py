@@ -56,6 +56,7 @@ class ModelConfig:
     plugin_config: dict[str, Any] = field(default_factory=dict)
     version_policy: VersionPolicy = Latest()
     allow_cache: bool = False  # use the model cache even for shape/batch_size "auto" (spec §2.6)
+    max_queue_size: int | None = None  # requests that may wait for an infer request; more are refused at once
     problems: tuple[str, ...] = ()  # value errors that make this one model fail to load
 
 
@@ -221,6 +222,7 @@ def parse_layout(text: str) -> str:
 
 _MODEL_KEYS = {
     "name", "base_path", "batch_size", "shape", "layout", "model_version_policy", "plugin_config", "nireq",
+    "max_queue_size",
     "target_device", "allow_cache", "stateful", "idle_sequence_cleanup", "low_latency_transformation",
     "max_sequence_number", "custom_loader_options", "graph_path", "subconfig",
 }  # fmt: skip
@@ -323,6 +325,8 @@ def model_config(node: _Json, root: Path) -> ModelConfig:
         kwargs["layout"] = _per_name(keys["layout"], parse_layout, problems)
     if "nireq" in keys:
         kwargs["nireq"] = keys["nireq"].integer(0, 100000)
+    if "max_queue_size" in keys:  # beyond OVMS (Triton's max_queue_size)
+        kwargs["max_queue_size"] = keys["max_queue_size"].integer(0, 1_000_000)
     if "target_device" in keys:
         kwargs["target_device"] = keys["target_device"].string()
     if "plugin_config" in keys:

@@ -326,7 +326,9 @@ def load(
         log.info("model %s version %d: compiled model loaded from the cache", config.name, version)
     nireq = config.nireq or _optimal_nireq(compiled)
     reshaper = None if auto is None else _Reshaper(auto, core, model, config, props)
-    return ModelVersion(config.name, version, compiled, nireq, layouts, metrics, reshaper, model_info)
+    return ModelVersion(
+        config.name, version, compiled, nireq, layouts, metrics, reshaper, model_info, config.max_queue_size
+    )
 
 
 def _model_info(model: ov.Model) -> dict[str, Any]:
@@ -384,6 +386,13 @@ class _Pool:
             if waiter.done() and not waiter.cancelled():
                 self.release(waiter.result())  # handed over just as we were cancelled: pass it on
             raise
+
+    def full(self, limit: int) -> bool:
+        """Whether a new caller would wait behind `limit` others already waiting."""
+        if self._idle or len(self._waiters) < limit:
+            return False
+        self._waiters = deque(w for w in self._waiters if not w.done())  # callers that gave up leave the count
+        return len(self._waiters) >= limit
 
     def release(self, item: Any) -> None:
         while self._waiters:
@@ -496,9 +505,11 @@ class ModelVersion:
         metrics: ModelMetrics | None = None,
         reshaper: _Reshaper | None = None,
         model_info: Mapping[str, Any] | None = None,
+        max_queue: int | None = None,
     ):
         self.name = name
         self.version = version
+        self.max_queue = max_queue  # requests that may wait for an infer request; None = no limit
         self.model_info: Mapping[str, Any] = model_info or {}
         self.nireq = nireq
         self.metrics = metrics or Metrics(()).model(name, version)
@@ -541,6 +552,9 @@ class ModelVersion:
         """Run one inference; outputs are copied out of the infer request, which then serves the next caller."""
         current = self._current if self._reshaper is None else await self._shaped_for(inputs)
         metrics = self.metrics
+        if self.max_queue is not None and current.pool.full(self.max_queue):
+            waiting = f"{self.max_queue} requests already wait (max_queue_size)"
+            raise ServingError("MODEL_QUEUE_FULL", f"model {self.name} version {self.version}: {waiting}")
         asked = perf_counter_ns()
         slot: _Slot = await current.pool.acquire()
         started = perf_counter_ns()

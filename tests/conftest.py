@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import http.client
 import json
 import shutil
@@ -36,11 +37,21 @@ from ovserve.server import Server, Settings
 NODES = Path(__file__).parent / "nodes"  # custom node test libraries (C and Python)
 
 
+_GIVEN: collections.deque[int] = collections.deque(maxlen=256)  # ports handed out lately
+_GIVING = threading.Lock()  # tests start servers from several threads
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 now (for a server started in another process)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on 127.0.0.1 now (for a server started in another process), and not one handed out lately: the
+    kernel may give the same free port to two calls in a row, e.g. a server's --port and --rest_port."""
+    with _GIVING:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _GIVEN:
+                _GIVEN.append(port)
+                return port
 
 
 class RunningServer:
