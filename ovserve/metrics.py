@@ -64,6 +64,11 @@ _FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("name", "version", "status"),
         "Reloads of a model version for the shape of a request (shape or batch_size auto), by outcome.",
     ),
+    "ovserve_requests_refused": (
+        "counter",
+        ("name", "version"),
+        "Requests refused because max_queue_size requests already waited for the version's infer requests.",
+    ),
 }
 DEFAULT_FAMILIES = (
     "ovms_requests_success",
@@ -77,6 +82,7 @@ DEFAULT_FAMILIES = (
     "ovserve_pipeline_node_time_us",
     "ovserve_pipeline_node_branches",
     "ovserve_model_reloads",
+    "ovserve_requests_refused",
 )
 FAMILIES = tuple(_FAMILIES)
 _REQUEST_METHODS = {
@@ -230,7 +236,9 @@ def _request_key(origin: Origin, name: str, version: int) -> tuple[str, ...]:
 class ModelMetrics:
     """The series of one model version, bound once so the infer path records with a few dict updates."""
 
-    __slots__ = ("_active", "_current", "_holders", "_inference", "_key", "_queue", "_reloads", "_streams", "_wait")
+    __slots__ = (
+        "_active", "_current", "_holders", "_inference", "_key", "_queue", "_refused", "_reloads", "_streams", "_wait"
+    )  # fmt: skip
 
     def __init__(self, metrics: Metrics, name: str, version: int) -> None:
         self._key = (name, str(version))
@@ -243,6 +251,7 @@ class ModelMetrics:
         self._active: _Gauge | None = get("ovms_infer_req_active")
         self._queue: _Gauge | None = get("ovms_infer_req_queue_size")
         self._reloads: _Counter | None = get("ovserve_model_reloads")
+        self._refused: _Counter | None = get("ovserve_requests_refused")
         for family in (self._inference, self._wait, self._current, self._active):
             if family is not None:
                 family.zero(self._key)
@@ -267,6 +276,10 @@ class ModelMetrics:
         if self._reloads is not None:
             for status in ("success", "fail"):
                 self._reloads.zero((*self._key, status))
+
+    def refused(self) -> None:
+        if self._refused is not None:
+            self._refused.inc(self._key)
 
     def reloaded(self, ok: bool) -> None:
         if self._reloads is not None:

@@ -553,6 +553,7 @@ class ModelVersion:
         current = self._current if self._reshaper is None else await self._shaped_for(inputs)
         metrics = self.metrics
         if self.max_queue is not None and current.pool.full(self.max_queue):
+            metrics.refused()
             waiting = f"{self.max_queue} requests already wait (max_queue_size)"
             raise ServingError("MODEL_QUEUE_FULL", f"model {self.name} version {self.version}: {waiting}")
         asked = perf_counter_ns()

@@ -72,6 +72,8 @@ def test_requests_past_the_queue_limit_are_refused_at_once(repository: Path, ser
     for error in refused:
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error.details() == "Model queue is full - model m version 1: 1 requests already wait (max_queue_size)"
+    metrics = server.http("GET", "/metrics")[2].decode()
+    assert f'ovserve_requests_refused{{name="m",version="1"}} {len(refused)}' in metrics
     body = '{"instances": [[' + ", ".join(["1"] * WIDTH) + "]]}"
     assert server.http("POST", "/v1/models/m:predict", body)[0] == 200  # idle again: served
 
