@@ -110,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
         "--rest_body_timeout_seconds",
         type=_seconds,
         default=BodyLimits().idle_seconds,
-        help="a REST client that sends no byte of its body for this long is answered 408 and disconnected",
+        help="a REST client that sends no byte of its body for this long is answered 408 and disconnected; 0 = never",
     )
     p.add_argument("--tls_cert", type=Path, help="PEM certificate (chain): serve gRPC and REST over TLS only")
     p.add_argument("--tls_key", type=Path, help="PEM private key of --tls_cert")

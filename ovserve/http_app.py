@@ -85,7 +85,8 @@ class Cors:
 
 @dataclass(frozen=True, slots=True)
 class BodyLimits:
-    """How large a request body may be (OVMS: 1 GiB), and how long a client may pause while sending it."""
+    """How large a request body may be (OVMS: 1 GiB), and how long a client may pause while sending it (0: as long
+    as it likes)."""
 
     max_bytes: int = 1 << 30
     idle_seconds: float = 30.0
@@ -163,7 +164,7 @@ async def _body(receive: Any, length: str | None, limits: BodyLimits) -> bytes:
     size, more = 0, True
     while more:
         try:
-            message = await _within(limits.idle_seconds, receive())
+            message = await (_within(limits.idle_seconds, receive()) if limits.idle_seconds > 0 else receive())
         except TimeoutError:
             raise ServingError("REST_BODY_TIMEOUT", f"nothing received for {limits.idle_seconds:g} s") from None
         chunk: bytes = message.get("body", b"")
