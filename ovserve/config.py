@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import jsonio
 from .errors import ConfigError
 from .tensors import Dim, Shape
 
@@ -477,25 +478,6 @@ def parse_config(document: Any, root: Path) -> ServerConfig:
     return ServerConfig(tuple(models), tuple(pipelines), libraries, monitoring, tuple(warnings))
 
 
-def _check_text(document: Any) -> None:
-    """Every string and key of a parsed document is valid Unicode: JSON's escapes can spell a lone surrogate
-    ("\\ud800"), which no UTF-8 text (a response, a log line) can hold. Raises ValueError naming it."""
-    stack = [document]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str):
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError:
-                shown = node.encode("ascii", "backslashreplace").decode()
-                raise ValueError(f'the string "{shown}" holds a lone surrogate escape, which is not Unicode') from None
-
-
 def load_config(path: Path) -> ServerConfig:
     """Read and validate a config.json (or a directory holding one)."""
     if path.is_dir():
@@ -506,7 +488,9 @@ def load_config(path: Path) -> ServerConfig:
         raise ConfigError(f"Configuration file not found or cannot open: {path}: {e.strerror}") from e
     try:
         document = json.loads(data.decode("utf-8"))  # strict: json.loads(bytes) would pass bad UTF-8 through
-        _check_text(document)
+        shown = jsonio.lone_surrogate(document)
+        if shown is not None:
+            raise ValueError(f'the string "{shown}" holds a lone surrogate escape, which is not Unicode')
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         if isinstance(e, json.JSONDecodeError):
             problem, where = e.msg, f"line {e.lineno} column {e.colno}"

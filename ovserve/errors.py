@@ -105,10 +105,10 @@ TABLE: dict[str, _Entry] = {
         "Cannot compile model into target device", "FAILED_PRECONDITION", 412
     ),
     "SERVER_NOT_READY": _Entry("Server is not ready", "UNAVAILABLE", 503),
+    "HEALTH_SERVICE_UNKNOWN": _Entry("Health of an unknown service requested", "NOT_FOUND", 404),  # beyond OVMS
+    "MODEL_QUEUE_FULL": _Entry("Model queue is full", "RESOURCE_EXHAUSTED", 429),  # beyond OVMS
     # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
-    "HEALTH_SERVICE_UNKNOWN": _Entry("Health of an unknown service requested", "NOT_FOUND", 404),  # not in OVMS
-    "MODEL_QUEUE_FULL": _Entry("Model queue is full", "RESOURCE_EXHAUSTED", 429),  # not in OVMS
     "REST_BODY_TOO_LARGE": _Entry("Request body too large", "RESOURCE_EXHAUSTED", 413),  # OVMS drops the connection
     "REST_BODY_TIMEOUT": _Entry("Request body not received in time", "DEADLINE_EXCEEDED", 408),  # not in OVMS
     "REST_COULD_NOT_PARSE_VERSION": _Entry("Could not parse model version in request", "INVALID_ARGUMENT", 400),

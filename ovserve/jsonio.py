@@ -1,4 +1,4 @@
-"""Request-body JSON for the REST front doors: orjson for speed, the json module for NaN and Infinity literals."""
+"""JSON text, for request bodies and config.json: orjson for speed, the json module for NaN and Infinity literals."""
 
 from __future__ import annotations
 
@@ -24,17 +24,34 @@ def loads(body: bytes) -> Any:
         # strict JSON only: NaN, Infinity and -Infinity (which TF Serving accepts) need the json module
     try:
         document = json.loads(body.decode("utf-8"))  # strictly: json.loads(bytes) lets bad UTF-8 through as surrogates
-        if _SURROGATE_ESCAPE.search(body):  # a NaN beside a "\ud800": text must still be Unicode
-            json.dumps(document, ensure_ascii=False).encode()
-        return document
-    except UnicodeEncodeError as e:
-        raise ServingError("JSON_INVALID", "Error: The surrogate pair in string is invalid.") from e
     except json.JSONDecodeError as e:
         raise ServingError("JSON_INVALID", f"Error: {e.msg} Offset: {e.pos}") from None
     except UnicodeDecodeError as e:
         raise ServingError("JSON_INVALID", f"Error: Invalid encoding in string. Offset: {e.start}") from None
     except RecursionError:
         raise ServingError("JSON_INVALID", "Error: too deeply nested") from None
+    if _SURROGATE_ESCAPE.search(body) and lone_surrogate(document) is not None:  # a NaN beside a "\ud800"
+        raise ServingError("JSON_INVALID", "Error: The surrogate pair in string is invalid.")
+    return document
+
+
+def lone_surrogate(document: Any) -> str | None:
+    """The first string or key of a parsed document that is not Unicode (JSON's escapes can spell a lone surrogate,
+    "\\ud800", which no UTF-8 text, a response or a log line, can hold), shown with escapes; None if all are."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return node.encode("ascii", "backslashreplace").decode()
+    return None
 
 
 _LOOKS = 1000  # letters t and f looked at before mentions_bool just answers "maybe"
