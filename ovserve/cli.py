@@ -16,7 +16,9 @@ from typing import Any
 from . import __version__, tls
 from .config import ServerConfig, load_config, single_model_config
 from .errors import ConfigError
-from .http_app import BodyLimits, Cors
+from .grpc_server import MAX_MESSAGE_BYTES
+from .http_app import Cors
+from .http_protocol import HttpLimits
 from .metrics import FAMILIES, parse_families
 from .server import Settings, serve
 from .tls import Tls
@@ -100,18 +102,7 @@ def parser() -> argparse.ArgumentParser:
         help="send each gRPC connection a GOAWAY at this age, so clients an L4 balancer pins here reconnect "
         "elsewhere during a drain (below --drain_seconds minus the balancer's delay); 0 = never",
     )
-    p.add_argument(
-        "--rest_max_body_bytes",
-        type=_byte_count,
-        default=BodyLimits().max_bytes,
-        help="REST request bodies larger than this are refused (413) before they are read; default 1 GiB as OVMS",
-    )
-    p.add_argument(
-        "--rest_body_timeout_seconds",
-        type=_seconds,
-        default=BodyLimits().idle_seconds,
-        help="a REST client that sends no byte of its body for this long is answered 408 and disconnected; 0 = never",
-    )
+    _limit_flags(p)
     p.add_argument("--tls_cert", type=Path, help="PEM certificate (chain): serve gRPC and REST over TLS only")
     p.add_argument("--tls_key", type=Path, help="PEM private key of --tls_cert")
     p.add_argument("--tls_client_ca", type=Path, help="PEM CA: clients must present a certificate it signed (mTLS)")
@@ -137,6 +128,57 @@ def parser() -> argparse.ArgumentParser:
     single.add_argument("--plugin_config", type=_json_object, help='JSON, e.g. {"NUM_STREAMS": "2"}')
     single.add_argument("--model_version_policy", type=_json_object, help='JSON, e.g. {"latest": {"num_versions": 1}}')
     return p
+
+
+def _limit_flags(p: argparse.ArgumentParser) -> None:
+    """What a client may send and how slowly (docs: README, "Limits"); 0 seconds = no limit."""
+    rest = HttpLimits()
+    group = p.add_argument_group("limits")
+    group.add_argument(
+        "--rest_max_body_bytes",
+        type=_byte_count,
+        default=rest.max_body_bytes,
+        help="REST request bodies larger than this are refused (413) before they are read; default 1 GiB as OVMS",
+    )
+    group.add_argument(
+        "--rest_body_timeout_seconds",
+        type=_seconds,
+        default=rest.body_seconds,
+        help="a REST client that sends no byte of its body for this long is answered 408 and disconnected",
+    )
+    group.add_argument(
+        "--rest_max_header_bytes",
+        type=_byte_count,
+        default=rest.max_header_bytes,
+        help="a REST request line and headers larger than this are refused (431) and the connection closed",
+    )
+    group.add_argument(
+        "--rest_max_headers", type=int, default=rest.max_headers, help="more REST headers than this: 431"
+    )
+    group.add_argument(
+        "--rest_header_timeout_seconds",
+        type=_seconds,
+        default=rest.header_seconds,
+        help="a REST request whose headers take longer than this to arrive is answered 408 and disconnected",
+    )
+    group.add_argument(
+        "--rest_idle_timeout_seconds",
+        type=_seconds,
+        default=rest.idle_seconds,
+        help="REST connections with no request under way for this long are closed",
+    )
+    group.add_argument(
+        "--grpc_max_message_bytes",
+        type=_byte_count,
+        default=MAX_MESSAGE_BYTES,
+        help="largest gRPC message received or sent; default 1 GiB as OVMS",
+    )
+    group.add_argument(
+        "--grpc_max_connection_idle_seconds",
+        type=_seconds,
+        default=0.0,
+        help="gRPC connections with no call for this long are sent a GOAWAY; 0 = never",
+    )
 
 
 def _maybe_json(text: str) -> Any:
@@ -181,7 +223,16 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         shutdown_grace=args.shutdown_grace_seconds,
         ready_needs_all=args.ready_requires_all_models,
         grpc_max_connection_age=args.grpc_max_connection_age_seconds,
-        rest_limits=BodyLimits(args.rest_max_body_bytes, args.rest_body_timeout_seconds),
+        rest_limits=HttpLimits(
+            args.rest_max_body_bytes,
+            args.rest_body_timeout_seconds,
+            args.rest_max_header_bytes,
+            args.rest_max_headers,
+            args.rest_header_timeout_seconds,
+            args.rest_idle_timeout_seconds,
+        ),
+        grpc_max_message=args.grpc_max_message_bytes,
+        grpc_max_connection_idle=args.grpc_max_connection_idle_seconds,
         tls=_tls(args),
     )
 

@@ -111,6 +111,9 @@ TABLE: dict[str, _Entry] = {
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
     "REST_BODY_TOO_LARGE": _Entry("Request body too large", "RESOURCE_EXHAUSTED", 413),  # OVMS drops the connection
     "REST_BODY_TIMEOUT": _Entry("Request body not received in time", "DEADLINE_EXCEEDED", 408),  # not in OVMS
+    "REST_HEADER_TIMEOUT": _Entry("Request headers not received in time", "DEADLINE_EXCEEDED", 408),  # not in OVMS
+    "REST_HEADERS_TOO_LARGE": _Entry("Request headers too large", "RESOURCE_EXHAUSTED", 431),  # not in OVMS
+    "REST_MALFORMED_REQUEST": _Entry("Malformed HTTP request", "INVALID_ARGUMENT", 400),
     "REST_COULD_NOT_PARSE_VERSION": _Entry("Could not parse model version in request", "INVALID_ARGUMENT", 400),
     "REST_INVALID_URL": _Entry("Invalid request URL", "INVALID_ARGUMENT", 400),
     "REST_UNSUPPORTED_METHOD": _Entry("Unsupported method", "UNIMPLEMENTED", 406),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -145,34 +146,49 @@ def handlers(service: TfServing) -> Sequence[grpc.GenericRpcHandler]:
     ]
 
 
+@dataclass(frozen=True)
+class Options:
+    """The gRPC server's limits and TLS; times in seconds, 0 = none."""
+
+    max_message: int = MAX_MESSAGE_BYTES
+    max_connection_age: float = 0
+    max_connection_idle: float = 0
+    tls: Tls | None = None
+
+    def channel_args(self) -> list[tuple[str, int]]:
+        args = [
+            ("grpc.max_send_message_length", self.max_message),
+            ("grpc.max_receive_message_length", self.max_message),
+            ("grpc.so_reuseport", 0),
+        ]
+        if self.max_connection_age > 0:
+            args.append(("grpc.max_connection_age_ms", max(1, round(self.max_connection_age * 1000))))
+        if self.max_connection_idle > 0:
+            args.append(("grpc.max_connection_idle_ms", max(1, round(self.max_connection_idle * 1000))))
+        return args
+
+
 def create(
     dataplane: DataPlane,
     addresses: Sequence[str],
     extra: Sequence[grpc.GenericRpcHandler] = (),
-    max_connection_age: float = 0,
-    tls: Tls | None = None,
+    options: Options = Options(),
 ) -> tuple[grpc.aio.Server, list[int]]:
     """A grpc.aio server bound to each 'host:port' (port 0 = any free port) serving TF Serving, KServe and the
     `extra` handlers; returns it and the bound ports (0 for an address that could not be bound).
 
-    `max_connection_age` (seconds, 0 = none): each connection is then sent a GOAWAY at that age (gRPC adds +-10 %
-    jitter) and the client reconnects, its calls in flight finishing on the old one. Clients that an L4 balancer
-    pins to this server (a Kubernetes Service) so move to other servers during a drain: a server's own stop sends
-    GOAWAY too, but gRPC's server cancels the calls that cross it on the wire."""
-    options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.so_reuseport", 0),
-    ]
-    if max_connection_age > 0:
-        options.append(("grpc.max_connection_age_ms", max(1, round(max_connection_age * 1000))))
-    server = grpc.aio.server(options=options)
+    `options.max_connection_age` (seconds, 0 = none): each connection is then sent a GOAWAY at that age (gRPC adds
+    +-10 % jitter) and the client reconnects, its calls in flight finishing on the old one. Clients that an L4
+    balancer pins to this server (a Kubernetes Service) so move to other servers during a drain: a server's own
+    stop sends GOAWAY too, but gRPC's server cancels the calls that cross it on the wire."""
+    server = grpc.aio.server(options=options.channel_args())
     server.add_generic_rpc_handlers(handlers(TfServing(dataplane)))
     from . import grpc_kserve  # here, not at the top: grpc_kserve reuses this module's _errors and _method
 
     server.add_generic_rpc_handlers(grpc_kserve.handlers(grpc_kserve.KServe(dataplane)))
     server.add_generic_rpc_handlers(extra)
     credentials = None
+    tls = options.tls
     if tls is not None:  # with a client CA, clients must present a certificate it signed (mutual TLS)
         credentials = grpc.ssl_server_credentials(
             [(tls.key, tls.cert)], root_certificates=tls.client_ca, require_client_auth=tls.mutual

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import uvicorn
 
 from .errors import ServingError
+from .http_protocol import FOREVER, HttpLimits, bounded
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +84,15 @@ class Cors:
         return pairs
 
 
-@dataclass(frozen=True, slots=True)
-class BodyLimits:
-    """How large a request body may be (OVMS: 1 GiB), and how long a client may pause while sending it (0: as long
-    as it likes)."""
-
-    max_bytes: int = 1 << 30
-    idle_seconds: float = 30.0
-
-
 class HttpApp:
     """Dispatches on method and raw path; a ServingError becomes {"error": "<status text>"} with its HTTP status.
     HEAD is answered as GET without the body; once `closing` is set (the server drains), every response asks its
     client to close the connection, so no further request lands on a connection about to close."""
 
-    def __init__(self, routes: Sequence[Route], cors: Cors = Cors(), limits: BodyLimits = BodyLimits()) -> None:
+    def __init__(self, routes: Sequence[Route], cors: Cors = Cors(), limits: HttpLimits | None = None) -> None:
         self.routes = list(routes)
         self._cors = cors.items()
-        self.limits = limits
+        self.limits = limits or HttpLimits()
         self.closing = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -155,22 +147,23 @@ class HttpApp:
         raise ServingError("REST_INVALID_URL", path)
 
 
-async def _body(receive: Any, length: str | None, limits: BodyLimits) -> bytes:
-    """The request body; one announced or grown past `limits.max_bytes` is refused before it is buffered, and a
-    client that sends nothing for `limits.idle_seconds` is answered 408."""
-    if length is not None and length.strip().isdigit() and int(length) > limits.max_bytes:
-        raise ServingError("REST_BODY_TOO_LARGE", f"Content-Length {length.strip()}; the limit is {limits.max_bytes}")
+async def _body(receive: Any, length: str | None, limits: HttpLimits) -> bytes:
+    """The request body; one announced or grown past `limits.max_body_bytes` is refused before it is buffered, and
+    a client that sends nothing for `limits.body_seconds` is answered 408."""
+    most = limits.max_body_bytes
+    if length is not None and length.strip().isdigit() and int(length) > most:
+        raise ServingError("REST_BODY_TOO_LARGE", f"Content-Length {length.strip()}; the limit is {most}")
     chunks: list[bytes] = []
     size, more = 0, True
     while more:
         try:
-            message = await (_within(limits.idle_seconds, receive()) if limits.idle_seconds > 0 else receive())
+            message = await (_within(limits.body_seconds, receive()) if limits.body_seconds > 0 else receive())
         except TimeoutError:
-            raise ServingError("REST_BODY_TIMEOUT", f"nothing received for {limits.idle_seconds:g} s") from None
+            raise ServingError("REST_BODY_TIMEOUT", f"nothing received for {limits.body_seconds:g} s") from None
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
-        if size > limits.max_bytes:
-            raise ServingError("REST_BODY_TOO_LARGE", f"more than {limits.max_bytes} bytes")
+        if size > most:
+            raise ServingError("REST_BODY_TOO_LARGE", f"more than {most} bytes")
         chunks.append(chunk)
         more = bool(message.get("more_body"))
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -208,11 +201,11 @@ class HttpServer:
             lifespan="off",
             log_config=None,
             access_log=False,
-            http="httptools",
+            http=bounded(app.limits),
             ws="none",
             proxy_headers=False,
             server_header=False,
-            timeout_keep_alive=30,
+            timeout_keep_alive=math.ceil(app.limits.idle_seconds or FOREVER),
             ssl_context_factory=None if tls is None else (lambda config, default: tls),
         )
         self._server = _Uvicorn(config)

@@ -18,7 +18,8 @@ from . import grpc_health, grpc_server, http_routes
 from .config import ServerConfig, load_config
 from .dataplane import DataPlane
 from .errors import ConfigError, ServingError, http_status
-from .http_app import BodyLimits, Cors, HttpApp, HttpServer
+from .http_app import Cors, HttpApp, HttpServer
+from .http_protocol import HttpLimits
 from .manager import Manager, Reconciled
 from .metrics import Metrics
 from .tls import Tls
@@ -41,7 +42,9 @@ class Settings:
     shutdown_grace: float = 30  # then: how long requests in flight may take to finish before they are cancelled
     ready_needs_all: bool = False  # readiness waits for every configured model and pipeline to serve
     grpc_max_connection_age: float = 0  # seconds; 0 = gRPC connections live as long as their clients keep them
-    rest_limits: BodyLimits = field(default_factory=BodyLimits)  # REST request bodies: size, pauses
+    rest_limits: HttpLimits = field(default_factory=HttpLimits)  # what REST clients may send, and how slowly
+    grpc_max_message: int = grpc_server.MAX_MESSAGE_BYTES  # largest gRPC message in or out
+    grpc_max_connection_idle: float = 0  # seconds without a call before a GOAWAY; 0 = never
     tls: Tls | None = None  # TLS (and mutual TLS) on both doors
 
 
@@ -77,8 +80,7 @@ class Server:
             hosts = [h.strip() for h in self.settings.grpc_bind_address.split(",") if h.strip()]
             addresses = [f"[{h}]:{self.settings.port}" if ":" in h else f"{h}:{self.settings.port}" for h in hosts]
             health = grpc_health.handlers(self.health)
-            age = self.settings.grpc_max_connection_age
-            self.grpc, ports = grpc_server.create(self.dataplane, addresses, health, age, self.settings.tls)
+            self.grpc, ports = grpc_server.create(self.dataplane, addresses, health, self._grpc_options())
             if not ports or 0 in ports:
                 failed = [a for a, p in zip(addresses, ports, strict=True) if not p] or addresses
                 raise OSError(f"cannot bind the gRPC port {', '.join(failed)}: is it in use, or the address not here?")
@@ -101,6 +103,10 @@ class Server:
         self._loading = asyncio.create_task(self.manager.load(self.config))
         if self.settings.poll_seconds > 0:
             self._watching = asyncio.create_task(self._watch(self.settings.poll_seconds))
+
+    def _grpc_options(self) -> grpc_server.Options:
+        s = self.settings
+        return grpc_server.Options(s.grpc_max_message, s.grpc_max_connection_age, s.grpc_max_connection_idle, s.tls)
 
     async def _watch(self, seconds: float) -> None:
         """--file_system_poll_wait_seconds: reload config.json when its content changes, rescan version folders."""

@@ -54,6 +54,20 @@ def free_port() -> int:
                 return port
 
 
+def raw_exchange(port: int, request: bytes, wait: float = 10) -> tuple[bytes, bool]:
+    """Send `request` (and nothing more) on a fresh connection; what the server answered within `wait` seconds,
+    and whether it closed the connection then."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as connection:
+        connection.sendall(request)
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            return answer, False
+        return answer, True
+
+
 class RunningServer:
     """An ovserve Server on its own event loop thread, as a real process would run it."""
 
