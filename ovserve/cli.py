@@ -10,10 +10,11 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, tls
+from . import __version__, preprocess, tls
 from .config import ServerConfig, load_config, single_model_config
 from .errors import ConfigError
 from .grpc_server import MAX_MESSAGE_BYTES
@@ -127,6 +128,10 @@ def parser() -> argparse.ArgumentParser:
     single.add_argument("--target_device", help="CPU, GPU, AUTO, ...")
     single.add_argument("--plugin_config", type=_json_object, help='JSON, e.g. {"NUM_STREAMS": "2"}')
     single.add_argument("--model_version_policy", type=_json_object, help='JSON, e.g. {"latest": {"num_versions": 1}}')
+    single.add_argument("--mean", help='subtract from the input: a number or one per channel, "[123.7,116.3,103.5]"')
+    single.add_argument("--scale", help='then divide the input by: a number or one per channel, "[58.4,57.1,57.4]"')
+    single.add_argument("--color_format", help="<target>:<source>, e.g. RGB:BGR (the client sends BGR)")
+    single.add_argument("--precision", help="<target>:<source>, e.g. FP32:UINT8 (the client sends UINT8)")
     return p
 
 
@@ -187,7 +192,7 @@ def _maybe_json(text: str) -> Any:
 
 def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
     """Check the flags' combinations as OVMS does and produce what the server runs; raises ConfigError."""
-    given = [flag for flag in MODEL_FLAGS if getattr(args, flag) is not None]
+    given = [flag for flag in (*MODEL_FLAGS, *preprocess.FLAGS) if getattr(args, flag) is not None]
     if args.config_path and (args.model_name or args.model_path):
         raise ConfigError("Use either config_path or model_path with model_name")
     if args.config_path and given:
@@ -200,11 +205,11 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         if not args.port and not args.rest_port:
             raise ConfigError("in single-model mode --port and --rest_port cannot both be 0")
         settings: dict[str, Any] = {}
-        for flag in given:
+        for flag in (flag for flag in given if flag in MODEL_FLAGS):
             value = getattr(args, flag)
             settings[flag] = _maybe_json(value) if flag in ("shape", "layout") else value
         path = args.model_path if "://" in args.model_path else Path(args.model_path).resolve()  # URLs as written
-        config = single_model_config(args.model_name, path, settings)
+        config = _with_preprocess(single_model_config(args.model_name, path, settings), args)
         if config.models[0].problems:
             raise ConfigError("; ".join(config.models[0].problems))
     else:
@@ -235,6 +240,12 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         grpc_max_connection_idle=args.grpc_max_connection_idle_seconds,
         tls=_tls(args),
     )
+
+
+def _with_preprocess(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
+    """The single model with the CLI-only preprocessing flags (not config.json keys: spec §1.3)."""
+    pre = preprocess.parse(args.mean, args.scale, args.color_format, args.precision, args.layout)
+    return config if pre is None else replace(config, models=(replace(config.models[0], preprocess=pre),))
 
 
 def _tls(args: argparse.Namespace) -> Tls | None:

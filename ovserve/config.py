@@ -8,11 +8,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import jsonio
 from .errors import ConfigError
 from .tensors import Dim, Shape
+
+if TYPE_CHECKING:  # the preprocessing module needs OpenVINO, which configuration parsing does not
+    from .preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class ModelConfig:
     batch_size: Dim | str | None = None  # a dimension, "auto", or unset
     shape: ShapeSetting | dict[str, ShapeSetting] | None = None
     layout: str | dict[str, str] | None = None
+    preprocess: Preprocess | None = None  # CLI-only --mean/--scale/--color_format/--precision (spec §3)
     nireq: int = 0
     target_device: str = "CPU"
     plugin_config: dict[str, Any] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import openvino as ov
 
+from . import preprocess
 from .config import ModelConfig
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
@@ -312,6 +313,7 @@ def load(
         raise LoadError("OV_NO_INPUTS", f"Cannot load model with no {'inputs' if not model.inputs else 'outputs'}")
     model_info = _model_info(model)
     model, layouts = _apply_layouts(model, config)  # a layout OpenVINO refuses is LAYOUT_INCOMPATIBLE_WITH_SHAPE
+    model, layouts = preprocess.apply(model, config.preprocess, layouts)  # CLI --mean, --scale, ... (spec §7.1)
     _reshape(model, config, layouts)
     auto = AutoShape.of(model, config)
     props = _plugin_config(config)
