@@ -21,6 +21,7 @@ from .grpc_server import MAX_MESSAGE_BYTES
 from .http_app import Cors
 from .http_protocol import HttpLimits
 from .metrics import FAMILIES, parse_families
+from .pipeline import BRANCH_WINDOW
 from .server import Settings, serve
 from .tls import Tls
 
@@ -51,6 +52,13 @@ def _byte_count(text: str) -> int:
     value = int(text) if text.strip().isdigit() else 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes (1 or more)")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return value
 
 
@@ -158,7 +166,7 @@ def _limit_flags(p: argparse.ArgumentParser) -> None:
         help="a REST request line and headers larger than this are refused (431) and the connection closed",
     )
     group.add_argument(
-        "--rest_max_headers", type=int, default=rest.max_headers, help="more REST headers than this: 431"
+        "--rest_max_headers", type=_positive, default=rest.max_headers, help="more REST headers than this: 431"
     )
     group.add_argument(
         "--rest_header_timeout_seconds",
@@ -177,6 +185,12 @@ def _limit_flags(p: argparse.ArgumentParser) -> None:
         type=_byte_count,
         default=MAX_MESSAGE_BYTES,
         help="largest gRPC message received or sent; default 1 GiB as OVMS",
+    )
+    group.add_argument(
+        "--max_branches_in_flight",
+        type=_positive,
+        default=BRANCH_WINDOW,
+        help="branches of one demultiplexer that one request runs at a time; the rest start as these end",
     )
     group.add_argument(
         "--grpc_max_connection_idle_seconds",
@@ -237,6 +251,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
             args.rest_idle_timeout_seconds,
         ),
         grpc_max_message=args.grpc_max_message_bytes,
+        max_branches_in_flight=args.max_branches_in_flight,
         grpc_max_connection_idle=args.grpc_max_connection_idle_seconds,
         tls=_tls(args),
     )

@@ -17,7 +17,7 @@ from .config import Latest, ModelConfig, NodeConfig, PipelineConfig, ServerConfi
 from .custom import CustomNode, Library, open_library
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
-from .pipeline import PipelineDefinition, Servable
+from .pipeline import BRANCH_WINDOW, PipelineDefinition, Servable
 from .repository import Repository, Stamp, Storage
 from .runtime import ModelVersion, TensorMap
 from .tensors import TensorSpec
@@ -103,7 +103,7 @@ class BoundPipeline:
             current = manager.pipelines.get(self.name)
             if current is not None and current.definition is not None and current.definition.inputs == self.inputs:
                 definition = current.definition
-        return await definition.infer(inputs, manager.model_version_now, manager.metrics, origin)
+        return await definition.infer(inputs, manager.model_version_now, manager.metrics, origin, manager.branch_window)
 
 
 @dataclass(frozen=True)
@@ -138,11 +138,18 @@ def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> se
 class Manager:
     """Owns every model version and pipeline; the only place that changes what is served."""
 
-    def __init__(self, core: ov.Core | None = None, metrics: Metrics | None = None, storage: Storage | None = None):
+    def __init__(
+        self,
+        core: ov.Core | None = None,
+        metrics: Metrics | None = None,
+        storage: Storage | None = None,
+        branch_window: int = BRANCH_WINDOW,
+    ):
         runtime.prepare_bindings()  # before the loader threads (asyncio.to_thread) race to do it
         self.core = core or ov.Core()
         self.metrics = metrics or Metrics(())
         self.storage = storage or Storage()
+        self.branch_window = branch_window  # branches of one demultiplexer a request runs at a time
         self.models: dict[str, ModelEntry] = {}
         self.pipelines: dict[str, PipelineEntry] = {}
         self.libraries: dict[str, Library | LoadError] = {}  # custom node libraries by name

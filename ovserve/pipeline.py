@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import graphlib
+import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter_ns
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import gathering
 from .config import NodeConfig, PipelineConfig, Source
 from .custom import CustomNode
 from .errors import LoadError, ServingError
@@ -21,6 +23,7 @@ from .types import Origin
 
 REQUEST, RESPONSE = "request", "response"
 MAX_BRANCHES = 10000
+BRANCH_WINDOW = 64  # branches of one demultiplexer a request runs at a time, by default
 Key = tuple[int, ...]  # branch indices, one per open demultiplexer
 Resolve = Callable[[str, "int | None"], ModelVersion]  # (model name, version or None) → model version
 
@@ -422,14 +425,20 @@ class PipelineDefinition:
     # --- execution ----------------------------------------------------------------------------------------
 
     async def infer(
-        self, inputs: TensorMap, resolve: Resolve, metrics: Metrics | None = None, origin: Origin | None = None
+        self,
+        inputs: TensorMap,
+        resolve: Resolve,
+        metrics: Metrics | None = None,
+        origin: Origin | None = None,
+        window: int = BRANCH_WINDOW,
     ) -> dict[str, np.ndarray]:
-        """Run the graph for one validated request; `resolve` gives each DL node its model version now. A released
-        definition (see `released`) runs nothing: it answers as a retired pipeline."""
+        """Run the graph for one validated request; `resolve` gives each DL node its model version now; each gather
+        runs at most `window` branches at a time, so one request of thousands of branches does not crowd out other
+        requests. A released definition (see `released`) runs nothing: it answers as a retired pipeline."""
         if self._released:
             raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {self.name}")
         models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
-        run = _Run(self, models, inputs, metrics or Metrics(()), origin)
+        run = _Run(self, models, inputs, metrics or Metrics(()), origin, window)
         self._running += 1
         try:
             return await run.response()
@@ -449,12 +458,14 @@ class _Run:
         inputs: TensorMap,
         metrics: Metrics,
         origin: Origin | None,
+        window: int,
     ):
         self.pipeline = pipeline
         self.models = models
         self.inputs = inputs
         self.metrics = metrics
         self.origin = origin
+        self.window = window
         self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
         self.gathering: set[asyncio.Future[Any]] = set()  # the tasks of _all not done yet
         self.branches: dict[tuple[str, Key], int] = {}
@@ -473,13 +484,16 @@ class _Run:
                 await asyncio.gather(*pending, return_exceptions=True)
             raise
 
-    def _all(self, coroutines: Iterable[Coroutine[None, None, np.ndarray]]) -> asyncio.Future[list[np.ndarray]]:
-        """asyncio.gather on tasks this run keeps, so that a failed request can cancel and await them too."""
-        tasks = [asyncio.ensure_future(c) for c in coroutines]
-        for task in tasks:
-            self.gathering.add(task)
-            task.add_done_callback(self.gathering.discard)
-        return asyncio.gather(*tasks)
+    def _all(
+        self, coroutines: Iterable[Coroutine[None, None, np.ndarray]], width: int = sys.maxsize
+    ) -> asyncio.Future[list[np.ndarray]]:
+        """Gather `coroutines` (at most `width` running) as tasks this run keeps, so that a failed request can
+        cancel and await them too."""
+        return gathering.gather(coroutines, width, self._keep)
+
+    def _keep(self, task: asyncio.Future[np.ndarray]) -> None:
+        self.gathering.add(task)
+        task.add_done_callback(self.gathering.discard)
 
     def _outputs(self, node: str, key: Key) -> asyncio.Future[Mapping[str, np.ndarray]]:
         task = self.tasks.get((node, key))
@@ -547,7 +561,7 @@ class _Run:
         demux = out_level[len(key)]
         await self._outputs(demux, key)  # demultiplexer number len(key) ran at the key of the levels before it
         count = self.branches[(demux, key)]
-        shards = await self._all(self._gathered(source, (*key, i)) for i in range(count))
+        shards = await self._all((self._gathered(source, (*key, i)) for i in range(count)), self.window)
         first = shards[0]
         if any(s.shape != first.shape or s.dtype != first.dtype for s in shards):
             sizes = sorted({shape_text(s.shape) for s in shards})

@@ -22,6 +22,7 @@ from .http_app import Cors, HttpApp, HttpServer
 from .http_protocol import HttpLimits
 from .manager import Manager, Reconciled
 from .metrics import Metrics
+from .pipeline import BRANCH_WINDOW
 from .tls import Tls
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Settings:
     grpc_max_message: int = grpc_server.MAX_MESSAGE_BYTES  # largest gRPC message in or out
     grpc_max_connection_idle: float = 0  # seconds without a call before a GOAWAY; 0 = never
     tls: Tls | None = None  # TLS (and mutual TLS) on both doors
+    max_branches_in_flight: int = BRANCH_WINDOW  # of one demultiplexer in one request
 
 
 class Server:
@@ -58,7 +60,7 @@ class Server:
         if settings.cache_dir is not None:
             core.set_property({"CACHE_DIR": str(settings.cache_dir)})
         self.metrics = Metrics(settings.metrics)
-        self.manager = Manager(core, self.metrics)
+        self.manager = Manager(core, self.metrics, branch_window=settings.max_branches_in_flight)
         self.dataplane = DataPlane(self.manager, ready_needs_all=settings.ready_needs_all)
         self.health = grpc_health.Health(self.dataplane)
         self.grpc: grpc.aio.Server | None = None

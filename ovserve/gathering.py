@@ -1,0 +1,64 @@
+"""asyncio.gather that starts its coroutines lazily: at most `width` of them running at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class _Window(Generic[T]):
+    def __init__(
+        self,
+        coroutines: Iterable[Coroutine[Any, Any, T]],
+        width: int,
+        started: Callable[[asyncio.Future[T]], None],
+    ) -> None:
+        self._pending = iter(coroutines)
+        self._started = started
+        self._results: list[Any] = []
+        self._running = 0
+        self.future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
+        while self._running < width and self._start():
+            pass
+        if self._running == 0:
+            self.future.set_result(self._results)
+
+    def _start(self) -> bool:
+        coroutine = next(self._pending, None)
+        if coroutine is None:
+            return False
+        index = len(self._results)
+        self._results.append(None)
+        task = asyncio.ensure_future(coroutine)
+        self._running += 1
+        self._started(task)
+        task.add_done_callback(lambda done: self._ended(index, done))
+        return True
+
+    def _ended(self, index: int, task: asyncio.Future[T]) -> None:
+        self._running -= 1
+        error = None if task.cancelled() else task.exception()  # retrieved: never "exception was never retrieved"
+        if self.future.done():
+            return
+        if task.cancelled():
+            self.future.cancel()
+        elif error is not None:
+            self.future.set_exception(error)
+        else:
+            self._results[index] = task.result()
+            if not self._start() and self._running == 0:
+                self.future.set_result(self._results)
+
+
+def gather(
+    coroutines: Iterable[Coroutine[Any, Any, T]],
+    width: int,
+    started: Callable[[asyncio.Future[T]], None] = lambda task: None,
+) -> asyncio.Future[list[T]]:
+    """The results of `coroutines` in order, as asyncio.gather, but each is taken from the iterable and started as
+    a task only when fewer than `width` run; `started` sees each task. The first failure (or cancellation) ends the
+    gathering: nothing more starts, and tasks still running are left to the caller (see `started`)."""
+    return _Window(coroutines, width, started).future
