@@ -24,6 +24,7 @@ from .metrics import FAMILIES, parse_families
 from .pipeline import BRANCH_WINDOW
 from .server import Settings, serve
 from .tls import Tls
+from .types import ImageLimits
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
 MODEL_FLAGS = (
@@ -186,6 +187,20 @@ def _limit_flags(p: argparse.ArgumentParser) -> None:
         default=MAX_MESSAGE_BYTES,
         help="largest gRPC message received or sent; default 1 GiB as OVMS",
     )
+    images = ImageLimits()
+    group.add_argument(
+        "--max_image_pixels",
+        type=_positive,
+        default=images.max_pixels,
+        help="encoded images with more pixels are refused (413), from their header where the format allows, "
+        "before they are decoded",
+    )
+    group.add_argument(
+        "--max_image_bytes",
+        type=_byte_count,
+        default=images.max_bytes,
+        help="a request whose images together take more bytes decoded (at their input's precision) is refused",
+    )
     group.add_argument(
         "--max_branches_in_flight",
         type=_positive,
@@ -252,6 +267,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         ),
         grpc_max_message=args.grpc_max_message_bytes,
         max_branches_in_flight=args.max_branches_in_flight,
+        image_limits=ImageLimits(args.max_image_pixels, args.max_image_bytes),
         grpc_max_connection_idle=args.grpc_max_connection_idle_seconds,
         tls=_tls(args),
     )

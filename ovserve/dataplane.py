@@ -11,12 +11,19 @@ from .manager import Manager
 from .metrics import Metrics
 from .runtime import Servable
 from .tensors import check_inputs
-from .types import Endpoint, InferRequest, InferResult, Origin, VersionStatus
+from .types import Endpoint, ImageLimits, InferRequest, InferResult, Origin, VersionStatus
 
 
 class DataPlane:
-    def __init__(self, manager: Manager, metrics: Metrics | None = None, ready_needs_all: bool = False) -> None:
+    def __init__(
+        self,
+        manager: Manager,
+        metrics: Metrics | None = None,
+        ready_needs_all: bool = False,
+        image_limits: ImageLimits | None = None,
+    ) -> None:
         self.manager = manager
+        self.image_limits = image_limits or ImageLimits()  # encoded images in requests: how large once decoded
         self.metrics = metrics or manager.metrics
         self.ready_needs_all = ready_needs_all  # readiness also waits for every model and pipeline to serve
         self.draining = False  # the server is stopping: not ready, though requests are still served
@@ -41,7 +48,7 @@ class DataPlane:
         started = perf_counter_ns()
         try:
             decoded = request.inputs if not callable(request.inputs) else request.inputs(servable.accepts)
-            inputs = decoded if isinstance(decoded, Mapping) else await decoded
+            inputs = decoded if isinstance(decoded, Mapping) else await decoded.finish(self.image_limits)
             check_inputs(inputs, servable.accepts)
             outputs = await servable.infer(inputs, origin)
         except BaseException:

@@ -37,6 +37,7 @@ TABLE: dict[str, _Entry] = {
     "INVALID_INPUT_FORMAT": _Entry("Inputs inside buffer does not match expected format.", "INVALID_ARGUMENT", 400),
     # Binary inputs (spec §8). OVMS answers IMAGE_PARSING_FAILED and INVALID_STRING_MAX_SIZE_EXCEEDED with
     # UNKNOWN and BYTES_CONTENTS_EMPTY with HTTP 500: all are the sender's mistake, so 400 / INVALID_ARGUMENT here.
+    "IMAGE_TOO_LARGE": _Entry("Image too large", "RESOURCE_EXHAUSTED", 413),  # not in OVMS: --max_image_pixels
     "UNSUPPORTED_LAYOUT": _Entry(
         "Received binary image input but resource not configured to accept NHWC layout", "INVALID_ARGUMENT", 400
     ),

@@ -10,13 +10,15 @@ many bytes to decode.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 
+from . import image_header
 from .errors import ServingError
 from .tensors import Dim, TensorSpec, dim_accepts, dim_text, precision_name, shape_text
+from .types import ImageLimits
 
 # Encoded bytes a request may bring to be decoded on the event loop; more go to a worker thread. OpenCV decodes
 # 50-65 MB/s of PNG or JPEG on this machine's cores, so 64 KiB hold the loop about 1 ms, ten times the cost of the
@@ -24,8 +26,8 @@ from .tensors import Dim, TensorSpec, dim_accepts, dim_text, precision_name, sha
 INLINE_DECODE_BYTES = 64 * 1024
 MAX_STRINGS_BYTES = 1 << 30  # OVMS's limit for the 2-D U8 array made from strings
 
-# What a decoder returns: the request's arrays, or an awaitable of them while images decode in a thread.
-Decoded = dict[str, np.ndarray] | Awaitable[dict[str, np.ndarray]]
+# What a decoder returns: the request's arrays, or them with images still to decode.
+Decoded: TypeAlias = "dict[str, np.ndarray] | PendingImages"
 
 _U8 = np.dtype(np.uint8)
 _STRING = np.dtype(object)
@@ -70,18 +72,41 @@ def binary_input(
 
 
 def finish(inputs: Mapping[str, np.ndarray | EncodedImages]) -> Decoded:
-    """The request's arrays once every image is decoded: at once when they are few bytes, else an awaitable that
-    decodes them in a worker thread (OpenCV releases the GIL) so the event loop keeps serving."""
-    pending = [value for value in inputs.values() if isinstance(value, EncodedImages)]
-    if not pending:
+    """The request's arrays, or (when images are among them) the arrays with images left to decode."""
+    if not any(isinstance(value, EncodedImages) for value in inputs.values()):
         return dict(inputs)  # type: ignore[arg-type]  # no EncodedImages among the values
-    if sum(images.size for images in pending) <= INLINE_DECODE_BYTES:
-        return _decode_all(inputs)
-    return asyncio.to_thread(_decode_all, inputs)
+    return PendingImages(inputs)
 
 
-def _decode_all(inputs: Mapping[str, np.ndarray | EncodedImages]) -> dict[str, np.ndarray]:
-    return {name: value.decode() if isinstance(value, EncodedImages) else value for name, value in inputs.items()}
+class PendingImages:
+    """A request's arrays with images still to decode."""
+
+    __slots__ = ("inputs",)
+
+    def __init__(self, inputs: Mapping[str, np.ndarray | EncodedImages]) -> None:
+        self.inputs = inputs
+
+    async def finish(self, limits: ImageLimits) -> dict[str, np.ndarray]:
+        """Check every image's header against `limits`, then decode them: here when they are few bytes, else in a
+        worker thread (OpenCV releases the GIL) so the event loop keeps serving."""
+        total = 0
+        for images in self._images():
+            total = images.check_sizes(limits, total)
+        if self.inline:
+            return self._decode_all(limits)
+        return await asyncio.to_thread(self._decode_all, limits)
+
+    @property
+    def inline(self) -> bool:
+        """Whether the images are few enough bytes to decode on the event loop."""
+        return sum(images.size for images in self._images()) <= INLINE_DECODE_BYTES
+
+    def _images(self) -> list[EncodedImages]:
+        return [value for value in self.inputs.values() if isinstance(value, EncodedImages)]
+
+    def _decode_all(self, limits: ImageLimits) -> dict[str, np.ndarray]:
+        inputs = self.inputs.items()
+        return {name: value.decode(limits) if isinstance(value, EncodedImages) else value for name, value in inputs}
 
 
 # --- request checks (the validation phase) ----------------------------------------------------------------
@@ -214,7 +239,35 @@ class EncodedImages:
     def size(self) -> int:
         return sum(len(item) for item in self.items)
 
-    def decode(self) -> np.ndarray:
+    def check_sizes(self, limits: ImageLimits, total: int) -> int:
+        """Refuse an image whose header shows more pixels than `limits` allow, or that would bring the request's
+        decoded images (`total` bytes so far) past them; the new total. Formats without a readable header are
+        checked once decoded."""
+        itemsize = 1 if self.spec.dtype is None else self.spec.dtype.itemsize
+        for i, item in enumerate(self.items):
+            size = image_header.read(item)
+            if size is not None:
+                self._check_pixels(limits, i, size.height, size.width)
+                total += size.pixels * size.channels * max(size.sample_bytes, itemsize)
+                self._check_total(limits, total)
+        return total
+
+    def _check_pixels(self, limits: ImageLimits, index: int, height: int, width: int) -> None:
+        if height * width > limits.max_pixels:
+            raise ServingError(
+                "IMAGE_TOO_LARGE",
+                f"image {index} is {height}x{width} (height x width), over {limits.max_pixels} pixels; "
+                f"input name: {self.spec.name}",
+            )
+
+    def _check_total(self, limits: ImageLimits, total: int) -> None:
+        if total > limits.max_bytes:
+            raise ServingError(
+                "IMAGE_TOO_LARGE",
+                f"the request's images take over {limits.max_bytes} bytes decoded; input name: {self.spec.name}",
+            )
+
+    def decode(self, limits: ImageLimits) -> np.ndarray:
         """Decode every image with OpenCV (IMREAD_UNCHANGED: BGR/BGRA/gray, 8 or 16 bits as stored), check it,
         convert it to the endpoint precision, resize it where OVMS does, and stack (N,H,W,C) or (N,1,H,W,C). The
         checks come in OVMS's order: layout, empty images, then per image parsing, resolution, channels,
@@ -238,6 +291,7 @@ class EncodedImages:
         for i, item in enumerate(self.items):
             image = self._read(cv2, item, i)
             shape = image.shape
+            self._check_pixels(limits, i, shape[0], shape[1])  # formats whose header was not read
             if i and not resizable and shape[:2] != first[:2]:
                 raise ServingError(
                     "BINARY_IMAGES_RESOLUTION_MISMATCH",

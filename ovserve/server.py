@@ -24,6 +24,7 @@ from .manager import Manager, Reconciled
 from .metrics import Metrics
 from .pipeline import BRANCH_WINDOW
 from .tls import Tls
+from .types import ImageLimits
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Settings:
     grpc_max_connection_idle: float = 0  # seconds without a call before a GOAWAY; 0 = never
     tls: Tls | None = None  # TLS (and mutual TLS) on both doors
     max_branches_in_flight: int = BRANCH_WINDOW  # of one demultiplexer in one request
+    image_limits: ImageLimits = field(default_factory=ImageLimits)  # encoded images in requests, once decoded
 
 
 class Server:
@@ -61,7 +63,9 @@ class Server:
             core.set_property({"CACHE_DIR": str(settings.cache_dir)})
         self.metrics = Metrics(settings.metrics)
         self.manager = Manager(core, self.metrics, branch_window=settings.max_branches_in_flight)
-        self.dataplane = DataPlane(self.manager, ready_needs_all=settings.ready_needs_all)
+        self.dataplane = DataPlane(
+            self.manager, ready_needs_all=settings.ready_needs_all, image_limits=settings.image_limits
+        )
         self.health = grpc_health.Health(self.dataplane)
         self.grpc: grpc.aio.Server | None = None
         self.grpc_port: int | None = None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -18,8 +18,23 @@ class InferRequest:
     inputs: Mapping[str, np.ndarray] | Decoder  # arrays, or a decoder given the servable's input specs
 
 
-# A decoder returns the arrays, or an awaitable of them when part of the work (image decoding) runs in a thread.
-Decoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray] | Awaitable[Mapping[str, np.ndarray]]]
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    """How large a request's encoded images may be once decoded: pixels of one image (read from its header before
+    decoding where the format allows), and bytes of all of them decoded or converted to their input's precision."""
+
+    max_pixels: int = 1 << 26  # 8192 x 8192
+    max_bytes: int = 1 << 30  # 1 GiB, as the largest body OVMS takes
+
+
+class Deferred(Protocol):
+    """A request's arrays with work left to do (images to decode), done under the server's limits."""
+
+    async def finish(self, limits: ImageLimits) -> dict[str, np.ndarray]: ...
+
+
+# A decoder returns the arrays, or a Deferred when part of the work (image decoding) is left.
+Decoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray] | Deferred]
 
 
 @dataclass(frozen=True, slots=True)

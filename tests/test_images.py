@@ -28,6 +28,7 @@ from ovserve import images as ovimages
 from ovserve._proto.tensorflow.core.framework import tensor_pb2, types_pb2
 from ovserve._proto.tensorflow_serving.apis import predict_pb2
 from ovserve.tensors import TensorSpec
+from ovserve.types import ImageLimits
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 F32 = models.F32
@@ -492,14 +493,10 @@ def test_large_batches_decode_in_a_worker_thread(server: RunningServer) -> None:
     big = [encode(picture(96, 96, seed=s)) for s in range(8)]
     assert sum(map(len, big)) > ovimages.INLINE_DECODE_BYTES
     small = ovimages.finish({"image": ovimages.binary_input(big[:1], [1], spec)})
-    assert isinstance(small, dict)  # a few bytes: decoded on the spot
+    assert isinstance(small, ovimages.PendingImages) and small.inline  # a few bytes: decoded on the spot
     pending = ovimages.finish({"image": ovimages.binary_input(big, [8], spec)})
-    assert not isinstance(pending, dict)
-    decoded = asyncio.run(_awaited(pending))["image"]
+    assert isinstance(pending, ovimages.PendingImages) and not pending.inline
+    decoded = asyncio.run(pending.finish(ImageLimits()))["image"]
     np.testing.assert_array_equal(decoded, np.stack([bgr(b) for b in big]))
     (result,) = predict_strings(server, "u8", big).values()  # and through the server
     np.testing.assert_array_equal(result, decoded.astype(np.float32))
-
-
-async def _awaited(pending: Any) -> Any:
-    return await pending
