@@ -43,6 +43,7 @@ class Settings:
     grpc_max_connection_age: float = 0  # seconds; 0 = gRPC connections live as long as their clients keep them
     rest_limits: BodyLimits = field(default_factory=BodyLimits)  # REST request bodies: size, pauses
     tls: Tls | None = None  # TLS (and mutual TLS) on both doors
+    sequence_cleaner_seconds: float = 300  # scan stateful models for idle sequences this often; 0 = never
 
 
 class Server:
@@ -65,6 +66,7 @@ class Server:
         self.rest_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._cleaning: asyncio.Task[None] | None = None
         self._reload_error = ""
         self._load_failed = False  # the last load of a changed config.json had a model fail
 
@@ -101,6 +103,8 @@ class Server:
         self._loading = asyncio.create_task(self.manager.load(self.config))
         if self.settings.poll_seconds > 0:
             self._watching = asyncio.create_task(self._watch(self.settings.poll_seconds))
+        if self.settings.sequence_cleaner_seconds > 0:
+            self._cleaning = asyncio.create_task(self._clean_sequences(self.settings.sequence_cleaner_seconds))
 
     async def _watch(self, seconds: float) -> None:
         """--file_system_poll_wait_seconds: reload config.json when its content changes, rescan version folders."""
@@ -112,6 +116,15 @@ class Server:
                 pass  # logged by reload; the running config keeps serving
             except Exception:
                 log.exception("watching the model repository failed; retrying in %s s", seconds)
+
+    async def _clean_sequences(self, seconds: float) -> None:
+        """--sequence_cleaner_poll_wait_minutes: drop the sequences of stateful models that went idle."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                self.manager.sweep_sequences()
+            except Exception:
+                log.exception("the idle sequence cleaner failed; retrying in %s s", seconds)
 
     async def reload(self) -> bool:
         """Re-read config.json and serve what it says (spec §4.8); True if anything changed. A file that cannot be
@@ -178,8 +191,9 @@ class Server:
         self.drain()
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        if self._watching is not None:
-            self._watching.cancel()
+        for task in (self._watching, self._cleaning):
+            if task is not None:
+                task.cancel()
         self.health.close()  # ends Watch streams, which would otherwise hold the gRPC server for all of `grace`
         await asyncio.gather(
             *([self.http.stop(grace)] if self.http is not None else []),
