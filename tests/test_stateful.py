@@ -17,6 +17,7 @@ import openvino as ov
 import pytest
 import tritonclient.grpc as triton_grpc
 from conftest import RunningServer, rpc_error, wait_for_versions
+from prometheus_client.parser import text_string_to_metric_families
 
 from ovserve import cli, tfs
 from ovserve._proto.tensorflow.core.framework import types_pb2
@@ -286,6 +287,29 @@ def test_metadata_lists_only_the_models_inputs(server: RunningServer) -> None:
     status, _, body = server.http("GET", "/v2/models/acc")
     assert status == 200 and [i["name"] for i in json.loads(body)["inputs"]] == ["x"]
     assert [(r.version, r.state) for r in server.status("acc").model_version_status] == [(1, 30)]  # AVAILABLE
+
+
+def test_metrics_count_stateful_requests_as_any(server: RunningServer) -> None:
+    def samples() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        status, _, body = server.http("GET", "/metrics")
+        assert status == 200
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(body.decode()) for s in family.samples}  # fmt: skip
+
+    labels = {"api": "KServe", "interface": "REST", "method": "ModelInfer", "name": "acc", "version": "1"}
+    success, fail = (("ovms_requests_success_total", frozenset(labels.items())),
+                     ("ovms_requests_fail_total", frozenset(labels.items())))  # fmt: skip
+    inference = ("ovms_inference_time_us_count", frozenset({"name": "acc", "version": "1"}.items()))
+    before = samples()
+    x = np.zeros(SHAPE, np.float32)
+    _, sequence_id = kserve_rest(server, "acc", x, None, START)
+    kserve_rest(server, "acc", x, sequence_id, END)
+    rest_error(server, "/v2/models/acc/infer", {"inputs": [
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]},
+        {"name": "sequence_id", "shape": [1], "datatype": "UINT64", "data": [sequence_id]}]})  # fmt: skip
+    after = samples()
+    assert after[success] - before[success] == 2 and after[fail] - before[fail] == 1
+    assert after[inference] - before[inference] == 2
 
 
 def test_a_stateless_model_takes_the_special_inputs_as_unknown_inputs(server: RunningServer) -> None:
