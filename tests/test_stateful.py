@@ -20,6 +20,7 @@ from conftest import RunningServer, rpc_error, wait_for_versions
 from prometheus_client.parser import text_string_to_metric_families
 
 from ovserve import cli, tfs
+from ovserve._proto import grpc_predict_v2_pb2 as pb
 from ovserve._proto.tensorflow.core.framework import types_pb2
 from ovserve._proto.tensorflow_serving.apis import predict_pb2
 from ovserve.config import single_model_config
@@ -246,6 +247,32 @@ def test_one_sequence_across_all_doors_with_its_own_id(server: RunningServer) ->
         outputs, sequence_id = DOORS[i % 4](server, "acc", x, chosen, control)
         assert sequence_id == chosen
         check(outputs, expected[i])
+
+
+def test_rest_row_format_and_kserve_typed_contents(server: RunningServer) -> None:
+    """The other spellings: TF Serving REST rows (the special inputs as numbers in the instance, the answer's rows
+    carrying sequence_id) and KServe gRPC values in uint64_contents / uint_contents instead of raw buffers."""
+    xs = steps(5, count=2)
+    body = {"instances": [{"x": xs[0][0].tolist(), "sequence_control_input": START}]}
+    status, _, text = server.http("POST", "/v1/models/acc:predict", json.dumps(body))
+    assert status == 200, text
+    (row,) = json.loads(text)["predictions"]
+    assert row["acc"] == xs[0][0].tolist() and row["count"] == [1.0]
+    sequence_id = row["sequence_id"]
+    request = pb.ModelInferRequest(model_name="acc")
+    request.inputs.add(name="x", datatype="FP32", shape=list(SHAPE)).contents.fp32_contents.extend(xs[1].ravel())
+    request.inputs.add(name="sequence_id", datatype="UINT64", shape=[1]).contents.uint64_contents.append(sequence_id)
+    request.inputs.add(name="sequence_control_input", datatype="UINT32", shape=[1]).contents.uint_contents.append(END)
+    call = server.channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+    response = call(request, timeout=60)
+    outputs = {o.name: raw for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
+    assert np.frombuffer(outputs["sequence_id"], np.uint64).tolist() == [sequence_id]
+    expected = models.reference_accumulator(xs)[1][0]
+    np.testing.assert_array_equal(np.frombuffer(outputs["acc"], np.float32).reshape(SHAPE), expected)
 
 
 def test_requests_of_one_sequence_run_one_at_a_time_in_arrival_order(server: RunningServer) -> None:
