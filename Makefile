@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers protos \
+	bench-stateful \
 	clean image test-container
 .DEFAULT_GOAL := test
 
@@ -82,6 +83,10 @@ bench-images: $(VENV)/.installed
 ## A change of batch size: demultiplexer, dynamic batch and batch_size "auto" (reload), against raw OpenVINO.
 bench-batch: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	$(PY) bench/bench_batch_change.py
+
+## A stateful model: 16 sequences interleaved over TF Serving gRPC against raw OpenVINO running the same sequences.
+bench-stateful: $(VENV)/.installed
+	$(PY) bench/bench_stateful.py
 
 ## Peers: ovserve, MLServer and KServe's Python server running the same OpenVINO model, driven by the same clients.
 PEERS_VENV := .cache/peers-venv

@@ -30,6 +30,7 @@ LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
 MODEL_FLAGS = (
     "batch_size", "shape", "layout", "nireq", "target_device", "plugin_config", "model_version_policy", "max_queue_size"
 )  # fmt: skip
+STATEFUL_FLAGS = ("stateful", "idle_sequence_cleanup", "max_sequence_number", "low_latency_transformation")
 
 
 def _port(text: str) -> int:
@@ -63,6 +64,22 @@ def _positive(text: str) -> int:
     return value
 
 
+def _boolean(text: str) -> bool:
+    """OVMS's boolean flags: given alone they mean true, or take true/false."""
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _uint32(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else -1
+    if not 0 <= value < 1 << 32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to {(1 << 32) - 1}")
+    return value
+
+
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -85,6 +102,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rest_workers", type=int, help="accepted for compatibility; one event loop serves all")
     p.add_argument(
         "--file_system_poll_wait_seconds", type=int, default=1, help="check config.json and version folders; 0 = off"
+    )
+    p.add_argument(
+        "--sequence_cleaner_poll_wait_minutes",
+        type=_uint32,
+        default=5,
+        help="drop the idle sequences of stateful models this often (a sequence idle since the last scan); 0 = off",
     )
     p.add_argument("--cache_dir", type=Path, help="OpenVINO compiled-model cache directory")
     p.add_argument("--metrics_enable", action="store_true", help="serve /metrics on the REST port")
@@ -141,6 +164,13 @@ def parser() -> argparse.ArgumentParser:
     single.add_argument("--scale", help='then divide the input by: a number or one per channel, "[58.4,57.1,57.4]"')
     single.add_argument("--color_format", help="<target>:<source>, e.g. RGB:BGR (the client sends BGR)")
     single.add_argument("--precision", help="<target>:<source>, e.g. FP32:UINT8 (the client sends UINT8)")
+    flag: dict[str, Any] = {"type": _boolean, "nargs": "?", "const": True}
+    single.add_argument("--stateful", **flag, help="requests belong to sequences, each keeping its model state")
+    single.add_argument("--idle_sequence_cleanup", **flag, help="drop idle sequences (default true; needs --stateful)")
+    single.add_argument("--max_sequence_number", type=_uint32, help="live sequences at most (500; needs --stateful)")
+    single.add_argument(
+        "--low_latency_transformation", **flag, help="apply OpenVINO's LowLatency2 (default false; needs --stateful)"
+    )
     return p
 
 
@@ -221,11 +251,14 @@ def _maybe_json(text: str) -> Any:
 
 def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
     """Check the flags' combinations as OVMS does and produce what the server runs; raises ConfigError."""
-    given = [flag for flag in (*MODEL_FLAGS, *preprocess.FLAGS) if getattr(args, flag) is not None]
+    given = [flag for flag in (*MODEL_FLAGS, *preprocess.FLAGS, *STATEFUL_FLAGS) if getattr(args, flag) is not None]
     if args.config_path and (args.model_name or args.model_path):
         raise ConfigError("Use either config_path or model_path with model_name")
     if args.config_path and given:
         raise ConfigError(f"Model parameters in CLI are exclusive with the config file: --{given[0]}")
+    needs_stateful = [flag for flag in STATEFUL_FLAGS[1:] if getattr(args, flag) is not None]
+    if needs_stateful and not args.stateful:
+        raise ConfigError(f"--{needs_stateful[0]} requires --stateful")
     if args.rest_port and args.rest_port == args.port:
         raise ConfigError("--port and --rest_port must differ")
     if args.config_path:
@@ -234,7 +267,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         if not args.port and not args.rest_port:
             raise ConfigError("in single-model mode --port and --rest_port cannot both be 0")
         settings: dict[str, Any] = {}
-        for flag in (flag for flag in given if flag in MODEL_FLAGS):
+        for flag in (flag for flag in given if flag not in preprocess.FLAGS):
             value = getattr(args, flag)
             settings[flag] = _maybe_json(value) if flag in ("shape", "layout") else value
         path = args.model_path if "://" in args.model_path else Path(args.model_path).resolve()  # URLs as written
@@ -270,6 +303,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         image_limits=ImageLimits(args.max_image_pixels, args.max_image_bytes),
         grpc_max_connection_idle=args.grpc_max_connection_idle_seconds,
         tls=_tls(args),
+        sequence_cleaner_seconds=60.0 * args.sequence_cleaner_poll_wait_minutes,
     )
 
 

@@ -62,6 +62,10 @@ class ModelConfig:
     version_policy: VersionPolicy = Latest()
     allow_cache: bool = False  # use the model cache even for shape/batch_size "auto" (spec §2.6)
     max_queue_size: int | None = None  # requests that may wait for an infer request; more are refused at once
+    stateful: bool = False  # requests belong to sequences, each with its own model state (spec §11)
+    idle_sequence_cleanup: bool = True  # the sequence cleaner drops this model's idle sequences
+    max_sequence_number: int = 500  # live sequences per version
+    low_latency_transformation: bool = False  # OpenVINO's LowLatency2 before compiling
     problems: tuple[str, ...] = ()  # value errors that make this one model fail to load
 
 
@@ -340,9 +344,41 @@ def model_config(node: _Json, root: Path) -> ModelConfig:
         kwargs["version_policy"] = _version_policy(keys["model_version_policy"])
     if "allow_cache" in keys:
         kwargs["allow_cache"] = keys["allow_cache"].boolean()
-    if keys.get("stateful") is not None and keys["stateful"].value is True:
-        problems.append(f"{node.path}.stateful: stateful models are not supported by ovserve")
+    kwargs.update(_stateful(node, keys, kwargs, problems))
     return ModelConfig(**kwargs, problems=tuple(problems))
+
+
+_STATEFUL_DEFAULTS = {"idle_sequence_cleanup": True, "max_sequence_number": 500, "low_latency_transformation": False}
+
+
+def _stateful(node: _Json, keys: dict[str, _Json], settings: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The stateful keys (spec §1.3, §11): the other three only with `stateful: true` (their defaults are accepted
+    anyway), and no "auto" shape or batch size."""
+    out: dict[str, Any] = {}
+    if "stateful" in keys:
+        out["stateful"] = keys["stateful"].boolean()
+    if "idle_sequence_cleanup" in keys:
+        out["idle_sequence_cleanup"] = keys["idle_sequence_cleanup"].boolean()
+    if "low_latency_transformation" in keys:
+        out["low_latency_transformation"] = keys["low_latency_transformation"].boolean()
+    if "max_sequence_number" in keys:
+        out["max_sequence_number"] = keys["max_sequence_number"].integer(0, (1 << 32) - 1)
+    if not out.get("stateful"):
+        for key, default in _STATEFUL_DEFAULTS.items():
+            if out.get(key, default) != default:
+                problems.append(
+                    f"{node.path}.{key}: Stateful model config parameter used for non stateful model; "
+                    'it needs "stateful": true'
+                )
+        return out
+    shapes = settings.get("shape")
+    shapes = shapes.values() if isinstance(shapes, dict) else [shapes]
+    if settings.get("batch_size") == "auto" or "auto" in shapes:
+        problems.append(
+            f"{node.path}: Dynamic shape and dynamic batch size are not supported for stateful models "
+            '(shape or batch_size "auto")'
+        )
+    return out
 
 
 # --- pipelines -----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from .errors import ServingError
 from .manager import Manager
 from .metrics import Metrics
 from .runtime import Servable
+from .stateful import StatefulModelVersion
 from .tensors import check_inputs
 from .types import Endpoint, ImageLimits, InferRequest, InferResult, Origin, VersionStatus
 
@@ -50,12 +51,15 @@ class DataPlane:
             decoded = request.inputs if not callable(request.inputs) else request.inputs(servable.accepts)
             inputs = decoded if isinstance(decoded, Mapping) else await decoded.finish(self.image_limits)
             check_inputs(inputs, servable.accepts)
-            outputs = await servable.infer(inputs, origin)
+            if isinstance(servable, StatefulModelVersion):
+                outputs, sequence_id = await servable.infer_in_sequence(inputs)
+            else:
+                outputs, sequence_id = await servable.infer(inputs, origin), None
         except BaseException:
             self.metrics.request(origin, servable.name, servable.version, False)
             raise
         self.metrics.request(origin, servable.name, servable.version, True, (perf_counter_ns() - started) / 1000)
-        return InferResult(servable.name, servable.version, images.strings_out(outputs))
+        return InferResult(servable.name, servable.version, images.strings_out(outputs), sequence_id)
 
     async def endpoint(self, name: str, version: int | None, origin: Origin) -> Endpoint:
         """Metadata of what is serving now (no waiting for a version that is still loading)."""

@@ -105,6 +105,26 @@ TABLE: dict[str, _Entry] = {
     "CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE": _Entry(
         "Cannot compile model into target device", "FAILED_PRECONDITION", 412
     ),
+    # Stateful models (spec §11): the special inputs sequence_id and sequence_control_input, and the sequences.
+    "SEQUENCE_MISSING": _Entry("Sequence with provided ID does not exist", "NOT_FOUND", 404),
+    "SEQUENCE_ALREADY_EXISTS": _Entry("Sequence with provided ID already exists", "ALREADY_EXISTS", 409),
+    "SEQUENCE_ID_NOT_PROVIDED": _Entry("Sequence ID has not been provided in request inputs", "INVALID_ARGUMENT", 400),
+    "INVALID_SEQUENCE_CONTROL_INPUT": _Entry("Unexpected value of sequence control input", "INVALID_ARGUMENT", 400),
+    "SEQUENCE_ID_BAD_TYPE": _Entry(
+        "Could not find sequence id in expected tensor proto field uint64_val", "INVALID_ARGUMENT", 400
+    ),
+    "SEQUENCE_CONTROL_INPUT_BAD_TYPE": _Entry(
+        "Could not find sequence control input in expected tensor proto field uint32_val", "INVALID_ARGUMENT", 400
+    ),
+    "SPECIAL_INPUT_NO_TENSOR_SHAPE": _Entry(
+        "Special input proto does not contain tensor shape information", "INVALID_ARGUMENT", 400
+    ),
+    "SEQUENCE_TERMINATED": _Entry(
+        "Sequence last request is being processed and it's not available anymore", "FAILED_PRECONDITION", 412
+    ),
+    "MAX_SEQUENCE_NUMBER_REACHED": _Entry(
+        "Max sequence number has been reached. Could not create new sequence.", "UNAVAILABLE", 503
+    ),
     "SERVER_NOT_READY": _Entry("Server is not ready", "UNAVAILABLE", 503),
     "HEALTH_SERVICE_UNKNOWN": _Entry("Health of an unknown service requested", "NOT_FOUND", 404),  # beyond OVMS
     "MODEL_QUEUE_FULL": _Entry("Model queue is full", "RESOURCE_EXHAUSTED", 429),  # beyond OVMS

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, images, jsonio
+from . import __version__, images, jsonio, sequences
 from ._proto import grpc_predict_v2_pb2 as pb
 from .errors import ServingError
 from .tensors import TensorSpec, check_declared, element_count, request_count, shape_text
@@ -207,17 +207,23 @@ def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -
     BYTES tensors for inputs other than STRING are binary inputs (images, 2-D strings; spec §8)."""
 
     def decode(specs: Mapping[str, TensorSpec]) -> images.Decoded:
-        if not tensors or len(tensors) != len(specs):
-            raise ServingError("INVALID_NO_OF_INPUTS", f"Expected: {len(specs)}; Actual: {len(tensors)}")
+        by_name = {t.name: t for t in tensors}
+        expected = sum(1 for name, spec in specs.items() if not spec.optional or name in by_name)
+        if not tensors or len(tensors) != expected:
+            raise ServingError("INVALID_NO_OF_INPUTS", f"Expected: {expected}; Actual: {len(tensors)}")
         if coherency is not None:
             raise coherency
-        by_name = {t.name: t for t in tensors}
         checked: list[tuple[Tensor, np.dtype[Any]]] = []
         binary: dict[str, np.ndarray | images.EncodedImages] = {}
         for name in sorted(specs):
             tensor = by_name.get(name)
             if tensor is None:
+                if specs[name].optional:
+                    continue
                 raise ServingError("INVALID_MISSING_INPUT", f"Required input: {name}")
+            if name in sequences.SPECIAL_INPUTS and specs[name].optional:
+                checked.append((tensor, _special_input(tensor, specs[name])))
+                continue
             if any(d < 0 for d in tensor.shape):
                 shape = shape_text(tensor.shape)
                 raise ServingError(
@@ -239,6 +245,23 @@ def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -
         return images.finish({**arrays, **binary}) if binary else arrays
 
     return decode
+
+
+def _special_input(tensor: Tensor, spec: TensorSpec) -> np.dtype[Any]:
+    """Check sequence_id (UINT64) or sequence_control_input (UINT32) of a stateful model's request: shape [1], its
+    one value in the datatype's contents field or in raw_input_contents (spec §11, as KServe carries them)."""
+    name = spec.name
+    if not tensor.shape:
+        raise ServingError("SPECIAL_INPUT_NO_TENSOR_SHAPE", f"input name: {name}")
+    if len(tensor.shape) != 1:
+        raise ServingError("INVALID_NO_OF_SHAPE_DIMENSIONS", f"Required shape for {name} is: (1)")
+    if tensor.shape[0] != 1:
+        raise ServingError("INVALID_SHAPE", f"Required shape for {name} is: (1)")
+    assert spec.dtype is not None
+    if tensor.datatype != datatype(spec.dtype):
+        wanted = datatype(spec.dtype)
+        raise ServingError(sequences.BAD_TYPE[name], f"KServe: datatype {wanted}, not {tensor.datatype}; input: {name}")
+    return spec.dtype
 
 
 # --- gRPC messages -----------------------------------------------------------------------------------------
@@ -291,7 +314,7 @@ def _sorted(outputs: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
 def infer_response(result: InferResult, request_id: str = "") -> pb.ModelInferResponse:
     """Every output, sorted by name, with its data in raw_output_contents at the same index."""
     response = pb.ModelInferResponse(model_name=result.target, model_version=str(result.version), id=request_id)
-    for name, array in _sorted(result.outputs):
+    for name, array in _sorted(result.all_outputs()):
         response.outputs.add(name=name, datatype=datatype(array.dtype), shape=array.shape)
         response.raw_output_contents.append(_raw(array))
     return response
@@ -605,7 +628,7 @@ def rest_response(result: InferResult, parsed: RestInfer) -> tuple[bytes, dict[s
     """The infer response: JSON, then the binary outputs' bytes in output order (with the header that splits)."""
     outputs: list[dict[str, Any]] = []
     binary_parts: list[bytes] = []
-    for name, array in _sorted(result.outputs):
+    for name, array in _sorted(result.all_outputs()):
         entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype(array.dtype)}
         if parsed.binary_outputs is None or name in parsed.binary_outputs:
             raw = _raw(array)

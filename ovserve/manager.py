@@ -20,6 +20,7 @@ from .metrics import Metrics, ModelMetrics
 from .pipeline import BRANCH_WINDOW, PipelineDefinition, Servable
 from .repository import Repository, Stamp, Storage
 from .runtime import ModelVersion, TensorMap
+from .stateful import StatefulModelVersion
 from .tensors import TensorSpec
 from .types import Origin, VersionStatus
 
@@ -188,6 +189,12 @@ class Manager:
                 if old is not None and not old.retired:
                     if old.config == model:
                         continue
+                    if old.config.stateful != model.stateful:  # spec §2.5
+                        if old.gated != model:
+                            log.error("model %s: Model type cannot be changed after it is loaded (stateful: %s); its "
+                                      "configuration stays as it is", model.name, old.config.stateful)  # fmt: skip
+                            old.gated = model
+                        continue
                     if model.name in used and _dynamic(model) and not _dynamic(old.config):  # spec §1.9 (5)
                         if old.gated != model:
                             log.error("model %s: Requested dynamic parameters but model is used in pipeline; its "
@@ -300,6 +307,10 @@ class Manager:
         files); new ones see END."""
         if version.servable is not None:
             version.servable.metrics.unloaded()
+            if isinstance(version.servable, StatefulModelVersion):
+                ended = version.servable.sequences.clear()
+                if ended:
+                    log.info("model %s version %d: %d sequences ended", entry.config.name, version.number, ended)
         version.state, version.error_code, version.servable = "END", "OK", None
         version.settled.set()
         entry.repository.release(version.number)
@@ -495,6 +506,11 @@ class Manager:
                 "PIPELINE_DEFINITION_MISSING_MODEL",
                 f"Pipeline definition has reference to missing model - {pipeline}: node {node.name} uses {wanted}",
             )
+        if entry.config.stateful:
+            raise LoadError(
+                "REQUESTED_STATEFUL_PARAMETERS_ON_SUBSCRIBED_MODEL",
+                f"Stateful model cannot be subscribed to pipeline - {pipeline}: node {node.name} uses model {model}",
+            )
         if _dynamic(entry.config):
             raise LoadError(
                 "FORBIDDEN_MODEL_DYNAMIC_PARAMETER",
@@ -502,6 +518,19 @@ class Manager:
                 f'has "auto" shape or batch_size; give it a dynamic dimension (-1) instead',
             )
         return version.servable
+
+    def sweep_sequences(self) -> None:
+        """The idle sequence cleaner's scan: every stateful model with idle_sequence_cleanup drops the sequences no
+        request touched since the previous scan (spec §11)."""
+        for entry in self.models.values():
+            if entry.retired or not (entry.config.stateful and entry.config.idle_sequence_cleanup):
+                continue
+            for version in entry.versions.values():
+                if isinstance(version.servable, StatefulModelVersion):
+                    dropped = version.servable.sequences.sweep()
+                    if dropped:
+                        log.info("model %s version %d: idle sequences dropped: %s", entry.config.name,
+                                 version.number, ", ".join(map(str, dropped)))  # fmt: skip
 
     # --- lookups ----------------------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ def routes(dataplane: DataPlane) -> list[Route]:
         result = await dataplane.infer(
             InferRequest(request.params["name"], version, body), _PREDICT, missing="MODEL_NAME_MISSING"
         )
-        return HttpResponse(200, body.response(result.outputs))
+        return HttpResponse(200, body.response(result.all_outputs()))
 
     return [
         route("GET", _MODEL, status),

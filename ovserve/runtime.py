@@ -7,7 +7,7 @@ import asyncio
 import logging
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter_ns
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import openvino as ov
+from openvino import passes
 
 from . import preprocess
 from .config import ModelConfig
@@ -26,6 +27,7 @@ from .types import Origin
 log = logging.getLogger(__name__)
 
 TensorMap = Mapping[str, np.ndarray]
+StateHook = Callable[[ov.InferRequest], None]  # sees an infer request before or after its run
 
 
 class Servable(Protocol):
@@ -316,6 +318,8 @@ def load(
     model, layouts = preprocess.apply(model, config.preprocess, layouts)  # CLI --mean, --scale, ... (spec §7.1)
     _reshape(model, config, layouts)
     auto = AutoShape.of(model, config)
+    if config.low_latency_transformation:
+        _low_latency(model)
     props = _plugin_config(config)
     if auto is not None and not config.allow_cache:
         props["CACHE_DIR"] = ""  # every request shape would leave a compiled blob in the cache (spec §2.6)
@@ -328,9 +332,35 @@ def load(
         log.info("model %s version %d: compiled model loaded from the cache", config.name, version)
     nireq = config.nireq or _optimal_nireq(compiled)
     reshaper = None if auto is None else _Reshaper(auto, core, model, config, props)
+    if config.stateful:
+        from .stateful import StatefulModelVersion  # here: stateful builds on this module
+
+        return StatefulModelVersion(
+            config.name, version, compiled, nireq, layouts, metrics, None, model_info, config.max_queue_size,
+            max_sequences=config.max_sequence_number,
+        )  # fmt: skip
     return ModelVersion(
         config.name, version, compiled, nireq, layouts, metrics, reshaper, model_info, config.max_queue_size
     )
+
+
+def _low_latency(model: ov.Model) -> None:
+    """OpenVINO's LowLatency2: the loops of recurrent layers (TensorIterator, Loop) keep their state in variables
+    between inferences instead of starting from their initial values (low_latency_transformation)."""
+    names = [port.get_names() for port in (*model.inputs, *model.outputs)]
+    manager = passes.Manager()
+    manager.register_pass(passes.LowLatency2())
+    try:
+        manager.run_passes(model)
+    except Exception as e:
+        raise LoadError("MODEL_NOT_LOADED", f"Error while loading a model: low latency transformation: {e}") from e
+    # The unrolled loop body keeps its tensor names, which OpenVINO's compiler may merge into the names of the model's
+    # inputs and outputs, where they can sort before the names clients know: only inputs and outputs keep names.
+    for node in model.get_ordered_ops():
+        for output in node.outputs():
+            output.get_tensor().set_names(set())
+    for port, known in zip((*model.inputs, *model.outputs), names, strict=True):
+        port.get_tensor().set_names(known)
 
 
 def _model_info(model: ov.Model) -> dict[str, Any]:
@@ -553,6 +583,13 @@ class ModelVersion:
     async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
         """Run one inference; outputs are copied out of the infer request, which then serves the next caller."""
         current = self._current if self._reshaper is None else await self._shaped_for(inputs)
+        return await self._run(current, inputs)
+
+    async def _run(
+        self, current: _Compiled, inputs: TensorMap, before: StateHook | None = None, after: StateHook | None = None
+    ) -> dict[str, np.ndarray]:
+        """Infer on one of `current`'s infer requests; `before` and `after` see that request just before it starts and
+        just after it ends (a stateful model's state goes in and out there)."""
         metrics = self.metrics
         if self.max_queue is not None and current.pool.full(self.max_queue):
             metrics.refused()
@@ -566,6 +603,8 @@ class ModelVersion:
         slot.loop = loop
         slot.future = future = loop.create_future()
         try:
+            if before is not None:
+                before(slot.request)
             slot.start(inputs)
         except Exception as e:
             slot.future = None
@@ -585,6 +624,8 @@ class ModelVersion:
             raise self._failure(e) from e
         watcher.cancel()
         try:
+            if after is not None:
+                after(slot.request)
             return {name: current.output(slot, i) for i, name in enumerate(current.output_names)}
         finally:
             slot.future = None

@@ -50,6 +50,7 @@ class Settings:
     tls: Tls | None = None  # TLS (and mutual TLS) on both doors
     max_branches_in_flight: int = BRANCH_WINDOW  # of one demultiplexer in one request
     image_limits: ImageLimits = field(default_factory=ImageLimits)  # encoded images in requests, once decoded
+    sequence_cleaner_seconds: float = 300  # scan stateful models for idle sequences this often; 0 = never
 
 
 class Server:
@@ -74,6 +75,7 @@ class Server:
         self.rest_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._cleaning: asyncio.Task[None] | None = None
         self._reload_error = ""
         self._load_failed = False  # the last load of a changed config.json had a model fail
 
@@ -109,6 +111,8 @@ class Server:
         self._loading = asyncio.create_task(self.manager.load(self.config))
         if self.settings.poll_seconds > 0:
             self._watching = asyncio.create_task(self._watch(self.settings.poll_seconds))
+        if self.settings.sequence_cleaner_seconds > 0:
+            self._cleaning = asyncio.create_task(self._clean_sequences(self.settings.sequence_cleaner_seconds))
 
     def _grpc_options(self) -> grpc_server.Options:
         s = self.settings
@@ -124,6 +128,15 @@ class Server:
                 pass  # logged by reload; the running config keeps serving
             except Exception:
                 log.exception("watching the model repository failed; retrying in %s s", seconds)
+
+    async def _clean_sequences(self, seconds: float) -> None:
+        """--sequence_cleaner_poll_wait_minutes: drop the sequences of stateful models that went idle."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                self.manager.sweep_sequences()
+            except Exception:
+                log.exception("the idle sequence cleaner failed; retrying in %s s", seconds)
 
     async def reload(self) -> bool:
         """Re-read config.json and serve what it says (spec §4.8); True if anything changed. A file that cannot be
@@ -190,8 +203,9 @@ class Server:
         self.drain()
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        if self._watching is not None:
-            self._watching.cancel()
+        for task in (self._watching, self._cleaning):
+            if task is not None:
+                task.cancel()
         self.health.close()  # ends Watch streams, which would otherwise hold the gRPC server for all of `grace`
         await asyncio.gather(
             *([self.http.stop(grace)] if self.http is not None else []),

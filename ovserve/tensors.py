@@ -46,6 +46,7 @@ class TensorSpec:
     shape: Shape
     layout: str = ""
     demultiplexed: bool = False  # a pipeline input whose leading dimension the request's demultiplexer splits
+    optional: bool = False  # a request may leave it out (a stateful model's sequence_id, sequence_control_input)
 
     @property
     def batch_index(self) -> int | None:
@@ -155,11 +156,13 @@ def check_declared(dtype: np.dtype, actual: tuple[int, ...], spec: TensorSpec, n
 
 
 def check_names(names: Collection[str], specs: Mapping[str, TensorSpec]) -> None:
-    """The first checks of a request, before any input is read: number of inputs, then presence by sorted name."""
-    if not names or len(names) != len(specs):
-        raise ServingError("INVALID_NO_OF_INPUTS", f"Expected: {len(specs)}; Actual: {len(names)}")
+    """The first checks of a request, before any input is read: number of inputs (the required ones and the
+    optional ones it sends), then presence by sorted name."""
+    expected = sum(1 for name, spec in specs.items() if not spec.optional or name in names)
+    if not names or len(names) != expected:
+        raise ServingError("INVALID_NO_OF_INPUTS", f"Expected: {expected}; Actual: {len(names)}")
     for name in sorted(specs):
-        if name not in names:
+        if name not in names and not specs[name].optional:
             raise ServingError("INVALID_MISSING_INPUT", f"Required input: {name}")
 
 
@@ -167,4 +170,5 @@ def check_inputs(inputs: Mapping[str, np.ndarray], specs: Mapping[str, TensorSpe
     """Validate a request against an endpoint in OVMS's order: count, then each input by sorted name."""
     check_names(inputs.keys(), specs)
     for name in sorted(specs):
-        check_input(inputs[name], specs[name])
+        if name in inputs:
+            check_input(inputs[name], specs[name])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from . import _proto, images, jsonio
+from . import _proto, images, jsonio, sequences
 from ._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from ._proto.tensorflow.core.protobuf import meta_graph_pb2
 from ._proto.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
@@ -147,8 +147,12 @@ def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
         check_names(protos, specs)
         arrays: dict[str, np.ndarray | images.EncodedImages] = {}
         for name in sorted(specs):
+            if name not in protos:  # an optional input left out
+                continue
             proto, spec = protos[name], specs[name]
-            if proto.dtype == DT.DT_STRING and images.converts(spec):
+            if name in sequences.SPECIAL_INPUTS and spec.optional:
+                arrays[name] = _special_input(proto, spec)
+            elif proto.dtype == DT.DT_STRING and images.converts(spec):
                 arrays[name] = images.binary_input(list(proto.string_val), _shape(proto, name), spec)
             else:  # precision, rank, batch and shape as declared come before the content (spec §4.4 step 2)
                 check_declared(_NUMPY_OF.get(proto.dtype, _INVALID), _shape(proto, name), spec)
@@ -158,10 +162,35 @@ def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
     return InferRequest(message.model_spec.name, requested_version(message.model_spec), decode)
 
 
+def _special_input(proto: tensor_pb2.TensorProto, spec: TensorSpec) -> np.ndarray:
+    """sequence_id or sequence_control_input of a stateful model's request: shape [1], the value in uint64_val or
+    uint32_val (spec §11); ovserve also takes it from tensor_content when the dtype is right."""
+    name = spec.name
+    dims = proto.tensor_shape.dim
+    if not dims:
+        raise ServingError("SPECIAL_INPUT_NO_TENSOR_SHAPE", f"input name: {name}")
+    if len(dims) != 1:
+        raise ServingError("INVALID_NO_OF_SHAPE_DIMENSIONS", f"Required shape for {name} is: (1)")
+    if dims[0].size != 1:
+        raise ServingError("INVALID_SHAPE", f"Required shape for {name} is: (1)")
+    assert spec.dtype is not None
+    values = getattr(proto, "uint64_val" if spec.dtype == np.uint64 else "uint32_val")
+    if len(values) == 1:
+        return np.array(values, spec.dtype)
+    if proto.dtype == datatype(spec.dtype) and len(proto.tensor_content) == spec.dtype.itemsize:
+        return np.frombuffer(proto.tensor_content, spec.dtype)
+    raise ServingError(sequences.BAD_TYPE[name], f"input name: {name}")
+
+
 def predict_response(result: InferResult) -> predict_pb2.PredictResponse:
     response = predict_pb2.PredictResponse()
     for name, array in result.outputs.items():
         _fill_tensor_proto(response.outputs[name], array)
+    if result.sequence_id is not None:  # in uint64_val, where OVMS's clients read it (spec §11)
+        proto = response.outputs[sequences.SEQUENCE_ID]
+        proto.dtype = DT.DT_UINT64
+        proto.tensor_shape.dim.add(size=1)
+        proto.uint64_val.append(result.sequence_id)
     return response
 
 
@@ -271,6 +300,8 @@ def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str, bo
     input's precision; numbers are cast as OVMS casts them (1.7 is 1 for an integer input). Inputs unknown to the
     endpoint take I32 for integers and FP32 otherwise, and fail the validation that follows. `bools`: whether the
     body may hold JSON booleans at all (else the walk that finds them among numbers is skipped)."""
+    if spec is not None and spec.optional and name in sequences.SPECIAL_INPUTS:
+        return _special_json(value, spec, status)
     try:
         raw = np.array(value)  # numpy infers the shape; ragged or mixed nesting raises ValueError
     except (ValueError, TypeError, OverflowError):
@@ -303,11 +334,21 @@ def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str, bo
     raise ServingError(status, f'input {name}: values must be numbers, strings or {{"b64": ...}} objects')
 
 
+def _special_json(value: Any, spec: TensorSpec, status: str) -> np.ndarray:
+    """sequence_id or sequence_control_input in a REST body: a list of one unsigned integer, as [7] (spec §11)."""
+    assert spec.dtype is not None
+    limit = np.iinfo(spec.dtype).max
+    if not (isinstance(value, list) and len(value) == 1 and type(value[0]) is int and 0 <= value[0] <= limit):
+        shown = json.dumps(value)[:60]
+        raise ServingError(status, f"input {spec.name}: expected one unsigned integer in a list, as [7]; got {shown}")
+    return np.array(value, spec.dtype)
+
+
 def _only_input(specs: Mapping[str, TensorSpec]) -> tuple[str, TensorSpec]:
-    if len(specs) != 1:
-        raise ServingError("INVALID_INPUT_FORMAT", f"the no-named format needs one input; there are {len(specs)}")
-    name, spec = next(iter(specs.items()))
-    return name, spec
+    required = [(name, spec) for name, spec in specs.items() if not spec.optional]
+    if len(required) != 1:
+        raise ServingError("INVALID_INPUT_FORMAT", f"the no-named format needs one input; there are {len(required)}")
+    return required[0]
 
 
 def _row_inputs(instances: Any, specs: Mapping[str, TensorSpec], bools: bool) -> dict[str, np.ndarray]:
@@ -355,6 +396,8 @@ def _binary_inputs(inputs: dict[str, np.ndarray], specs: Mapping[str, TensorSpec
     check_names(inputs.keys(), specs)
     arrays: dict[str, np.ndarray | images.EncodedImages] = {}
     for name in sorted(specs):
+        if name not in inputs:  # an optional input left out
+            continue
         array, spec = inputs[name], specs[name]
         if array.dtype == object and images.converts(spec):
             arrays[name] = images.binary_input(array.ravel().tolist(), array.shape, spec)

@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from .sequences import SEQUENCE_ID
 from .tensors import TensorSpec
 
 
@@ -51,6 +52,13 @@ class InferResult:
     target: str
     version: int
     outputs: Mapping[str, np.ndarray]
+    sequence_id: int | None = None  # a stateful model's answer names the request's sequence (spec §11)
+
+    def all_outputs(self) -> Mapping[str, np.ndarray]:
+        """The outputs and, for a stateful model, the output sequence_id: uint64, shape [1]."""
+        if self.sequence_id is None:
+            return self.outputs
+        return {**self.outputs, SEQUENCE_ID: np.array([self.sequence_id], np.uint64)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 from openvino import opset13 as ops
+from openvino.op.util import Variable, VariableInfo
 
 
 def _named(node: Any, name: str) -> Any:
@@ -136,6 +137,52 @@ def pair(shape: tuple[int, ...] = (1, 4)) -> ov.Model:
     x = _named(ops.parameter(list(shape), np.float32, name="x"), "x")
     z = _named(ops.parameter(list(shape), np.float32, name="z"), "z")
     return ov.Model([_named(ops.add(x, z), "y")], [x, z], "pair")
+
+
+def accumulator(shape: tuple[int, ...] = (1, 4)) -> ov.Model:
+    """A stateful model (ReadValue/Assign) with two variables: acc := 2 * acc + x and count := count + 1, both
+    starting at 0; outputs "acc" (shape) and "count" (1, 1). The doubling makes every result depend on the order of
+    the sequence's requests."""
+    x = _named(ops.parameter(list(shape), np.float32, name="x"), "x")
+    acc_var = _variable("acc", shape)
+    count_var = _variable("count", (1, 1))
+    acc = _named(ops.add(ops.multiply(ops.read_value(ops.constant(np.zeros(shape, np.float32)), acc_var),
+                                      ops.constant(np.float32(2))), x), "acc")  # fmt: skip
+    count = _named(ops.add(ops.read_value(ops.constant(np.zeros((1, 1), np.float32)), count_var),
+                           ops.constant(np.ones((1, 1), np.float32))), "count")  # fmt: skip
+    sinks = [ops.assign(acc, acc_var), ops.assign(count, count_var)]
+    return ov.Model(results=[ops.result(acc), ops.result(count)], sinks=sinks, parameters=[x], name="accumulator")
+
+
+def _variable(name: str, shape: tuple[int, ...]) -> Any:
+    info = VariableInfo()
+    info.data_shape, info.data_type, info.variable_id = ov.PartialShape(list(shape)), ov.Type.f32, name
+    return Variable(info)
+
+
+def reference_accumulator(steps: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """What `accumulator` answers to each request of one sequence, in numpy."""
+    acc, answers = np.zeros_like(steps[0]), []
+    for i, x in enumerate(steps):
+        acc = acc * 2 + x
+        answers.append((acc.copy(), np.full((1, 1), i + 1, np.float32)))
+    return answers
+
+
+def recurrent(features: int = 4) -> ov.Model:
+    """A TensorIterator running h := h + x over a sequence of one step, h starting at 0: stateless as it is (y = x);
+    with OpenVINO's LowLatency2 h lives in a variable and y is the running sum over the requests."""
+    x = _named(ops.parameter([1, 1, features], np.float32, name="x"), "x")
+    step_x = ops.parameter([1, 1, features], np.float32)
+    h = ops.parameter([1, features], np.float32)
+    summed = ops.result(ops.add(h, ops.reshape(step_x, ops.constant(np.array([1, features], np.int64)), False)))
+    loop = ops.tensor_iterator()
+    loop.set_body(ov.Model([summed], [step_x, h], "step"))
+    loop.set_sliced_input(step_x, x.output(0), 0, 1, 1, -1, 1)
+    loop.set_merged_input(h, ops.constant(np.zeros((1, features), np.float32)).output(0), summed.output(0))
+    y = loop.get_iter_value(summed.output(0), -1)
+    y.get_tensor().set_names({"y"})
+    return ov.Model([ops.result(y)], [x], "recurrent")
 
 
 def save(model: ov.Model, repository: Path, name: str, version: int = 1) -> Path:
