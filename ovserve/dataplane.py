@@ -10,14 +10,22 @@ from .errors import ServingError
 from .manager import Manager
 from .metrics import Metrics
 from .runtime import Servable
+from .shm import Regions
 from .tensors import check_inputs
 from .types import Endpoint, InferRequest, InferResult, Origin, VersionStatus
 
 
 class DataPlane:
-    def __init__(self, manager: Manager, metrics: Metrics | None = None, ready_needs_all: bool = False) -> None:
+    def __init__(
+        self,
+        manager: Manager,
+        metrics: Metrics | None = None,
+        ready_needs_all: bool = False,
+        regions: Regions | None = None,
+    ) -> None:
         self.manager = manager
         self.metrics = metrics or manager.metrics
+        self.regions = regions or Regions()  # system shared memory clients registered (off unless enabled)
         self.ready_needs_all = ready_needs_all  # readiness also waits for every model and pipeline to serve
         self.draining = False  # the server is stopping: not ready, though requests are still served
 

@@ -21,6 +21,7 @@ from .errors import ConfigError, ServingError, http_status
 from .http_app import BodyLimits, Cors, HttpApp, HttpServer
 from .manager import Manager, Reconciled
 from .metrics import Metrics
+from .shm import Regions
 from .tls import Tls
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Settings:
     grpc_max_connection_age: float = 0  # seconds; 0 = gRPC connections live as long as their clients keep them
     rest_limits: BodyLimits = field(default_factory=BodyLimits)  # REST request bodies: size, pauses
     tls: Tls | None = None  # TLS (and mutual TLS) on both doors
+    allow_client_shm: bool = False  # clients may register system shared memory regions (Triton's extension)
 
 
 class Server:
@@ -56,7 +58,9 @@ class Server:
             core.set_property({"CACHE_DIR": str(settings.cache_dir)})
         self.metrics = Metrics(settings.metrics)
         self.manager = Manager(core, self.metrics)
-        self.dataplane = DataPlane(self.manager, ready_needs_all=settings.ready_needs_all)
+        self.dataplane = DataPlane(
+            self.manager, ready_needs_all=settings.ready_needs_all, regions=Regions(settings.allow_client_shm)
+        )
         self.health = grpc_health.Health(self.dataplane)
         self.grpc: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
@@ -185,6 +189,7 @@ class Server:
             *([self.http.stop(grace)] if self.http is not None else []),
             *([self.grpc.stop(grace)] if self.grpc is not None else []),
         )
+        self.dataplane.regions.close()
         self.manager.stop()
         self.manager.close()  # here, not in a worker thread: those may all be held by loads that never end
         log.info("server stopped")
