@@ -786,7 +786,7 @@ def rest_response(result: InferResult, parsed: RestInfer) -> tuple[bytes, dict[s
         entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype(array.dtype)}
         target = targets.get(name)
         if target is not None:
-            entry["parameters"] = _write(target, array)
+            _write(target, array)  # no "parameters": Triton's C++ client reads binary_data_size from any it finds
         elif parsed.binary_outputs is None or name in parsed.binary_outputs:
             raw = _raw(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
