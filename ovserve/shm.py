@@ -48,7 +48,7 @@ class Region:
         if byte_size <= 0 or offset < 0:
             raise ServingError("SHM_REGISTER_FAILED", f"region {name!r}: byte_size must be > 0 and offset >= 0")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW)
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO or device: no wait
         except OSError as e:
             raise ServingError("SHM_REGISTER_FAILED", f"region {name!r}: cannot open key {key!r}: {e.strerror}") from e
         try:
