@@ -4,7 +4,8 @@ metadata, readiness and Triton's ModelConfig (spec §4.2, §4.3, §4.6, §4.7).
 A request becomes an `InferRequest` whose inputs are a decoder: given the servable's input specs it validates in
 OVMS's order (number of inputs, buffer coherency, then each input by sorted name: presence, negative dimensions,
 precision, rank, batch, shape, content) before it reads any buffer, so a wrong request never costs a decode. Raw
-buffers become numpy views without copies.
+buffers become numpy views without copies, and so do inputs in a registered shared-memory region (Triton's extension);
+outputs that name a region are written into it.
 """
 
 from __future__ import annotations
