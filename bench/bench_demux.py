@@ -6,18 +6,21 @@ For each model and each cell of the grid (N images per request, C concurrent req
     ovserve.runtime, nireq = OPTIMAL_NUMBER_OF_INFER_REQUESTS) behind an ``ov.AsyncInferQueue``; C closed-loop
     clients each keep one "request" of N images in flight, every image an async job;
 (b) grpc: ``python -m ovserve`` in a subprocess serving a seed-guide config (the model and a ``demultiply_count: -1``
-    pipeline); C ``grpc.aio`` coroutines on one channel send Predict requests of shape [N,1,3,224,224].
+    pipeline); C ``grpc.aio`` coroutines on one channel send Predict requests of shape [N,1,3,224,224];
+(c) with --shm, shm: the same server (started with --allow_client_shm) and pipeline over KServe gRPC ModelInfer with
+    the images and the output in system shared memory, one region per client written once (as perf_analyzer does).
 
 Both run in turns on one idle machine: the server is started once per model, then each cell is warmed up and measured
 in --rounds alternating slices (raw, grpc, raw, grpc, ...) of --seconds/--rounds each, so drift of the machine's
 speed (a shared 2-core VM varies by 10-20 % within a minute) falls on both sides alike. Images/s counts the requests
 completed in a slice over the time from the slice's start to the last of them. It prints images/s and per-request
-latency p50/p99 (ms) for both, and the ratio grpc/raw of images/s (with the ratio of each round). The client sends a
-request serialized once and does not parse the responses after the first (checked) one, so the benchmark process
-spends as little CPU as possible beside the server.
+latency p50/p99 (ms) for both, and the ratio grpc/raw of images/s (with the ratio of each round); with --shm also the
+shm side's, and the server's CPU time per request (user + system, all threads) on the grpc and shm sides. The client
+sends a request serialized once and does not parse the responses after the first (checked) one, so the benchmark
+process spends as little CPU as possible beside the server.
 
 Usage (from the repo root; ``make demo`` prepares the demo model):
-    .venv/bin/python bench/bench_demux.py [--seconds 5] [--models demo,light] [--n 1,8] [--concurrency 1,4]
+    .venv/bin/python bench/bench_demux.py [--seconds 5] [--models demo,light] [--n 1,8] [--concurrency 1,4] [--shm]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from common import (  # bench/ is put on sys.path just above
     alternate,
     comparison_table,
     compile_and_report,
+    cpu_seconds,
     grpc_channel,
     grpc_run,
     identity,
@@ -62,6 +66,7 @@ from common import (  # bench/ is put on sys.path just above
     wait_answer,
     write_config,
 )
+from doors import ShmGrpcDoor
 
 METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 
@@ -82,6 +87,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_models_argument(p, ["demo", "light"])
     p.add_argument("--n", type=int_list, default=[1, 8], help="images per request, e.g. 1,8")
     p.add_argument("--concurrency", type=int_list, default=[1, 4], help="concurrent requests, e.g. 1,4")
+    p.add_argument("--shm", action="store_true", help="also measure KServe gRPC with images in system shared memory")
     p.add_argument("--server-logs", type=Path, help="keep the servers' logs in this folder (default: thrown away)")
     return p.parse_args(argv)
 
@@ -98,34 +104,72 @@ async def wait_ready(server: ServerProcess) -> None:
     await wait_answer(server, METADATA, request, md.GetModelMetadataResponse)
 
 
-def check_response(data: bytes, n: int) -> None:
-    shape = predict_output(data).shape
-    if shape != (n, 1, 1000):
-        raise RuntimeError(f"unexpected output shape {shape} for {n} images")
+def check_response(data: bytes, n: int) -> Any:
+    output = predict_output(data)
+    if output.shape != (n, 1, 1000):
+        raise RuntimeError(f"unexpected output shape {output.shape} for {n} images")
+    return output
+
+
+@dataclass
+class Cpu:
+    """The server's CPU time over the requests of one side."""
+
+    seconds: float = 0.0
+    requests: int = 0
+
+    def per_request_ms(self) -> float:
+        return 1000 * self.seconds / self.requests if self.requests else float("nan")
+
+
+def counting(run: Callable[[float], Any], pid: int, cpu: Cpu) -> Callable[[float], Any]:
+    """`run`, adding the server's CPU time and the requests of each slice to `cpu`."""
+
+    async def counted(seconds: float) -> Any:
+        before = cpu_seconds(pid)
+        result = await run(seconds)
+        cpu.seconds += cpu_seconds(pid) - before
+        cpu.requests += len(result.latencies)
+        return result
+
+    return counted
 
 
 # --- both, in turns ----------------------------------------------------------------------------------------------
 
 
 async def measure_cell(
-    cell: Cell, driver: RawDriver, call: Callable[..., Any], payload: bytes, args: argparse.Namespace, server: int
-) -> Rounds:
-    """Warm both sides up, then alternate raw and grpc slices for args.rounds rounds."""
+    cell: Cell,
+    driver: RawDriver,
+    call: Callable[..., Any],
+    payload: bytes,
+    args: argparse.Namespace,
+    server: int,
+    shm: ShmGrpcDoor | None = None,
+) -> tuple[Rounds, dict[str, Cpu]]:
+    """Warm all sides up, then alternate raw, grpc (and shm) slices for args.rounds rounds; the server's CPU per
+    request of each served side (warm-up included)."""
+    cpu = {"grpc": Cpu()}
     sides = {
         "raw": lambda seconds: asyncio.to_thread(driver.run, cell.c, seconds),
-        "grpc": lambda seconds: grpc_run(call, [payload], cell.n, cell.c, seconds),
+        "grpc": counting(lambda seconds: grpc_run(call, [payload], cell.n, cell.c, seconds), server, cpu["grpc"]),
     }
-    return await alternate(sides, "raw", cell.n, args, server)
+    if shm is not None:
+        cpu["shm"] = Cpu()
+        sides["shm"] = counting(lambda seconds: shm.run(cell.c, seconds), server, cpu["shm"])
+    return await alternate(sides, "raw", cell.n, args, server), cpu
 
 
 async def bench_model(
     case: ModelCase, cells: Sequence[Cell], args: argparse.Namespace, workdir: Path
-) -> dict[Cell, Rounds]:
+) -> dict[Cell, tuple[Rounds, dict[str, Cpu]]]:
     """Compile the raw side, start the server, then measure every cell."""
     compiled, nireq = compile_and_report(case)
     log_path = server_logs(args, workdir) / f"server-{case.name}.log"
     results = {}
-    with server_process(write_config(workdir / f"config-{case.name}", seed_document(case)), log_path) as server:
+    config = write_config(workdir / f"config-{case.name}", seed_document(case))
+    extra = ["--allow_client_shm"] if args.shm else []
+    with server_process(config, log_path, extra=extra) as server:
         print(
             f"[{case.name}] gRPC: ovserve pid {server.process.pid} on port {server.grpc_port}, log {log_path}",
             flush=True,
@@ -138,32 +182,57 @@ async def bench_model(
             call = channel.unary_unary(PREDICT, request_serializer=identity, response_deserializer=identity)
             for cell in cells:
                 payload = predict_bytes(PIPELINE, images(cell.n))
-                check_response(await call(payload, timeout=60), cell.n)
+                expected = check_response(await call(payload, timeout=60), cell.n)
                 driver = RawDriver(compiled, nireq, images(cell.n))
-                results[cell] = await measure_cell(cell, driver, call, payload, args, server.process.pid)
-                _progress(case, cell, results[cell])
+                shm = await _shm_door(channel, cell, expected) if args.shm else None
+                try:
+                    results[cell] = await measure_cell(cell, driver, call, payload, args, server.process.pid, shm)
+                finally:
+                    if shm is not None:
+                        await shm.close()
+                _progress(case, cell, *results[cell])
     return results
+
+
+async def _shm_door(channel: Any, cell: Cell, expected: Any) -> ShmGrpcDoor:
+    """The shm side's regions for the cell's clients, checked to answer as the grpc side does."""
+    import numpy as np
+
+    door = ShmGrpcDoor(channel, PIPELINE, images(cell.n), expected.nbytes)
+    await door.open(cell.c)
+    output = await door.output()
+    if output.shape != expected.shape or not np.allclose(output, expected, rtol=1e-5, atol=1e-5):
+        raise RuntimeError(f"the shm side answers {output.shape}, not the grpc side's {expected.shape} output")
+    return door
 
 
 # --- report -----------------------------------------------------------------------------------------------------
 
 
-def _progress(case: ModelCase, cell: Cell, m: Rounds) -> None:
-    raw, rpc = m.results["raw"], m.results["grpc"]
-    rounds = " ".join(f"{r:.2f}" for r in m.rounds["grpc"])
+def _progress(case: ModelCase, cell: Cell, m: Rounds, cpu: dict[str, Cpu]) -> None:
+    raw = m.results["raw"]
+    sides = []
+    for side in cpu:
+        result = m.results[side]
+        rounds = " ".join(f"{r:.2f}" for r in m.rounds[side])
+        sides.append(
+            f"{side} {result.images_per_second:7.1f} img/s ({len(result.latencies)} requests), {side}/raw "
+            f"{m.ratio(side):.2f} (rounds: {rounds}), server CPU {cpu[side].per_request_ms():.1f} ms/request"
+        )
     print(
         f"  {case.name:12s} N={cell.n} C={cell.c}: raw {raw.images_per_second:7.1f} img/s "
-        f"({len(raw.latencies)} requests), grpc {rpc.images_per_second:7.1f} img/s "
-        f"({len(rpc.latencies)} requests), grpc/raw {m.ratio('grpc'):.2f} (rounds: {rounds}), "
-        f"other processes {100 * m.background:.0f}% CPU",
+        f"({len(raw.latencies)} requests), {', '.join(sides)}, other processes {100 * m.background:.0f}% CPU",
         flush=True,
     )
 
 
-def table(rows: Sequence[tuple[ModelCase, Cell, Rounds]]) -> tuple[str, list[str]]:
-    keys = [(f"{case.name:12s} {cell.n:2d} {cell.c:2d}", m) for case, cell, m in rows]
-    titles = ("raw img/s", "grpc img/s", "grpc/raw", "rounds min-max")
-    return comparison_table(f"{'model':12s} {'N':>2s} {'C':>2s}", keys, "grpc", titles)
+def table(rows: Sequence[tuple[ModelCase, Cell, Rounds, dict[str, Cpu]]], side: str) -> tuple[str, list[str]]:
+    """The comparison of `side` (grpc or shm) to raw, with the server's CPU per request on that side."""
+    keys = [(f"{case.name:12s} {cell.n:2d} {cell.c:2d}", m) for case, cell, m, _ in rows]
+    titles = ("raw img/s", f"{side} img/s".rjust(10), f"{side}/raw".rjust(8), "rounds min-max")
+    header, lines = comparison_table(f"{'model':12s} {'N':>2s} {'C':>2s}", keys, side, titles)
+    cpu = [f" {cells[side].per_request_ms():14.2f}" for *_, cells in rows]
+    return header + " server ms/req", [line + extra for line, extra in zip(lines, cpu, strict=True)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,8 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         for case in prepare_models(args.models, workdir):
             results = asyncio.run(bench_model(case, cells, args, workdir))
-            rows += [(case, cell, results[cell]) for cell in cells]
-    return print_table(*table(rows))
+            rows += [(case, cell, *results[cell]) for cell in cells]
+    code = print_table(*table(rows, "grpc"), "server ms/req = the server's CPU time (all threads) per request")
+    return print_table(*table(rows, "shm")) if args.shm and not code else code
 
 
 if __name__ == "__main__":

@@ -337,11 +337,14 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def server_process(config: Path, log_path: Path, rest: bool = False) -> Iterator[ServerProcess]:
-    """`python -m ovserve` with gRPC (and REST if asked) on free loopback ports; SIGTERM and wait on the way out."""
+def server_process(
+    config: Path, log_path: Path, rest: bool = False, extra: Sequence[str] = ()
+) -> Iterator[ServerProcess]:
+    """`python -m ovserve` with gRPC (and REST if asked) on free loopback ports, plus the `extra` arguments; SIGTERM
+    and wait on the way out."""
     grpc_port, rest_port = free_port(), 0
     command = [sys.executable, "-m", "ovserve", "--config_path", str(config), "--port", str(grpc_port)]
-    command += ["--grpc_bind_address", HOST]
+    command += ["--grpc_bind_address", HOST, *extra]
     if rest:
         rest_port = free_port()
         while rest_port == grpc_port:
@@ -359,6 +362,16 @@ def server_process(config: Path, log_path: Path, rest: bool = False) -> Iterator
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; nan when unknown (not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def memory_mb(pid: int) -> tuple[float, float]:

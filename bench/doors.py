@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from common import HOST, INPUT, OUTPUT, REQUEST_TIMEOUT, RawDriver, Result, closed_loop, grpc_run
+from common import HOST, INPUT, OUTPUT, REQUEST_TIMEOUT, RawDriver, Result, closed_loop, grpc_run, identity
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 Array = Any  # numpy arrays; numpy is imported lazily
@@ -198,3 +198,91 @@ def check_output(door: str, output: Array, reference: Array) -> None:
     if top != expected or not np.allclose(output, reference, rtol=1e-3, atol=tolerance):
         worst = float(np.abs(output - reference).max())
         raise RuntimeError(f"{door}: top-1 {top} (raw OpenVINO {expected}), largest difference {worst:.3g}")
+
+
+# --- KServe gRPC through system shared memory -------------------------------------------------------------------
+
+SHM_RPC = "/inference.GRPCInferenceService/SystemSharedMemory"
+
+
+class ShmGrpcDoor:
+    """KServe gRPC ModelInfer with the input and the output in system shared memory (the server needs
+    --allow_client_shm): one region per client holding its input, written once as perf_analyzer does, and room for
+    its output; each request names its client's region and its answer carries no tensor bytes."""
+
+    name = "shm"
+
+    def __init__(self, channel: Any, model: str, batch: Array, output_bytes: int) -> None:
+        self.channel = channel
+        self.model = model
+        self.batch = batch
+        self.output_bytes = output_bytes
+        self.request_bytes = 0
+        self.call = channel.unary_unary(MODEL_INFER, request_serializer=identity, response_deserializer=identity)
+        self.handles: list[Any] = []
+        self.payloads: list[bytes] = []
+
+    async def open(self, clients: int) -> None:
+        """Create, fill and register one region per client, and each client's request."""
+        import os
+
+        import tritonclient.utils.shared_memory as shm
+        from tritonclient.grpc import service_pb2
+
+        register = self.channel.unary_unary(
+            SHM_RPC + "Register", request_serializer=identity, response_deserializer=identity
+        )
+        for client in range(clients):
+            name = f"bench-{os.getpid()}-{client}"
+            handle = shm.create_shared_memory_region(name, f"/{name}", self.batch.nbytes + self.output_bytes)
+            shm.set_shared_memory_region(handle, [self.batch])
+            self.handles.append(handle)
+            message = service_pb2.SystemSharedMemoryRegisterRequest(
+                name=name, key=f"/{name}", byte_size=self.batch.nbytes + self.output_bytes
+            )
+            await register(message.SerializeToString(), timeout=REQUEST_TIMEOUT)
+            request = service_pb2.ModelInferRequest(model_name=self.model)
+            tensor = request.inputs.add(name=INPUT, datatype="FP32", shape=list(self.batch.shape))
+            tensor.parameters["shared_memory_region"].string_param = name
+            tensor.parameters["shared_memory_byte_size"].int64_param = self.batch.nbytes
+            output = request.outputs.add(name=OUTPUT)
+            output.parameters["shared_memory_region"].string_param = name
+            output.parameters["shared_memory_offset"].int64_param = self.batch.nbytes
+            output.parameters["shared_memory_byte_size"].int64_param = self.output_bytes
+            self.payloads.append(request.SerializeToString())
+        self.request_bytes = len(self.payloads[0])
+
+    async def output(self) -> Array:
+        """Send client 0's request once and read its output out of the region, shaped as the response says."""
+        import numpy as np
+        import tritonclient.utils.shared_memory as shm
+        from tritonclient.grpc import service_pb2
+
+        response = service_pb2.ModelInferResponse.FromString(await self.call(self.payloads[0], timeout=REQUEST_TIMEOUT))
+        shape = list(response.outputs[0].shape)
+        if response.raw_output_contents and any(response.raw_output_contents):
+            raise RuntimeError("an output in shared memory came back with bytes on the wire")
+        return shm.get_contents_as_numpy(self.handles[0], np.float32, shape, offset=self.batch.nbytes)
+
+    async def run(self, clients: int, seconds: float) -> Result:
+        if clients > len(self.payloads):
+            raise ValueError(f"{len(self.payloads)} regions opened for {clients} clients")
+
+        def send(client: int, _: int) -> Any:
+            return self.call(self.payloads[client], timeout=REQUEST_TIMEOUT)
+
+        return await closed_loop(send, clients, seconds, len(self.batch))
+
+    async def close(self) -> None:
+        import tritonclient.utils.shared_memory as shm
+        from tritonclient.grpc import service_pb2
+
+        unregister = self.channel.unary_unary(
+            SHM_RPC + "Unregister", request_serializer=identity, response_deserializer=identity
+        )
+        with contextlib.suppress(Exception):  # the server may be gone already
+            await unregister(service_pb2.SystemSharedMemoryUnregisterRequest().SerializeToString(), timeout=10)
+        for handle in self.handles:
+            shm.destroy_shared_memory_region(handle)
+        self.handles.clear()
+        self.payloads.clear()

@@ -145,6 +145,12 @@ def parser() -> argparse.ArgumentParser:
         help="readiness stays false while any configured model or pipeline is not serving (default: as OVMS, "
         "ready once the first load is done)",
     )
+    p.add_argument(
+        "--allow_client_shm",
+        action="store_true",
+        help="let KServe clients register system shared memory regions (Triton's extension): any client may then "
+        "read and write the server user's shared memory objects by key",
+    )
     p.add_argument("--log_level", default="INFO", choices=LOG_LEVELS)
     p.add_argument("--log_path", type=Path, help="write the log to this file")
     single = p.add_argument_group("single-model mode")
@@ -304,6 +310,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         grpc_max_connection_idle=args.grpc_max_connection_idle_seconds,
         tls=_tls(args),
         sequence_cleaner_seconds=60.0 * args.sequence_cleaner_poll_wait_minutes,
+        allow_client_shm=args.allow_client_shm,
     )
 
 

@@ -10,6 +10,7 @@ from .errors import ServingError
 from .manager import Manager
 from .metrics import Metrics
 from .runtime import Servable
+from .shm import Regions
 from .stateful import StatefulModelVersion
 from .tensors import check_inputs
 from .types import Endpoint, ImageLimits, InferRequest, InferResult, Origin, VersionStatus
@@ -22,10 +23,12 @@ class DataPlane:
         metrics: Metrics | None = None,
         ready_needs_all: bool = False,
         image_limits: ImageLimits | None = None,
+        regions: Regions | None = None,
     ) -> None:
         self.manager = manager
         self.image_limits = image_limits or ImageLimits()  # encoded images in requests: how large once decoded
         self.metrics = metrics or manager.metrics
+        self.regions = regions or Regions()  # system shared memory clients registered (off unless enabled)
         self.ready_needs_all = ready_needs_all  # readiness also waits for every model and pipeline to serve
         self.draining = False  # the server is stopping: not ready, though requests are still served
 

@@ -128,6 +128,19 @@ TABLE: dict[str, _Entry] = {
     "SERVER_NOT_READY": _Entry("Server is not ready", "UNAVAILABLE", 503),
     "HEALTH_SERVICE_UNKNOWN": _Entry("Health of an unknown service requested", "NOT_FOUND", 404),  # beyond OVMS
     "MODEL_QUEUE_FULL": _Entry("Model queue is full", "RESOURCE_EXHAUSTED", 429),  # beyond OVMS
+    # Triton's system shared-memory extension (not in OVMS; Triton's texts where it has one). A request naming a
+    # region wrongly is the sender's mistake: INVALID_ARGUMENT, with the input or output and the region named.
+    "SHM_NOT_ALLOWED": _Entry("System shared memory is not enabled on this server", "PERMISSION_DENIED", 403),
+    "SHM_REGISTER_FAILED": _Entry("Unable to register system shared memory region", "INVALID_ARGUMENT", 400),
+    "SHM_REGION_ALREADY_EXISTS": _Entry("Shared memory region is already registered", "ALREADY_EXISTS", 409),
+    "SHM_REGION_NOT_FOUND": _Entry("Unable to find system shared memory region", "NOT_FOUND", 404),
+    "SHM_REGION_MISSING": _Entry("Unable to find system shared memory region", "INVALID_ARGUMENT", 400),
+    "SHM_REGION_UNUSABLE": _Entry("System shared memory region is no longer usable", "INVALID_ARGUMENT", 400),
+    "SHM_OUT_OF_RANGE": _Entry("Invalid offset + byte size for system shared memory region", "INVALID_ARGUMENT", 400),
+    "SHM_INVALID_PARAMETERS": _Entry("Invalid shared memory parameters", "INVALID_ARGUMENT", 400),
+    "SHM_OUTPUT_TOO_SMALL": _Entry("Shared memory region is too small to hold the output", "INVALID_ARGUMENT", 400),
+    # Triton built without GPU support answers TRITONSERVER_ERROR_UNSUPPORTED (gRPC UNIMPLEMENTED) the same way.
+    "CUDA_SHM_UNSUPPORTED": _Entry("CUDA shared memory is not supported: this server has no GPU", "UNIMPLEMENTED", 501),
     # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
     "REST_BODY_TOO_LARGE": _Entry("Request body too large", "RESOURCE_EXHAUSTED", 413),  # OVMS drops the connection

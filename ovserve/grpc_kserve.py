@@ -23,22 +23,17 @@ _INFER = Origin("KServe", "gRPC", "ModelInfer")
 _METADATA = Origin("KServe", "gRPC", "ModelMetadata")
 _READY = Origin("KServe", "gRPC", "ModelReady")
 _CONFIG = Origin("KServe", "gRPC", "ModelConfig")
-# Triton's other rpcs (statistics, repository, shared memory, tracing, logging): a clean UNIMPLEMENTED. perf_analyzer
-# asks for statistics only when ServerMetadata lists the "statistics" extension, which it does not.
+# Triton's other rpcs (statistics, repository, tracing, logging): a clean UNIMPLEMENTED. perf_analyzer asks for
+# statistics only when ServerMetadata lists the "statistics" extension, which it does not.
 _TRITON_ONLY = (
     "ModelStatistics",
     "RepositoryIndex",
     "RepositoryModelLoad",
     "RepositoryModelUnload",
-    "SystemSharedMemoryStatus",
-    "SystemSharedMemoryRegister",
-    "SystemSharedMemoryUnregister",
-    "CudaSharedMemoryStatus",
-    "CudaSharedMemoryRegister",
-    "CudaSharedMemoryUnregister",
     "TraceSetting",
     "LogSettings",
 )
+_CUDA_SHM = ("CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister")
 
 
 def model_version(dataplane: DataPlane, name: str, text: str) -> int | None:
@@ -62,7 +57,7 @@ class KServe:
         return pb.ServerReadyResponse(ready=self.dataplane.ready)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return kfs.server_metadata()
+        return kfs.server_metadata(kfs.extensions(self.dataplane.regions))
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         version = model_version(self.dataplane, request.name, request.version)
@@ -77,8 +72,27 @@ class KServe:
         return kfs.model_config(await self.dataplane.endpoint(request.name, version, _CONFIG))
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        result = await self.dataplane.infer(kfs.infer_request(request), _INFER, missing="MODEL_NAME_MISSING")
-        return kfs.infer_response(result, request.id)
+        regions = self.dataplane.regions
+        targets = kfs.output_targets(request, regions)
+        result = await self.dataplane.infer(kfs.infer_request(request, regions), _INFER, missing="MODEL_NAME_MISSING")
+        return kfs.infer_response(result, request.id, targets)
+
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Any
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self.dataplane.regions.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Any
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self.dataplane.regions.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Any
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        return kfs.shm_status_response(self.dataplane.regions.status(request.name))
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -93,6 +107,9 @@ class KServe:
 
     async def unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         raise ServingError("NOT_IMPLEMENTED")  # aborting here would be "unexpected" to _errors, which aborts again
+
+    async def cuda_shm(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        raise ServingError("CUDA_SHM_UNSUPPORTED", "use system shared memory")
 
 
 def handlers(service: KServe) -> Sequence[grpc.GenericRpcHandler]:
@@ -110,6 +127,24 @@ def handlers(service: KServe) -> Sequence[grpc.GenericRpcHandler]:
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         ),
     }
+    shm = {
+        "SystemSharedMemoryRegister": _method(
+            service.SystemSharedMemoryRegister,
+            pb.SystemSharedMemoryRegisterRequest,
+            pb.SystemSharedMemoryRegisterResponse,
+        ),
+        "SystemSharedMemoryUnregister": _method(
+            service.SystemSharedMemoryUnregister,
+            pb.SystemSharedMemoryUnregisterRequest,
+            pb.SystemSharedMemoryUnregisterResponse,
+        ),
+        "SystemSharedMemoryStatus": _method(
+            service.SystemSharedMemoryStatus, pb.SystemSharedMemoryStatusRequest, pb.SystemSharedMemoryStatusResponse
+        ),
+    }
+    unary.update(shm)
     for name in _TRITON_ONLY:  # bytes in, nothing out: no message types needed to refuse
         unary[name] = grpc.unary_unary_rpc_method_handler(_errors(service.unimplemented))
+    for name in _CUDA_SHM:
+        unary[name] = grpc.unary_unary_rpc_method_handler(_errors(service.cuda_shm))
     return [grpc.method_handlers_generic_handler(SERVICE, unary)]

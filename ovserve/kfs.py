@@ -4,7 +4,8 @@ metadata, readiness and Triton's ModelConfig (spec §4.2, §4.3, §4.6, §4.7).
 A request becomes an `InferRequest` whose inputs are a decoder: given the servable's input specs it validates in
 OVMS's order (number of inputs, buffer coherency, then each input by sorted name: presence, negative dimensions,
 precision, rank, batch, shape, content) before it reads any buffer, so a wrong request never costs a decode. Raw
-buffers become numpy views without copies.
+buffers become numpy views without copies, and so do inputs in a registered shared-memory region (Triton's extension);
+outputs that name a region are written into it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from . import __version__, images, jsonio, sequences
 from ._proto import grpc_predict_v2_pb2 as pb
 from .errors import ServingError
+from .shm import Regions, RegionStatus, Target
 from .tensors import TensorSpec, check_declared, element_count, request_count, shape_text
 from .types import Endpoint, InferRequest, InferResult
 
@@ -121,6 +123,7 @@ class Tensor:
     raw: bytes | memoryview | None = None  # raw_input_contents[i] / the REST binary part
     values: Any = None  # a typed InferTensorContents field, or a flat numpy array decoded from REST JSON
     bytes_status: str = "INVALID_CONTENT_SIZE"  # status of a malformed length-prefixed BYTES buffer
+    region: str = ""  # the shared-memory region `raw` is a view of
 
 
 def _count(shape: Sequence[int]) -> int:
@@ -178,9 +181,10 @@ def _decode(tensor: Tensor, dtype: np.dtype[Any]) -> np.ndarray:
             return _object_array(items, shape)
         expected = count * dtype.itemsize
         if len(tensor.raw) != expected:
+            where = f"; shared memory region: {tensor.region}" if tensor.region else ""
             raise ServingError(
                 "INVALID_CONTENT_SIZE",
-                f"Expected: {expected} bytes; Actual: {len(tensor.raw)} bytes; input name: {name}",
+                f"Expected: {expected} bytes; Actual: {len(tensor.raw)} bytes; input name: {name}{where}",
             )
         return np.frombuffer(tensor.raw, dtype).reshape(shape)
     values = tensor.values if tensor.values is not None else ()
@@ -264,41 +268,146 @@ def _special_input(tensor: Tensor, spec: TensorSpec) -> np.dtype[Any]:
     return spec.dtype
 
 
+# --- shared memory (Triton's extension) --------------------------------------------------------------------
+
+SHM_REGION = "shared_memory_region"
+SHM_OFFSET = "shared_memory_offset"
+SHM_BYTE_SIZE = "shared_memory_byte_size"
+_SHM_KEYS = (SHM_REGION, SHM_OFFSET, SHM_BYTE_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRef:
+    """The bytes of a registered region an input or output names."""
+
+    region: str
+    offset: int
+    byte_size: int
+
+
+def shared_ref(parameters: Mapping[str, Any], tensor: str) -> SharedRef | None:
+    """An input's or output's ("input x") shared-memory parameters, None when it names no region. The region and
+    its byte size come together; the offset is optional (0)."""
+    if not any(key in parameters for key in _SHM_KEYS):
+        return None
+    region, offset, size = (parameters.get(key) for key in _SHM_KEYS)
+    if not isinstance(region, str) or not region or size is None:
+        raise ServingError(
+            "SHM_INVALID_PARAMETERS", f"{tensor}: {SHM_REGION} (a region name) and {SHM_BYTE_SIZE} go together"
+        )
+    offset = 0 if offset is None else offset
+    for key, value in ((SHM_BYTE_SIZE, size), (SHM_OFFSET, offset)):
+        if type(value) is not int or value < 0:
+            raise ServingError("SHM_INVALID_PARAMETERS", f"{tensor}: {key} must be an integer >= 0, not {value!r}")
+    return SharedRef(region, offset, size)
+
+
+def _grpc_parameters(parameters: Any) -> dict[str, Any]:
+    """The shared-memory entries of an InferParameter map as plain values."""
+    values = {}
+    for key in _SHM_KEYS:
+        if key in parameters:
+            parameter = parameters[key]
+            choice = parameter.WhichOneof("parameter_choice")
+            values[key] = getattr(parameter, choice) if choice is not None else None
+    return values
+
+
+def _shared_input(tensor: Tensor, ref: SharedRef, regions: Regions) -> Tensor:
+    """`tensor` with its bytes: a read-only view of the region (no copy)."""
+    view = regions.input(ref.region, ref.offset, ref.byte_size, tensor.name)
+    return Tensor(tensor.name, tensor.datatype, tensor.shape, raw=view, bytes_status=tensor.bytes_status,
+                  region=ref.region)  # fmt: skip
+
+
+def _targets(requested: Iterable[tuple[str, Mapping[str, Any]]], regions: Regions) -> dict[str, Target]:
+    """Where the requested outputs that name a region go."""
+    targets = {}
+    for name, parameters in requested:
+        ref = shared_ref(parameters, f"output {name}")
+        if ref is not None:
+            targets[name] = regions.output(ref.region, ref.offset, ref.byte_size, name)
+    return targets
+
+
+def _write(target: Target, array: np.ndarray) -> dict[str, Any]:
+    """Write an output into its region; returns the parameters its entry in the response carries."""
+    data: Any = join_bytes(array) if array.dtype == object else np.ascontiguousarray(array)
+    size = target.write(memoryview(data))
+    parameters: dict[str, Any] = {SHM_REGION: target.region.status.name, SHM_BYTE_SIZE: size}
+    if target.offset:
+        parameters[SHM_OFFSET] = target.offset
+    return parameters
+
+
+def _check_targets(result: InferResult, targets: Mapping[str, Target]) -> None:
+    for name in targets:
+        if name not in result.outputs:
+            raise ServingError(
+                "SHM_INVALID_PARAMETERS",
+                f"output {name} named with a shared memory region is not an output of {result.target}",
+            )
+
+
 # --- gRPC messages -----------------------------------------------------------------------------------------
 
 
-def infer_request(message: pb.ModelInferRequest) -> InferRequest:
-    """A ModelInferRequest as an InferRequest; raw_input_contents[i] belongs to inputs[i]."""
+def infer_request(message: pb.ModelInferRequest, regions: Regions) -> InferRequest:
+    """A ModelInferRequest as an InferRequest. raw_input_contents holds the bytes of the inputs that name no
+    shared-memory region, in order; those that do are views of their region."""
     version = parse_version(message.model_version)
     raw = list(message.raw_input_contents)  # each read of the field copies: read it once
+    refs = [_input_ref(proto) for proto in message.inputs]
     coherency = None
     if raw:
-        for proto in message.inputs:
-            if proto.HasField("contents"):
+        for proto, ref in zip(message.inputs, refs, strict=True):
+            if ref is None and proto.HasField("contents"):
                 coherency = ServingError(
                     "INVALID_MESSAGE_STRUCTURE",
                     "Passing buffers both in InferInputTensor contents and in raw_input_contents is not allowed. "
                     f"Detected buffer in InferInputTensor contents for input: {proto.name}",
                 )
                 break
-        if coherency is None and len(raw) != len(message.inputs):
+        wired = sum(ref is None for ref in refs)
+        if coherency is None and len(raw) != wired:
             coherency = ServingError(
                 "INVALID_MESSAGE_STRUCTURE",
-                f"Size of raw_input_contents: {len(raw)} is different than number of inputs: {len(message.inputs)}",
+                f"Size of raw_input_contents: {len(raw)} is different than number of inputs: {wired}",
             )
     tensors = []
-    for i, proto in enumerate(message.inputs):
+    next_raw = 0
+    for proto, ref in zip(message.inputs, refs, strict=True):
+        tensor = Tensor(proto.name, proto.datatype, tuple(proto.shape))
+        if ref is not None:
+            tensors.append(_shared_input(tensor, ref, regions))
+            continue
         field = _CONTENTS_FIELD.get(proto.datatype, ("", None))[0]
         tensors.append(
             Tensor(
                 proto.name,
                 proto.datatype,
-                tuple(proto.shape),
-                raw=raw[i] if i < len(raw) else None,
+                tensor.shape,
+                raw=raw[next_raw] if next_raw < len(raw) else None,
                 values=getattr(proto.contents, field) if field and not raw else None,
             )
         )
+        next_raw += 1
     return InferRequest(message.model_name, version, _decoder(tensors, coherency))
+
+
+def _input_ref(proto: pb.ModelInferRequest.InferInputTensor) -> SharedRef | None:
+    if not proto.parameters:
+        return None
+    ref = shared_ref(_grpc_parameters(proto.parameters), f"input {proto.name}")
+    if ref is not None and proto.HasField("contents"):
+        raise ServingError("SHM_INVALID_PARAMETERS", f"input {proto.name}: both contents and a shared memory region")
+    return ref
+
+
+def output_targets(message: pb.ModelInferRequest, regions: Regions) -> dict[str, Target]:
+    """The requested outputs of a ModelInferRequest that name a shared-memory region, checked."""
+    requested = [(o.name, _grpc_parameters(o.parameters)) for o in message.outputs if o.parameters]
+    return _targets(requested, regions) if requested else {}
 
 
 def _raw(array: np.ndarray) -> bytes:
@@ -311,12 +420,27 @@ def _sorted(outputs: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
     return [(name, outputs[name]) for name in sorted(outputs)]
 
 
-def infer_response(result: InferResult, request_id: str = "") -> pb.ModelInferResponse:
-    """Every output, sorted by name, with its data in raw_output_contents at the same index."""
+def infer_response(
+    result: InferResult, request_id: str = "", targets: Mapping[str, Target] | None = None
+) -> pb.ModelInferResponse:
+    """Every output, sorted by name, with its data in raw_output_contents at the same index; an output with a
+    shared-memory target is written there instead, its entry carrying the region and an empty raw content."""
     response = pb.ModelInferResponse(model_name=result.target, model_version=str(result.version), id=request_id)
+    if targets:
+        _check_targets(result, targets)
     for name, array in _sorted(result.all_outputs()):
-        response.outputs.add(name=name, datatype=datatype(array.dtype), shape=array.shape)
-        response.raw_output_contents.append(_raw(array))
+        output = response.outputs.add(name=name, datatype=datatype(array.dtype), shape=array.shape)
+        target = targets.get(name) if targets else None
+        if target is None:
+            response.raw_output_contents.append(_raw(array))
+            continue
+        for key, value in _write(target, array).items():
+            parameter = output.parameters[key]
+            if isinstance(value, str):
+                parameter.string_param = value
+            else:
+                parameter.int64_param = value
+        response.raw_output_contents.append(b"")
     return response
 
 
@@ -341,8 +465,13 @@ def metadata_response(endpoint: Endpoint) -> pb.ModelMetadataResponse:
     )
 
 
-def server_metadata() -> pb.ServerMetadataResponse:
-    return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
+def server_metadata(extensions: Sequence[str] = ()) -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=extensions)
+
+
+def extensions(regions: Regions) -> tuple[str, ...]:
+    """Triton's extensions the server serves: system shared memory when clients may use it."""
+    return ("system_shared_memory",) if regions.enabled else ()
 
 
 def model_config(endpoint: Endpoint) -> pb.ModelConfigResponse:
@@ -388,8 +517,41 @@ def metadata_json(endpoint: Endpoint) -> bytes:
     return _dumps(document)
 
 
-def server_metadata_json() -> bytes:
-    return _dumps({"name": SERVER_NAME, "version": __version__})  # no "extensions" key when there are none
+def server_metadata_json(extensions: Sequence[str] = ()) -> bytes:
+    document: dict[str, Any] = {"name": SERVER_NAME, "version": __version__}
+    if extensions:  # no "extensions" key when there are none, as OVMS
+        document["extensions"] = list(extensions)
+    return _dumps(document)
+
+
+def shm_status_response(rows: Sequence[RegionStatus]) -> pb.SystemSharedMemoryStatusResponse:
+    response = pb.SystemSharedMemoryStatusResponse()
+    for row in rows:
+        response.regions[row.name].CopyFrom(
+            pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                name=row.name, key=row.key, offset=row.offset, byte_size=row.byte_size
+            )
+        )
+    return response
+
+
+def shm_status_json(rows: Sequence[RegionStatus]) -> bytes:
+    """Triton's REST status: an array of {name, key, offset, byte_size}."""
+    return _dumps([{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size} for r in rows])
+
+
+def shm_register_json(body: bytes) -> tuple[str, int, int]:
+    """A REST register body {"key": ..., "offset": ..., "byte_size": ...}: key, offset (default 0), byte size."""
+    document = jsonio.loads(body)
+    if not isinstance(document, dict):
+        raise ServingError("REST_BODY_IS_NOT_AN_OBJECT")
+    key = document.get("key")
+    if not isinstance(key, str):
+        raise ServingError("SHM_REGISTER_FAILED", "key must be a string")
+    offset, size = document.get("offset", 0), document.get("byte_size")
+    if type(offset) is not int or type(size) is not int or offset < 0 or size < 0:
+        raise ServingError("SHM_REGISTER_FAILED", "offset and byte_size must be integers >= 0")
+    return key, offset, size
 
 
 def model_config_json(endpoint: Endpoint) -> bytes:
@@ -477,9 +639,10 @@ def _uint64_values(data: list[Any], bad: ServingError) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class _RestInput:
-    tensor: Tensor  # without raw yet when its bytes come from the binary part
+    tensor: Tensor  # without raw yet when its bytes come from the binary part or shared memory
     parameters: dict[str, Any]
     has_data: bool
+    shared: SharedRef | None = None
 
 
 def _rest_input(node: Any, only_one: bool, bools: bool) -> _RestInput:
@@ -495,6 +658,11 @@ def _rest_input(node: Any, only_one: bool, bools: bool) -> _RestInput:
     if not isinstance(datatype_name, str):
         raise ServingError("REST_COULD_NOT_PARSE_INPUT", f"datatype must be a string; input name: {name}")
     parameters = _parameters(node["parameters"]) if "parameters" in node else {}
+    shared = shared_ref(parameters, f"input {name}")
+    if shared is not None:
+        if "data" in node or "binary_data_size" in parameters:
+            raise ServingError("SHM_INVALID_PARAMETERS", f"input {name}: both data and a shared memory region")
+        return _RestInput(Tensor(name, datatype_name, tuple(shape)), parameters, False, shared)
     if "data" in node:
         data = node["data"]
         if not isinstance(data, list):
@@ -516,6 +684,7 @@ class RestInfer:
     request: InferRequest
     request_id: str
     binary_outputs: frozenset[str] | None  # None: every output binary; else the names of binary outputs
+    targets: Mapping[str, Target] | None = None  # outputs to write into shared memory
 
 
 def header_length(headers: Mapping[str, str], body_size: int) -> int | None:
@@ -534,8 +703,9 @@ def header_length(headers: Mapping[str, str], body_size: int) -> int | None:
     return length
 
 
-def rest_infer(name: str, version: int | None, body: bytes, headers: Mapping[str, str]) -> RestInfer:
-    """Parse a POST .../infer body: JSON, then inputs without `data` from the binary part in input order."""
+def rest_infer(name: str, version: int | None, body: bytes, headers: Mapping[str, str], regions: Regions) -> RestInfer:
+    """Parse a POST .../infer body: JSON, then inputs without `data` from the binary part in input order, or from
+    the shared-memory region they name."""
     end = header_length(headers, len(body))
     json_end = len(body) if end is None else end
     head = body[:json_end]
@@ -565,7 +735,8 @@ def rest_infer(name: str, version: int | None, body: bytes, headers: Mapping[str
         raise ServingError("REST_NO_INPUTS_FOUND")
     bools = jsonio.mentions_bool(head)
     inputs = [_rest_input(node, len(nodes) == 1, bools) for node in nodes]
-    tensors = _attach_binary(inputs, memoryview(body)[json_end:])
+    tensors = _attach_binary(inputs, memoryview(body)[json_end:], regions)
+    targets = _targets(requested, regions) if requested is not None else None
     default_binary = parameters.get("binary_data_output") is True
     binary: frozenset[str] | None
     if requested is None:
@@ -574,7 +745,7 @@ def rest_infer(name: str, version: int | None, body: bytes, headers: Mapping[str
         binary = frozenset(
             out_name for out_name, out_parameters in requested if _binary(out_parameters, default_binary)
         )
-    return RestInfer(InferRequest(name, version, _decoder(tensors)), request_id, binary)
+    return RestInfer(InferRequest(name, version, _decoder(tensors)), request_id, binary, targets or None)
 
 
 def _binary(parameters: Mapping[str, Any], default: bool) -> bool:
@@ -583,12 +754,16 @@ def _binary(parameters: Mapping[str, Any], default: bool) -> bool:
     return value if isinstance(value, bool) else default
 
 
-def _attach_binary(inputs: Sequence[_RestInput], buffer: memoryview) -> list[Tensor]:
-    """Give each input without `data` its slice of the binary part (views, no copies)."""
+def _attach_binary(inputs: Sequence[_RestInput], buffer: memoryview, regions: Regions) -> list[Tensor]:
+    """Give each input without `data` its slice of the binary part, or of its shared-memory region (views, no
+    copies)."""
     tensors: list[Tensor] = []
     offset = 0
     for item in inputs:
         tensor = item.tensor
+        if item.shared is not None:
+            tensors.append(_shared_input(tensor, item.shared, regions))
+            continue
         size_parameter = item.parameters.get("binary_data_size")
         if "binary_data_size" in item.parameters:
             if item.has_data and len(tensor.values):
@@ -628,9 +803,15 @@ def rest_response(result: InferResult, parsed: RestInfer) -> tuple[bytes, dict[s
     """The infer response: JSON, then the binary outputs' bytes in output order (with the header that splits)."""
     outputs: list[dict[str, Any]] = []
     binary_parts: list[bytes] = []
+    targets = parsed.targets or {}
+    if targets:
+        _check_targets(result, targets)
     for name, array in _sorted(result.all_outputs()):
         entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype(array.dtype)}
-        if parsed.binary_outputs is None or name in parsed.binary_outputs:
+        target = targets.get(name)
+        if target is not None:
+            _write(target, array)  # no "parameters": Triton's C++ client reads binary_data_size from any it finds
+        elif parsed.binary_outputs is None or name in parsed.binary_outputs:
             raw = _raw(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             binary_parts.append(raw)

@@ -1,5 +1,6 @@
 """KServe v2 REST routes (spec §4.7): health, server and model metadata, readiness, inference (JSON and the binary
-data extension); plus Triton's GET .../config so perf_analyzer can drive the server over HTTP."""
+data extension); plus Triton's GET .../config so perf_analyzer can drive the server over HTTP, and Triton's system
+shared-memory routes (CUDA shared memory answers that it is not supported)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ _READY = Origin("KServe", "REST", "ModelReady")
 _CONFIG = Origin("KServe", "REST", "ModelConfig")
 
 _MODEL = r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
+_REGION = r"(?:/region/(?P<region>[^/]+))?"
 
 
 def _version(request: HttpRequest) -> int | None:
@@ -38,7 +40,7 @@ def routes(dataplane: DataPlane) -> list[Route]:
         return HttpResponse(200)
 
     async def server_metadata(request: HttpRequest) -> HttpResponse:
-        return HttpResponse(200, kfs.server_metadata_json())
+        return HttpResponse(200, kfs.server_metadata_json(kfs.extensions(dataplane.regions)))
 
     async def model_metadata(request: HttpRequest) -> HttpResponse:
         endpoint = await dataplane.endpoint(request.params["name"], _version(request), _METADATA)
@@ -55,13 +57,33 @@ def routes(dataplane: DataPlane) -> list[Route]:
         return HttpResponse(200)
 
     async def infer(request: HttpRequest) -> HttpResponse:
-        parsed = kfs.rest_infer(request.params["name"], _version(request), request.body, request.headers)
+        regions = dataplane.regions
+        parsed = kfs.rest_infer(request.params["name"], _version(request), request.body, request.headers, regions)
         result = await dataplane.infer(parsed.request, _INFER, missing="MODEL_NAME_MISSING")
         body, headers = kfs.rest_response(result, parsed)
         return HttpResponse(200, body, headers=headers)
 
+    async def shm_register(request: HttpRequest) -> HttpResponse:
+        key, offset, byte_size = kfs.shm_register_json(request.body)
+        dataplane.regions.register(request.params["region"], key, offset, byte_size)
+        return HttpResponse(200)
+
+    async def shm_unregister(request: HttpRequest) -> HttpResponse:
+        dataplane.regions.unregister(request.params.get("region") or "")
+        return HttpResponse(200)
+
+    async def shm_status(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, kfs.shm_status_json(dataplane.regions.status(request.params.get("region") or "")))
+
+    async def cuda_shm(request: HttpRequest) -> HttpResponse:
+        raise ServingError("CUDA_SHM_UNSUPPORTED", "use system shared memory")
+
     return [
         route("GET", r"/v2/?", server_metadata),
+        route("POST", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/register", shm_register),
+        route("POST", r"/v2/systemsharedmemory" + _REGION + r"/unregister", shm_unregister),
+        route("GET", r"/v2/systemsharedmemory" + _REGION + r"/status", shm_status),
+        route("GET POST", r"/v2/cudasharedmemory(?:/.*)?", cuda_shm),
         route("GET", r"/v2/health/live", live),
         route("GET", r"/v2/health/ready", ready),
         route("GET", _MODEL + r"/?", model_metadata),

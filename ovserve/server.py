@@ -23,6 +23,7 @@ from .http_protocol import HttpLimits
 from .manager import Manager, Reconciled
 from .metrics import Metrics
 from .pipeline import BRANCH_WINDOW
+from .shm import Regions
 from .tls import Tls
 from .types import ImageLimits
 
@@ -51,6 +52,7 @@ class Settings:
     max_branches_in_flight: int = BRANCH_WINDOW  # of one demultiplexer in one request
     image_limits: ImageLimits = field(default_factory=ImageLimits)  # encoded images in requests, once decoded
     sequence_cleaner_seconds: float = 300  # scan stateful models for idle sequences this often; 0 = never
+    allow_client_shm: bool = False  # clients may register system shared memory regions (Triton's extension)
 
 
 class Server:
@@ -65,7 +67,10 @@ class Server:
         self.metrics = Metrics(settings.metrics)
         self.manager = Manager(core, self.metrics, branch_window=settings.max_branches_in_flight)
         self.dataplane = DataPlane(
-            self.manager, ready_needs_all=settings.ready_needs_all, image_limits=settings.image_limits
+            self.manager,
+            ready_needs_all=settings.ready_needs_all,
+            image_limits=settings.image_limits,
+            regions=Regions(settings.allow_client_shm),
         )
         self.health = grpc_health.Health(self.dataplane)
         self.grpc: grpc.aio.Server | None = None
@@ -211,6 +216,7 @@ class Server:
             *([self.http.stop(grace)] if self.http is not None else []),
             *([self.grpc.stop(grace)] if self.grpc is not None else []),
         )
+        self.dataplane.regions.close()
         self.manager.stop()
         self.manager.close()  # here, not in a worker thread: those may all be held by loads that never end
         log.info("server stopped")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
+import models
 import pytest
 from conftest import RunningServer
 
@@ -37,3 +40,34 @@ def test_perf_analyzer_measures_the_demultiplexing_pipeline(seed_server: Running
         body.decode(),
     )
     assert counted is not None and int(counted.group(1)) > 0
+
+
+@pytest.fixture
+def shm_server(repository: Path) -> Iterator[RunningServer]:
+    """The seed scenario on a server that lets clients use system shared memory."""
+    models.save(models.classifier(), repository, "resnet")
+    server = RunningServer(models.write_config(repository, models.seed_config()), allow_client_shm=True)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_perf_analyzer_through_system_shared_memory(shm_server: RunningServer, protocol: str) -> None:
+    """perf_analyzer registers its regions, sends every input and receives every output through them, and
+    unregisters them when done."""
+    port = shm_server.port if protocol == "grpc" else shm_server.rest_port
+    output = _perf_analyzer(
+        "-m", "resnet50DAG", "-u", f"127.0.0.1:{port}", "-i", protocol, "--shape", "0:4,1,3,4,4",
+        "--shared-memory", "system", "--output-shared-memory-size", "4096",
+        "--concurrency-range", "2", "--measurement-interval", "1000", "--stability-percentage", "100",
+    )  # fmt: skip
+    rates = [float(x) for x in re.findall(r"Concurrency: \d+, throughput: ([\d.]+) infer/sec", output)]
+    assert len(rates) == 1 and rates[0] > 0, output
+    text = shm_server.http("GET", "/metrics")[2].decode()
+    interface = "gRPC" if protocol == "grpc" else "REST"
+    labels = f'api="KServe",interface="{interface}",method="ModelInfer",name="resnet50DAG",version="1"'
+    succeeded, failed = (re.search(re.escape(f"ovms_requests_{kind}{{{labels}}} ") + r"(\d+)", text)
+                         for kind in ("success", "fail"))  # fmt: skip
+    assert succeeded is not None and int(succeeded.group(1)) > 0, text
+    assert failed is None or int(failed.group(1)) == 0, text
+    assert shm_server.http("GET", "/v2/systemsharedmemory/status")[2] == b"[]"  # it unregistered them all
