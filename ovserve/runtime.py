@@ -297,10 +297,9 @@ def _plugin_config(config: ModelConfig) -> dict[str, Any]:
     return props
 
 
-def load(
-    core: ov.Core, config: ModelConfig, version: int, path: Path, metrics: ModelMetrics | None = None
-) -> ModelVersion:
-    """Read, shape and compile one version (blocking: call it in a worker thread)."""
+def read(core: ov.Core, config: ModelConfig, path: Path) -> tuple[ov.Model, dict[str, str], dict[str, Any]]:
+    """Read one version's model file and shape it as its config says, without compiling (spec §7.1 steps 1-6):
+    the model, the layouts clients see, its model_info. Blocking; raises LoadError."""
     try:
         model = core.read_model(str(path))
     except Exception as e:
@@ -313,6 +312,20 @@ def load(
     model_info = _model_info(model)
     model, layouts = _apply_layouts(model, config)  # a layout OpenVINO refuses is LAYOUT_INCOMPATIBLE_WITH_SHAPE
     _reshape(model, config, layouts)
+    AutoShape.of(model, config)  # a scalar input with batch_size "auto" fails here
+    return model, layouts, model_info
+
+
+def port_specs(ports: Any, layouts: Mapping[str, str]) -> dict[str, TensorSpec]:
+    """The TensorSpecs of a model's (or compiled model's) inputs or outputs, by name."""
+    return {s.name: s for s in (_spec(p, layouts) for p in ports)}
+
+
+def load(
+    core: ov.Core, config: ModelConfig, version: int, path: Path, metrics: ModelMetrics | None = None
+) -> ModelVersion:
+    """Read, shape and compile one version (blocking: call it in a worker thread)."""
+    model, layouts, model_info = read(core, config, path)
     auto = AutoShape.of(model, config)
     props = _plugin_config(config)
     if auto is not None and not config.allow_cache:
@@ -472,8 +485,8 @@ class _Compiled:
 
     def __init__(self, compiled: ov.CompiledModel, nireq: int, layouts: Mapping[str, str], auto: AutoShape | None):
         self.model = compiled
-        self.inputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.inputs)}
-        self.outputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.outputs)}
+        self.inputs: Mapping[str, TensorSpec] = port_specs(compiled.inputs, layouts)
+        self.outputs: Mapping[str, TensorSpec] = port_specs(compiled.outputs, layouts)
         self.accepts = self.inputs if auto is None else auto.open(self.inputs)
         self.output_names = list(self.outputs)
         self._string_outputs = {i for i, s in enumerate(self.outputs.values()) if s.dtype == np.dtype(object)}
