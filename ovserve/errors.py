@@ -107,6 +107,8 @@ TABLE: dict[str, _Entry] = {
     "SERVER_NOT_READY": _Entry("Server is not ready", "UNAVAILABLE", 503),
     "HEALTH_SERVICE_UNKNOWN": _Entry("Health of an unknown service requested", "NOT_FOUND", 404),  # beyond OVMS
     "MODEL_QUEUE_FULL": _Entry("Model queue is full", "RESOURCE_EXHAUSTED", 429),  # beyond OVMS
+    # Beyond OVMS: GET /v1/pipelines/{name}/graph.svg on a server without Graphviz.
+    "GRAPH_LAYOUT_UNAVAILABLE": _Entry("Pipeline graphs cannot be drawn here", "UNIMPLEMENTED", 501),
     # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
     "REST_BODY_TOO_LARGE": _Entry("Request body too large", "RESOURCE_EXHAUSTED", 413),  # OVMS drops the connection

@@ -32,6 +32,12 @@ def scan(base_path: Path) -> dict[int, Path]:
     return found
 
 
+def expected_layout(base: str) -> str:
+    """How a model's base path must look, for messages."""
+    example = f"{base}/1/model.xml with {base}/1/model.bin, or {base}/1/model.onnx"
+    return f"expected numbered version folders holding the model: {example}"
+
+
 def select(policy: VersionPolicy, available: Iterable[int]) -> list[int]:
     """Versions a policy asks to serve among those available, ascending."""
     versions = sorted(available)
