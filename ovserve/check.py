@@ -34,9 +34,10 @@ class Problem:
     version: int | None = None
 
     def __str__(self) -> str:
+        """One line: OpenVINO's messages span several (its C++ source locations, then the gist)."""
         where = self.kind if not self.name else f"{self.kind} {self.name}"
         where += f" version {self.version}" if self.version is not None else ""
-        return f"{where}: {self.message}"
+        return f"{where}: {' '.join(self.message.split())}"
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "version": self.version, "message": self.message}
@@ -57,7 +58,8 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)  # what could not be checked here; not a problem
     models: dict[str, dict[int, _Read]] = field(default_factory=dict)  # the versions that would serve
-    pipelines: dict[str, graph.Picture] = field(default_factory=dict)
+    pipelines: dict[str, graph.Picture] = field(default_factory=dict)  # every pipeline, to draw
+    valid: list[str] = field(default_factory=list)  # the pipelines that would serve
 
     @property
     def ok(self) -> bool:
@@ -74,7 +76,7 @@ class Report:
                 for name, read in self.models.items()
             },
             "pipelines": {
-                name: {"ok": not p.error, "inputs": _specs(p.inputs), "outputs": _specs(p.outputs)}
+                name: {"ok": name in self.valid, "inputs": _specs(p.inputs), "outputs": _specs(p.outputs)}
                 for name, p in self.pipelines.items()
             },
         }
@@ -170,6 +172,7 @@ async def _check_pipelines(config: ServerConfig, libraries: Mapping[str, Library
             report.pipelines[pipeline.name] = graph.picture(pipeline, None, str(e))
             continue
         report.pipelines[pipeline.name] = graph.picture(pipeline, definition)
+        report.valid.append(pipeline.name)
         definition.retire()  # its custom nodes are let go now
 
 
@@ -232,8 +235,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _summary(report: Report) -> str:
     served = sum(1 for r in report.models.values() if r)
-    pipelines = sum(1 for p in report.pipelines.values() if not p.error)
-    counts = f"{served} model(s) and {pipelines} pipeline(s) would serve"
+    counts = f"{served} model(s) and {len(report.valid)} pipeline(s) would serve"
     if report.ok:
         return f"OK: {counts}"
     return f"{len(report.problems)} problem(s); {counts}"

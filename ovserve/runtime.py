@@ -104,7 +104,8 @@ def _per_input(setting: Any, names: list[str], what: str) -> dict[str, Any]:
         if unknown:
             raise LoadError(
                 f"CONFIG_{what.upper()}_IS_NOT_IN_MODEL",
-                f"{what.capitalize()} from config not found in model: {unknown[0]}",
+                f"{what.capitalize()} from config not found in model: {unknown[0]}; the model's inputs: "
+                f"{', '.join(names)}",
             )
         return dict(setting)
     if len(names) != 1:
@@ -131,7 +132,11 @@ def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict
         return model, _stored_layouts(model, {})
     unknown = sorted(name for name in layouts if name not in inputs and name not in outputs)
     if unknown:
-        raise LoadError("CONFIG_LAYOUT_IS_NOT_IN_MODEL", f"Layout from config not found in model: {unknown[0]}")
+        raise LoadError(
+            "CONFIG_LAYOUT_IS_NOT_IN_MODEL",
+            f"Layout from config not found in model: {unknown[0]}; the model's inputs: {', '.join(inputs)}; "
+            f"outputs: {', '.join(sorted(outputs))}",
+        )
     ppp = ov.preprocess.PrePostProcessor(model)
     try:
         for name, layout in layouts.items():
