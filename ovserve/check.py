@@ -116,8 +116,8 @@ def _check_model(core: ov.Core, config: ModelConfig, storage: Storage, report: R
         report.problems.append(Problem("model", name, str(e)))
         return
     if not found:
-        layout = versions.expected_layout(repo.where)
-        report.problems.append(Problem("model", name, f"no version directories in {repo.where}; {layout}"))
+        local = config.base_path if isinstance(config.base_path, Path) else None
+        report.problems.append(Problem("model", name, versions.no_versions(repo.where, local)))
         return
     selected = versions.select(config.version_policy, found)
     wanted = config.version_policy.num_versions if isinstance(config.version_policy, Latest) else None

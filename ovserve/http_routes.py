@@ -26,6 +26,10 @@ def config_json(dataplane: DataPlane) -> bytes:
 
 
 CONFIG_ERROR_HEADER = "X-Ovserve-Config-Error"
+METRICS_OFF = (
+    'metrics are not enabled: start ovserve with --metrics_enable, or set "monitoring": {"metrics": {"enable": true}} '
+    "in config.json"
+)
 
 
 def routes(
@@ -52,6 +56,9 @@ def routes(
     async def get_pipeline_graph(request: HttpRequest) -> HttpResponse:
         return HttpResponse(200, await dataplane.pipeline_graph(request.params["name"]), "image/svg+xml")
 
+    async def metrics_off(request: HttpRequest) -> HttpResponse:
+        raise ServingError("REST_INVALID_URL", f"{request.path}: {METRICS_OFF}")  # OVMS's 400, and how to turn them on
+
     async def get_metrics(request: HttpRequest) -> HttpResponse:
         return HttpResponse(200, metrics.render().encode(), "text/plain; version=0.0.4")
 
@@ -64,4 +71,6 @@ def routes(
     ]
     if metrics.enabled:
         table.append(route("GET", r"/metrics", get_metrics))
+    else:
+        table.append(route("GET POST", r"/metrics", metrics_off))
     return table

@@ -8,6 +8,7 @@ import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -370,7 +371,8 @@ class Manager:
                 log.error("model %s: %s", config.name, e)
                 return
             if not found:
-                log.warning("model %s: no version directories in %s", config.name, entry.repository.where)
+                local = config.base_path if isinstance(config.base_path, Path) else None
+                log.warning("model %s: %s", config.name, versions.no_versions(entry.repository.where, local))
             selected = versions.select(config.version_policy, found)
             entry.versions = {n: _Version(n, found[n]) for n in selected}
             entry.scanned.set()
