@@ -148,9 +148,12 @@ def _libraries(config: ServerConfig, report: Report) -> dict[str, Library | Load
     return libraries
 
 
-async def _check_pipelines(config: ServerConfig, libraries: Mapping[str, Library | LoadError], report: Report) -> None:
+async def _check_pipelines(
+    config: ServerConfig, libraries: Mapping[str, Library | LoadError], unread: set[str], report: Report
+) -> None:
+    """Every pipeline validated as the server does (spec §5.3) on the versions read; one that uses a model in
+    `unread` cannot be, and is noted."""
     models = {m.name: m for m in config.models}
-    unread = {m.name for m in config.models if isinstance(m.base_path, S3Path) and m.name not in report.models}
 
     def model_of(pipeline: str, node: NodeConfig) -> Servable:
         if node.model_name in unread:
@@ -202,17 +205,19 @@ async def check(path: Path, core: ov.Core | None = None, s3: bool = False) -> Re
     _monitoring(config, report)
     core = core or ov.Core()
     storage = Storage()
+    unread: set[str] = set()
     try:
         for model in config.models:
             if isinstance(model.base_path, S3Path) and not s3 and not model.problems:
-                unread = f"{model.base_path}: only its syntax is checked (--s3 lists and reads it)"
-                report.notes.append(Problem("model", model.name, unread))
+                unread.add(model.name)
+                note = f"{model.base_path}: only its syntax is checked (--s3 lists and reads it)"
+                report.notes.append(Problem("model", model.name, note))
                 continue
             await asyncio.to_thread(_check_model, core, model, storage, report)
     finally:
         storage.close()
     libraries = _libraries(config, report)
-    await _check_pipelines(config, libraries, report)
+    await _check_pipelines(config, libraries, unread, report)
     return report
 
 

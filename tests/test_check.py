@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import models
+import numpy as np
+import openvino as ov
 import pytest
 from conftest import NODES, RunningServer
+from openvino import opset13 as ops
 from test_custom_nodes import pipeline_config, save_models
 from test_pipeline_graphs import CASES, MODELS, node, pipeline
 
@@ -113,6 +116,9 @@ def test_every_model_rule(repository: Path) -> None:
     for name, build in {"scale": models.add_mul, "plain": models.add_mul, "pair": models.pair,
                         "cls": models.classifier}.items():  # fmt: skip
         models.save(build(), repository, name)
+    models.save(models.add_mul(shape=()), repository, "scalar")
+    constant = ops.relu(ops.constant(np.ones((1, 4), np.float32)))
+    models.save(ov.Model([constant], [], "no_inputs"), repository, "no_inputs")
     models.save(models.add_mul(add=2.0), repository, "scale", 2)
     (repository / "empty").mkdir()
     (repository / "nofile" / "1").mkdir(parents=True)
@@ -132,6 +138,10 @@ def test_every_model_rule(repository: Path) -> None:
             model("rank", "plain", layout="NCHW"),
             model("reshape", "cls", shape="(1,3,5,5)"),  # its Reshape takes 48 values
             model("values", "plain", batch_size=0, stateful=True),
+            model("anonymous_layout", "pair", layout="NC"),
+            model("scalar", batch_size="auto"),
+            model("no_n", "plain", batch_size=2, layout="C..."),
+            model("no_inputs"),
         ]
     }
     root = repository
@@ -151,6 +161,10 @@ def test_every_model_rule(repository: Path) -> None:
         _Prefix("model reshape version 1: Model could not be reshaped with requested shape: "),
         "model values: model_config_list[10].config.batch_size: batch_size must be positive, got 0",
         "model values: model_config_list[10].config.stateful: stateful models are not supported by ovserve",
+        "model anonymous_layout version 1: Anonymous fixed layout is invalid for models with multiple inputs",
+        "model scalar version 1: Batching set to AUTO but model contains scalar tensor",
+        "model no_n version 1: Error while loading a model: batch_size is set but no input has N in its layout: x C...",
+        "model no_inputs version 1: Cannot load model with no inputs",
     ]
 
 
