@@ -55,7 +55,7 @@ def _html(lines: Sequence[tuple[str, str]]) -> str:
     """An HTML-like DOT label of (style, text) lines: "title" bold, "mark" coloured, "" plain, "small" smaller."""
     parts = []
     for style, text in lines:
-        escaped = html.escape(text, quote=True)
+        escaped = html.escape(text, quote=True).replace("\\", "\\\\")  # dot reads \N, \G... here too
         if style == "title":
             parts.append(f"<B>{escaped}</B>")
         elif style == "mark":

@@ -430,3 +430,21 @@ def test_a_running_server_draws_its_pipelines(repository: Path, serve: Any, monk
         "Pipeline graphs cannot be drawn here - Graphviz's dot program was not found: install Graphviz to draw "
         "pipeline graphs (Debian and Ubuntu: apt-get install graphviz)"
     )
+
+
+def test_names_are_drawn_as_written(repository: Path) -> None:
+    """Names holding XML's and DOT's special characters (< & " and backslash escapes such as \\N) come out verbatim."""
+    odd = 'a<b>&"c\\N'
+    item = 'y\\l"'
+    nodes = [node(odd, "m", {"x": "request.in \\n"}, {item: "y"})]
+    document = {
+        "model_config_list": [model("m")],
+        "pipeline_config_list": [pipeline('p<&>"\\G', ["in \\n"], nodes, {"o": f"{odd}.{item}"})],
+    }
+    models.save(models.add_mul(), repository, "m")
+    out = repository / "odd.svg"
+    code, lines = run_check(repository, document, "--graph", str(out))
+    texts = svg_texts(out.read_bytes())
+    assert code == 0, lines
+    for text in ('pipeline p<&>"\\G', odd, "in \\n → x", "in \\n: FP32 (1,4)", f"{item} → o", "o: FP32 (1,4)"):
+        assert text in texts, (text, texts)
