@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from time import perf_counter_ns
 
-from . import images
+from . import graph, images
 from .errors import ServingError
 from .manager import Manager
 from .metrics import Metrics
@@ -104,6 +105,19 @@ class DataPlane:
         if origin is not None:
             self.metrics.request(origin, name, 1, True)
         return rows
+
+    async def pipeline_graph(self, name: str) -> bytes:
+        """A pipeline drawn as SVG (beyond OVMS): its nodes, connections and metadata, or why it fails validation."""
+        entry = self.manager.pipelines.get(name)
+        if entry is None:
+            raise ServingError("PIPELINE_DEFINITION_NAME_MISSING", name)
+        if entry.retired:
+            raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {name}")
+        text = graph.dot(graph.picture(entry.config, entry.definition, entry.error))
+        try:
+            return await asyncio.to_thread(graph.svg, text)
+        except graph.LayoutError as e:
+            raise ServingError("GRAPH_LAYOUT_UNAVAILABLE", str(e)) from e
 
     def names(self) -> list[str]:
         """Every model and pipeline name known to the server, sorted."""

@@ -141,6 +141,8 @@ TABLE: dict[str, _Entry] = {
     "SHM_OUTPUT_TOO_SMALL": _Entry("Shared memory region is too small to hold the output", "INVALID_ARGUMENT", 400),
     # Triton built without GPU support answers TRITONSERVER_ERROR_UNSUPPORTED (gRPC UNIMPLEMENTED) the same way.
     "CUDA_SHM_UNSUPPORTED": _Entry("CUDA shared memory is not supported: this server has no GPU", "UNIMPLEMENTED", 501),
+    # Beyond OVMS: GET /v1/pipelines/{name}/graph.svg on a server without Graphviz.
+    "GRAPH_LAYOUT_UNAVAILABLE": _Entry("Pipeline graphs cannot be drawn here", "UNIMPLEMENTED", 501),
     # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
     "REST_BODY_TOO_LARGE": _Entry("Request body too large", "RESOURCE_EXHAUSTED", 413),  # OVMS drops the connection

@@ -1,4 +1,4 @@
-"""The HTTP route table: TF Serving REST, KServe REST, the config API and /metrics (spec §4.5, §4.7, §4.8)."""
+"""The HTTP route table: TF Serving and KServe REST, config API, /metrics (spec §4.5, §4.7, §4.8), pipeline graphs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def config_json(dataplane: DataPlane) -> bytes:
 
 
 CONFIG_ERROR_HEADER = "X-Ovserve-Config-Error"
+METRICS_OFF = (
+    'metrics are not enabled: start ovserve with --metrics_enable, or set "monitoring": {"metrics": {"enable": true}} '
+    "in config.json"
+)
 
 
 def routes(
@@ -49,15 +53,24 @@ def routes(
             return HttpResponse(e.http_status, body.encode())
         return HttpResponse(201 if changed else 200, config_json(dataplane))
 
+    async def get_pipeline_graph(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, await dataplane.pipeline_graph(request.params["name"]), "image/svg+xml")
+
+    async def metrics_off(request: HttpRequest) -> HttpResponse:
+        raise ServingError("REST_INVALID_URL", f"{request.path}: {METRICS_OFF}")  # OVMS's 400, and how to turn them on
+
     async def get_metrics(request: HttpRequest) -> HttpResponse:
         return HttpResponse(200, metrics.render().encode(), "text/plain; version=0.0.4")
 
     table = [
         route("GET", r"/v1/config", get_config),
         route("POST", r"/v1/config/reload", post_reload),
+        route("GET", r"/v1/pipelines/(?P<name>[^/]+)/graph\.svg", get_pipeline_graph),  # beyond OVMS
         *rest_tfs.routes(dataplane),
         *rest_kserve.routes(dataplane),
     ]
     if metrics.enabled:
         table.append(route("GET", r"/metrics", get_metrics))
+    else:
+        table.append(route("GET POST", r"/metrics", metrics_off))
     return table

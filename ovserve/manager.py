@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +16,10 @@ import openvino as ov
 
 from . import repository, runtime, versions
 from .config import Latest, ModelConfig, NodeConfig, PipelineConfig, ServerConfig, VersionPolicy
-from .custom import CustomNode, Library, open_library
+from .custom import Library, open_library
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
-from .pipeline import BRANCH_WINDOW, PipelineDefinition, Servable
+from .pipeline import BRANCH_WINDOW, PipelineDefinition, Servable, build_definition, dynamic, model_node
 from .repository import Repository, Stamp, Storage
 from .runtime import ModelVersion, TensorMap
 from .stateful import StatefulModelVersion
@@ -123,12 +125,6 @@ def _failure(entry: ModelEntry) -> LoadError | None:
     return None
 
 
-def _dynamic(config: ModelConfig) -> bool:
-    """Shape or batch_size "auto": the model reshapes for requests, which pipelines do not allow (spec §5.3)."""
-    shapes = config.shape.values() if isinstance(config.shape, dict) else [config.shape]
-    return config.batch_size == "auto" or "auto" in shapes
-
-
 def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> set[int]:
     """The versions to serve among those found, leaving out the ones that failed to load."""
     if isinstance(policy, Latest):
@@ -195,7 +191,7 @@ class Manager:
                                       "configuration stays as it is", model.name, old.config.stateful)  # fmt: skip
                             old.gated = model
                         continue
-                    if model.name in used and _dynamic(model) and not _dynamic(old.config):  # spec §1.9 (5)
+                    if model.name in used and dynamic(model) and not dynamic(old.config):  # spec §1.9 (5)
                         if old.gated != model:
                             log.error("model %s: Requested dynamic parameters but model is used in pipeline; its "
                                       "configuration stays as it is", model.name)  # fmt: skip
@@ -393,7 +389,8 @@ class Manager:
                 log.error("model %s: %s", config.name, e)
                 return
             if not found:
-                log.warning("model %s: no version directories in %s", config.name, entry.repository.where)
+                local = config.base_path if isinstance(config.base_path, Path) else None
+                log.warning("model %s: %s", config.name, versions.no_versions(entry.repository.where, local))
             selected = versions.select(config.version_policy, found)
             entry.versions = {n: _Version(n, found[n]) for n in selected}
             entry.scanned.set()
@@ -449,75 +446,27 @@ class Manager:
         return True
 
     async def _build_pipeline(self, entry: PipelineEntry, old: PipelineDefinition | None) -> None:
-        """Validate a pipeline (spec §5.3) on the models served now; custom nodes unchanged since `old` are kept,
-        new ones initialised in a worker thread (a library's initialize or a Python node's constructor may be slow)."""
+        """Validate a pipeline (spec §5.3) on the models served now; custom nodes unchanged since `old` are kept."""
         config = entry.config
-        custom: dict[str, CustomNode] = {}
-        created: list[CustomNode] = []
         try:
             kept = {c.name: c for c in old.custom_nodes} if old is not None else {}
-            for node in config.nodes:
-                if node.kind == "custom":
-                    library = self._library(config.name, node)
-                    previous = kept.get(node.name)
-                    if previous is not None and previous.same(library, node.params):
-                        custom[node.name] = previous
-                    else:
-                        custom[node.name] = await asyncio.to_thread(CustomNode, library, node.name, node.params)
-                        created.append(custom[node.name])
-
-            def resolve(node: NodeConfig) -> Servable:
-                if node.kind != "custom":
-                    return self._node_model(config.name, node)
-                error = custom[node.name].error
-                if error is not None:
-                    raise error
-                return custom[node.name]
-
-            entry.definition = PipelineDefinition(config, resolve)
+            model_of = functools.partial(self._node_model, config.name)
+            entry.definition = await build_definition(config, model_of, self.libraries, kept)
             self.metrics.servable_loaded(config.name, 1)
             log.info("pipeline %s available: inputs %s, outputs %s", config.name,
                      {n: s.metadata_shape() for n, s in entry.definition.inputs.items()},
                      {n: s.metadata_shape() for n, s in entry.definition.outputs.items()})  # fmt: skip
         except LoadError as e:
-            for unused in created:
-                unused.discard()
             entry.error = str(e)
             log.error("pipeline %s failed validation: %s", config.name, e)
         entry.settled.set()
 
-    def _library(self, pipeline: str, node: NodeConfig) -> Library:
-        library = self.libraries.get(node.library_name)
-        if not isinstance(library, LoadError) and library is not None:
-            return library
-        why = f" ({library})" if library is not None else ""
-        raise LoadError(
-            "PIPELINE_DEFINITION_INVALID",
-            f"Pipeline refers to incorrect library - {pipeline}: node {node.name} uses {node.library_name}{why}",
-        )
-
-    def _node_model(self, pipeline: str, node: NodeConfig) -> ModelVersion:
-        model, number = node.model_name, node.version
-        entry = self.models.get(model)
+    def _node_model(self, pipeline_name: str, node: NodeConfig) -> Servable:
+        entry = self.models.get(node.model_name)
+        number = node.version
         version = None if entry is None else (entry.versions.get(number) if number else entry.default())
-        if entry is None or version is None or version.servable is None:
-            wanted = f"{model}" + (f" version {number}" if number else "")
-            raise LoadError(
-                "PIPELINE_DEFINITION_MISSING_MODEL",
-                f"Pipeline definition has reference to missing model - {pipeline}: node {node.name} uses {wanted}",
-            )
-        if entry.config.stateful:
-            raise LoadError(
-                "REQUESTED_STATEFUL_PARAMETERS_ON_SUBSCRIBED_MODEL",
-                f"Stateful model cannot be subscribed to pipeline - {pipeline}: node {node.name} uses model {model}",
-            )
-        if _dynamic(entry.config):
-            raise LoadError(
-                "FORBIDDEN_MODEL_DYNAMIC_PARAMETER",
-                f"Value of provided parameter is forbidden - {pipeline}: node {node.name} uses model {model}, which "
-                f'has "auto" shape or batch_size; give it a dynamic dimension (-1) instead',
-            )
-        return version.servable
+        servable = None if version is None else version.servable
+        return model_node(pipeline_name, node, None if entry is None else entry.config, servable)
 
     def sweep_sequences(self) -> None:
         """The idle sequence cleaner's scan: every stateful model with idle_sequence_cleanup drops the sequences no

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import gathering
-from .config import NodeConfig, PipelineConfig, Source
-from .custom import CustomNode
+from .config import ModelConfig, NodeConfig, PipelineConfig, Source
+from .custom import CustomNode, Library
 from .errors import LoadError, ServingError
 from .metrics import Metrics
 from .runtime import ModelVersion, TensorMap
@@ -66,6 +66,86 @@ class Servable(Protocol):
 
 
 ResolveNode = Callable[[NodeConfig], Servable]  # a node's model version or custom node now; raises LoadError
+
+
+def dynamic(config: ModelConfig) -> bool:
+    """Shape or batch_size "auto": the model reshapes for requests, which pipelines do not allow (spec §5.3)."""
+    shapes = config.shape.values() if isinstance(config.shape, dict) else [config.shape]
+    return config.batch_size == "auto" or "auto" in shapes
+
+
+def model_node(pipeline: str, node: NodeConfig, model: ModelConfig | None, servable: Servable | None) -> Servable:
+    """A DL node's model for validation: `servable` is the version it names (or the default one) if that serves,
+    `model` the model's config if it is configured."""
+    if model is None or servable is None:
+        wanted = f"{node.model_name}" + (f" version {node.version}" if node.version else "")
+        raise LoadError(
+            "PIPELINE_DEFINITION_MISSING_MODEL",
+            f"Pipeline definition has reference to missing model - {pipeline}: node {node.name} uses {wanted}",
+        )
+    if model.stateful:
+        raise LoadError(
+            "REQUESTED_STATEFUL_PARAMETERS_ON_SUBSCRIBED_MODEL",
+            f"Stateful model cannot be subscribed to pipeline - {pipeline}: node {node.name} uses model "
+            f"{node.model_name}",
+        )
+    if dynamic(model):
+        raise LoadError(
+            "FORBIDDEN_MODEL_DYNAMIC_PARAMETER",
+            f"Value of provided parameter is forbidden - {pipeline}: node {node.name} uses model {node.model_name}, "
+            f'which has "auto" shape or batch_size; give it a dynamic dimension (-1) instead',
+        )
+    return servable
+
+
+def _library(pipeline: str, node: NodeConfig, libraries: Mapping[str, Library | LoadError]) -> Library:
+    library = libraries.get(node.library_name)
+    if not isinstance(library, LoadError) and library is not None:
+        return library
+    why = f" ({library})" if library is not None else ""
+    raise LoadError(
+        "PIPELINE_DEFINITION_INVALID",
+        f"Pipeline refers to incorrect library - {pipeline}: node {node.name} uses {node.library_name}{why}",
+    )
+
+
+async def build_definition(
+    config: PipelineConfig,
+    model_of: ResolveNode,
+    libraries: Mapping[str, Library | LoadError],
+    kept: Mapping[str, CustomNode] | None = None,
+) -> PipelineDefinition:
+    """A validated pipeline (spec §5.3 steps 2-6): every custom node's library looked up and initialised (in a
+    worker thread: a library's initialize or a Python node's constructor may be slow; nodes of `kept` unchanged
+    since are reused), then the definition built on `model_of` (a DL node's model, see model_node). Raises
+    LoadError; the custom nodes it made are closed then."""
+    kept = kept or {}
+    custom: dict[str, CustomNode] = {}
+    created: list[CustomNode] = []
+    try:
+        for node in config.nodes:
+            if node.kind == "custom":
+                library = _library(config.name, node, libraries)
+                previous = kept.get(node.name)
+                if previous is not None and previous.same(library, node.params):
+                    custom[node.name] = previous
+                else:
+                    custom[node.name] = await asyncio.to_thread(CustomNode, library, node.name, node.params)
+                    created.append(custom[node.name])
+
+        def resolve(node: NodeConfig) -> Servable:
+            if node.kind != "custom":
+                return model_of(node)
+            error = custom[node.name].error
+            if error is not None:
+                raise error
+            return custom[node.name]
+
+        return PipelineDefinition(config, resolve)
+    except LoadError:
+        for unused in created:
+            unused.discard()
+        raise
 
 
 @dataclass(frozen=True)

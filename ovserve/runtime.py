@@ -107,7 +107,8 @@ def _per_input(setting: Any, names: list[str], what: str) -> dict[str, Any]:
         if unknown:
             raise LoadError(
                 f"CONFIG_{what.upper()}_IS_NOT_IN_MODEL",
-                f"{what.capitalize()} from config not found in model: {unknown[0]}",
+                f"{what.capitalize()} from config not found in model: {unknown[0]}; the model's inputs: "
+                f"{', '.join(names)}",
             )
         return dict(setting)
     if len(names) != 1:
@@ -134,7 +135,11 @@ def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict
         return model, _stored_layouts(model, {})
     unknown = sorted(name for name in layouts if name not in inputs and name not in outputs)
     if unknown:
-        raise LoadError("CONFIG_LAYOUT_IS_NOT_IN_MODEL", f"Layout from config not found in model: {unknown[0]}")
+        raise LoadError(
+            "CONFIG_LAYOUT_IS_NOT_IN_MODEL",
+            f"Layout from config not found in model: {unknown[0]}; the model's inputs: {', '.join(inputs)}; "
+            f"outputs: {', '.join(sorted(outputs))}",
+        )
     ppp = ov.preprocess.PrePostProcessor(model)
     try:
         for name, layout in layouts.items():
@@ -300,10 +305,9 @@ def _plugin_config(config: ModelConfig) -> dict[str, Any]:
     return props
 
 
-def load(
-    core: ov.Core, config: ModelConfig, version: int, path: Path, metrics: ModelMetrics | None = None
-) -> ModelVersion:
-    """Read, shape and compile one version (blocking: call it in a worker thread)."""
+def read(core: ov.Core, config: ModelConfig, path: Path) -> tuple[ov.Model, dict[str, str], dict[str, Any]]:
+    """Read one version's model file and shape it as its config says, without compiling (spec §7.1 steps 1-6):
+    the model, the layouts clients see, its model_info. Blocking; raises LoadError."""
     try:
         model = core.read_model(str(path))
     except Exception as e:
@@ -317,6 +321,20 @@ def load(
     model, layouts = _apply_layouts(model, config)  # a layout OpenVINO refuses is LAYOUT_INCOMPATIBLE_WITH_SHAPE
     model, layouts = preprocess.apply(model, config.preprocess, layouts)  # CLI --mean, --scale, ... (spec §7.1)
     _reshape(model, config, layouts)
+    AutoShape.of(model, config)  # a scalar input with batch_size "auto" fails here
+    return model, layouts, model_info
+
+
+def port_specs(ports: Any, layouts: Mapping[str, str]) -> dict[str, TensorSpec]:
+    """The TensorSpecs of a model's (or compiled model's) inputs or outputs, by name."""
+    return {s.name: s for s in (_spec(p, layouts) for p in ports)}
+
+
+def load(
+    core: ov.Core, config: ModelConfig, version: int, path: Path, metrics: ModelMetrics | None = None
+) -> ModelVersion:
+    """Read, shape and compile one version (blocking: call it in a worker thread)."""
+    model, layouts, model_info = read(core, config, path)
     auto = AutoShape.of(model, config)
     if config.low_latency_transformation:
         _low_latency(model)
@@ -504,8 +522,8 @@ class _Compiled:
 
     def __init__(self, compiled: ov.CompiledModel, nireq: int, layouts: Mapping[str, str], auto: AutoShape | None):
         self.model = compiled
-        self.inputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.inputs)}
-        self.outputs: Mapping[str, TensorSpec] = {s.name: s for s in (_spec(p, layouts) for p in compiled.outputs)}
+        self.inputs: Mapping[str, TensorSpec] = port_specs(compiled.inputs, layouts)
+        self.outputs: Mapping[str, TensorSpec] = port_specs(compiled.outputs, layouts)
         self.accepts = self.inputs if auto is None else auto.open(self.inputs)
         self.output_names = list(self.outputs)
         self._string_outputs = {i for i, s in enumerate(self.outputs.values()) if s.dtype == np.dtype(object)}

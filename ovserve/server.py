@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,8 @@ class Server:
             hosts = [h.strip() for h in self.settings.grpc_bind_address.split(",") if h.strip()]
             addresses = [f"[{h}]:{self.settings.port}" if ":" in h else f"{h}:{self.settings.port}" for h in hosts]
             health = grpc_health.handlers(self.health)
+            for host in hosts:  # gRPC's own failure to bind comes with a log line of its C++ core
+                _check_free(host, self.settings.port, "gRPC")
             self.grpc, ports = grpc_server.create(self.dataplane, addresses, health, self._grpc_options())
             if not ports or 0 in ports:
                 failed = [a for a, p in zip(addresses, ports, strict=True) if not p] or addresses
@@ -220,6 +223,17 @@ class Server:
         self.manager.stop()
         self.manager.close()  # here, not in a worker thread: those may all be held by loads that never end
         log.info("server stopped")
+
+
+def _check_free(host: str, port: int, door: str) -> None:
+    """Raise a one-line OSError if `port` cannot be bound on `host` now (in use, or not an address of this host)."""
+    if port == 0:
+        return
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        socket.create_server((host, port), family=family).close()
+    except OSError as e:
+        raise OSError(f"cannot bind the {door} port {host}:{port}: {e.strerror or e}") from e
 
 
 def _relative(message: str, config: Path) -> str:

@@ -23,13 +23,38 @@ def number(name: str) -> int | None:
 def scan(base_path: Path) -> dict[int, Path]:
     """Version folders of a model: sub-directories named by a positive integer (others are ignored)."""
     if not base_path.is_dir():
-        raise LoadError("PATH_INVALID", f"The provided base path is invalid or doesn't exists: {base_path}")
+        hint = ""
+        if base_path.is_file() and number(base_path.parent.name) is not None:
+            hint = f" (a model file: the base path is the folder above its version folder, {base_path.parent.parent})"
+        elif base_path.is_file():
+            hint = f" (a model file: it must be in a version folder; {expected_layout(str(base_path.parent))})"
+        raise LoadError("PATH_INVALID", f"The provided base path is invalid or doesn't exists: {base_path}{hint}")
     found: dict[int, Path] = {}
     for entry in base_path.iterdir():
         version = number(entry.name)
         if version is not None and entry.is_dir():
             found[version] = entry
     return found
+
+
+def expected_layout(base: str) -> str:
+    """How a model's base path must look, for messages."""
+    example = f"{base}/1/model.xml with {base}/1/model.bin, or {base}/1/model.onnx"
+    return f"expected numbered version folders holding the model: {example}"
+
+
+def no_versions(where: str, base_path: Path | None = None) -> str:
+    """Why a base path that lists no version folder serves nothing, and how it should look (a local `base_path` is
+    looked into: a version folder given itself, or model files not in a version folder)."""
+    hint = expected_layout(where)
+    try:
+        if base_path is not None and number(base_path.name) is not None:
+            hint = f"{base_path} looks like a version folder itself: the base path is {base_path.parent}"
+        elif base_path is not None and any(p.suffix in (".xml", ".onnx") for p in base_path.iterdir()):
+            hint = f"its model files must move into a version folder: {expected_layout(where)}"
+    except OSError:
+        pass
+    return f"no version directories in {where}; {hint}"
 
 
 def select(policy: VersionPolicy, available: Iterable[int]) -> list[int]:

@@ -119,4 +119,6 @@ def test_a_shape_for_an_unknown_input_is_logged_in_ovms_words(
     models.save(models.pair(shape=(1, 4)), repository, "pair")
     server = serve({"model_config_list": [{"config": {"name": "p", "base_path": "pair", "shape": {"q": "(1,4)"}}}]})
     assert _states(server, "p") == [(1, LOADING, "UNKNOWN")]
-    assert "model p version 1 failed to load: Shape from config not found in model: q" in caplog.text
+    assert "model p version 1 failed to load: Shape from config not found in model: q; the model's inputs: x, z" in (
+        caplog.text
+    )  # issue 13: the real names, so that a typo shows

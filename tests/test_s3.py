@@ -3,6 +3,7 @@ policies, polling for versions uploaded and deleted, and errors that stay with t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -23,7 +24,7 @@ from conftest import RunningServer, rpc_error, wait_for_states, wait_for_version
 from moto.core import enable_iam_authentication
 from moto.server import ThreadedMotoServer
 
-from ovserve import cli
+from ovserve import check, cli
 from ovserve.config import S3Path, parse_config
 from ovserve.errors import LoadError
 from ovserve.repository import S3Repository, Storage
@@ -122,6 +123,24 @@ def test_model_and_pipeline_served_from_s3_then_the_download_is_removed(bucket: 
     finally:
         server.stop()
     assert not cache.exists()
+
+
+def test_ovserve_check_reads_s3_models_only_when_asked(bucket: Bucket, repository: Path) -> None:
+    bucket.upload(models.classifier(), "zoo/resnet", 1)
+    bucket.put("zoo/resnet/2/readme.txt", b"a version without its model")
+    path = models.write_config(repository, s3_seed_config(bucket.url("zoo/resnet")))
+    syntax = asyncio.run(check.check(path))
+    assert syntax.ok and [str(n) for n in syntax.notes] == [
+        f"model resnet: {bucket.url('zoo/resnet')}: only its syntax is checked (--s3 lists and reads it)",
+        "pipeline resnet50DAG: not validated: node resnetNode uses model resnet, which was not read (s3://); check "
+        "again with --s3",
+    ]
+    read = asyncio.run(check.check(path, s3=True))
+    assert [str(p) for p in read.problems] == [
+        "model resnet version 2: File not found or cannot open: no model file (.xml+.bin, .onnx, ...) in "
+        f"{bucket.url('zoo/resnet')}/2"
+    ]
+    assert list(read.models["resnet"]) == [1] and read.valid == ["resnet50DAG"] and not read.notes
 
 
 def test_single_model_mode_takes_an_s3_model_path_with_anonymous_access(
