@@ -418,6 +418,11 @@ def _optimal_nireq(compiled: ov.CompiledModel) -> int:
 # --- serving ---------------------------------------------------------------------------------------------
 
 
+# An infer request of a dynamically shaped model that has moved more bytes than this in one run is replaced by a new
+# one, which frees the tensors it grew to (creating one takes well under a millisecond; a run this size takes more).
+KEEP_TENSOR_BYTES = 64 << 20
+
+
 class _Pool:
     """Idle infer requests and the coroutines waiting for one; touched only from the event loop thread."""
 
@@ -529,7 +534,20 @@ class _Compiled:
         self._string_outputs = {i for i, s in enumerate(self.outputs.values()) if s.dtype == np.dtype(object)}
         static = [s.name for s in self.inputs.values() if s.dtype not in (None, np.dtype(object))
                   and all(isinstance(d, int) and d >= 0 for d in s.shape)]  # fmt: skip
-        self.pool = _Pool([_Slot(compiled.create_infer_request(), static) for _ in range(nireq)])
+        self._static = static
+        # A request keeps the tensors of its last run; with dynamic shapes they grow to the largest one seen.
+        self.grows = len(static) < len(self.inputs) or any(
+            not all(isinstance(d, int) and d >= 0 for d in s.shape) for s in self.outputs.values()
+        )
+        self.pool = _Pool([self._slot() for _ in range(nireq)])
+
+    def _slot(self) -> _Slot:
+        return _Slot(self.model.create_infer_request(), self._static)
+
+    def recycle(self, slot: _Slot, moved: int) -> _Slot:
+        """The slot to return to the pool after a run that moved `moved` bytes in and out: a fresh one when the
+        run left its request holding large tensors, so memory a big request took is given back after it."""
+        return self._slot() if self.grows and moved > KEEP_TENSOR_BYTES else slot
 
     def output(self, slot: _Slot, index: int) -> np.ndarray:
         tensor = slot.request.get_output_tensor(index)
@@ -641,13 +659,16 @@ class ModelVersion:
             self._release(current, slot, None)
             raise self._failure(e) from e
         watcher.cancel()
+        moved = 0
         try:
             if after is not None:
                 after(slot.request)
-            return {name: current.output(slot, i) for i, name in enumerate(current.output_names)}
+            outputs = {name: current.output(slot, i) for i, name in enumerate(current.output_names)}
+            moved = sum(v.nbytes for v in inputs.values()) + sum(v.nbytes for v in outputs.values())
+            return outputs
         finally:
             slot.future = None
-            self._release(current, slot, (perf_counter_ns() - started) / 1000)
+            self._release(current, current.recycle(slot, moved), (perf_counter_ns() - started) / 1000)
 
     async def _shaped_for(self, inputs: TensorMap) -> _Compiled:
         """The compiled model to run `inputs` on: the current one, or one reshaped for them. Reshapes run one at a

@@ -101,3 +101,19 @@ def test_a_compiled_model_no_longer_served_is_freed(tmp_path: Path) -> None:
         assert [ref() for ref in old] == [None, None]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("elements", "kept"), [(1 << 20, True), (24 << 20, False)])
+def test_infer_requests_do_not_keep_the_tensors_of_a_big_request(tmp_path: Path, elements: int, kept: bool) -> None:
+    """A dynamically shaped model's infer request keeps the tensors of its last run: after one that moved more than
+    KEEP_TENSOR_BYTES (24 Mi float32 in and out: 192 MiB) the pool holds a fresh request instead."""
+    version = load(tmp_path, models.add_mul(shape=(1, -1)), nireq=1)
+
+    async def main() -> int:
+        x = np.ones((1, elements), np.float32)
+        assert float((await version.infer({"x": x}))["y"][0, -1]) == 4.0
+        (slot,) = version._pool._idle
+        return int(slot.request.get_input_tensor(0).byte_size)
+
+    held = asyncio.run(main())
+    assert (held == 4 * elements) if kept else held == 0
