@@ -160,7 +160,6 @@ def test_every_model_rule(repository: Path) -> None:
         _Prefix("model rank version 1: Layout incompatible with given shape: x NCHW: "),
         _Prefix("model reshape version 1: Model could not be reshaped with requested shape: "),
         "model values: model_config_list[10].config.batch_size: batch_size must be positive, got 0",
-        "model values: model_config_list[10].config.stateful: stateful models are not supported by ovserve",
         "model anonymous_layout version 1: Anonymous fixed layout is invalid for models with multiple inputs",
         "model scalar version 1: Batching set to AUTO but model contains scalar tensor",
         "model no_n version 1: Error while loading a model: batch_size is set but no input has N in its layout: x C...",

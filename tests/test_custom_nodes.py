@@ -714,15 +714,15 @@ def test_a_pipeline_retired_while_a_request_decodes_its_images(
     }
     server = serve(document)
     decoding, go = threading.Event(), threading.Event()
-    decode = images._decode_all
+    decode = images.PendingImages._decode_all
 
-    def paused(inputs: Any) -> Any:  # the decode of this request's images waits for the reload
+    def paused(self: Any, limits: Any) -> Any:  # the decode of this request's images waits for the reload
         decoding.set()
         assert go.wait(30)
-        return decode(inputs)
+        return decode(self, limits)
 
     monkeypatch.setattr(images, "INLINE_DECODE_BYTES", 0)
-    monkeypatch.setattr(images, "_decode_all", paused)
+    monkeypatch.setattr(images.PendingImages, "_decode_all", paused)
     picture = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     png = io.BytesIO()
     Image.fromarray(picture).save(png, "PNG")
