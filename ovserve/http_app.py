@@ -20,6 +20,8 @@ import uvicorn
 
 from .errors import ServingError
 from .http_protocol import FOREVER, HttpLimits, bounded
+from .tls import Refusals
+from .tls import wrapping as tls_wrapping
 
 log = logging.getLogger(__name__)
 
@@ -196,17 +198,19 @@ class HttpServer:
         # Accepted connections inherit this; without it small keep-alive responses wait ~40 ms for delayed ACKs.
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port: int = self.socket.getsockname()[1]
+        self.refusals = Refusals()  # TLS handshakes refused
+        # With TLS, connections are wrapped here rather than by uvicorn, so that refused handshakes are logged.
+        protocol: Any = bounded(app.limits) if tls is None else tls_wrapping(bounded(app.limits), tls, self.refusals)
         config = uvicorn.Config(
             app,
             lifespan="off",
             log_config=None,
             access_log=False,
-            http=bounded(app.limits),
+            http=protocol,
             ws="none",
             proxy_headers=False,
             server_header=False,
             timeout_keep_alive=math.ceil(app.limits.idle_seconds or FOREVER),
-            ssl_context_factory=None if tls is None else (lambda config, default: tls),
         )
         self._server = _Uvicorn(config)
         self._task: Any = None

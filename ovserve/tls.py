@@ -3,13 +3,20 @@ ssl.SSLContext for HTTP and as PEM bytes for gRPC's credentials."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import ssl
 import time
+from asyncio import sslproto
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,3 +76,65 @@ def load(cert: Path, key: Path, client_ca: Path | None = None) -> Tls:
             raise ConfigError(f"--tls_client_ca {client_ca}: not a CA certificate: {e}") from e
         context.verify_mode = ssl.CERT_REQUIRED
     return Tls(cert_pem, key_pem, ca_pem, context)
+
+
+# Why OpenSSL refused a client, in words an operator can act on (OpenSSL's reason codes).
+_REASONS = {
+    "HTTP_REQUEST": "plaintext HTTP sent to a TLS port",
+    "WRONG_VERSION_NUMBER": "not TLS, or a TLS version below 1.2",
+    "UNSUPPORTED_PROTOCOL": "a TLS version below 1.2",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate (mutual TLS requires one)",
+    "CERTIFICATE_VERIFY_FAILED": "a client certificate --tls_client_ca did not sign",
+    "TLSV1_ALERT_UNKNOWN_CA": "the client does not trust this server's certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the client rejected this server's certificate",
+}
+
+
+class Refusals:
+    """Refused TLS handshakes, logged one line at most every `interval` seconds; the line says how many were left
+    out since the last one, so a scanner or a misconfigured fleet cannot flood the log."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.count = 0  # every refusal since the start
+        self._logged_at = -math.inf
+        self._unlogged = 0
+
+    def refused(self, peer: Any, error: BaseException) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._logged_at < self.interval:
+            self._unlogged += 1
+            return
+        reason = getattr(error, "reason", None)
+        why = _REASONS.get(reason, reason) if isinstance(reason, str) else str(error) or type(error).__name__
+        more = f" ({self._unlogged} more since the last such line)" if self._unlogged else ""
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
+        log.info("TLS handshake refused from %s: %s%s", where, why, more)
+        self._logged_at, self._unlogged = now, 0
+
+
+class _ServerSide(sslproto.SSLProtocol):
+    """asyncio's TLS for one accepted connection, telling `refusals` when the handshake fails (asyncio itself says
+    nothing unless the loop runs in debug mode)."""
+
+    def __init__(self, app: asyncio.Protocol, context: ssl.SSLContext, refusals: Refusals) -> None:
+        super().__init__(asyncio.get_running_loop(), app, context, None, server_side=True)  # type: ignore[arg-type]
+        self._refusals = refusals
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+            self._refusals.refused(peer, handshake_exc)
+        super()._on_handshake_complete(handshake_exc)
+
+
+def wrapping(
+    make: Callable[..., asyncio.Protocol], context: ssl.SSLContext, refusals: Refusals
+) -> Callable[..., asyncio.BaseProtocol]:
+    """A protocol factory serving `make`'s connections over TLS with `context`, refused handshakes logged."""
+
+    def tls(**kwargs: Any) -> asyncio.BaseProtocol:
+        return _ServerSide(make(**kwargs), context, refusals)
+
+    return tls

@@ -4,15 +4,21 @@ connection by connection, while the server serves on; bad files stop the start w
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import ipaddress
 import json
+import logging
+import os
+import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import models
 import numpy as np
@@ -203,3 +209,60 @@ def test_bad_tls_files_stop_the_start_with_one_line_naming_the_file(tmp_path: Pa
         )  # fmt: skip
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], (flags, result.stderr)
+
+
+def test_refused_handshakes_are_logged_at_most_once_a_second(tmp_path: Path, pki: Pki, caplog: Any) -> None:
+    """A burst of plaintext clients on both doors: the server's log gets one line naming the peer and the reason
+    (gRPC's own per-handshake lines are off by default), and the next line after a quiet second counts the rest."""
+    models.save(models.add_mul(), tmp_path, "m")
+    cert, key = pki.issue("server")
+    grpc_port, rest_port = free_port(), free_port()
+    command = ["--model_name", "m", "--model_path", str(tmp_path / "m"), "--port", str(grpc_port),
+               "--rest_port", str(rest_port), "--tls_cert", str(cert), "--tls_key", str(key)]  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    server = subprocess.Popen([sys.executable, "-m", "ovserve", *command], stderr=subprocess.PIPE, text=True,
+                              env=environment)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while rest_infer_or_none(rest_port, client_context(pki.ca)) != 200:
+            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.1)
+        for _ in range(2):
+            for port in (rest_port, grpc_port) * 10:
+                with socket.create_connection(("127.0.0.1", port)) as connection:
+                    connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    with contextlib.suppress(OSError):
+                        connection.recv(100)
+            time.sleep(1.2)
+        rest_infer_or_none(rest_port, client_context(pki.ca, None), plaintext=True)  # one more: a line with the count
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=60)[1]
+    lines = [line for line in log.splitlines() if "TLS handshake refused" in line]
+    assert 2 <= len(lines) <= 4, log
+    assert all("from 127.0.0.1:" in line and "plaintext HTTP sent to a TLS port" in line for line in lines), lines
+    assert "more since the last such line)" in lines[-1] or "more since the last such line)" in lines[-2], lines
+    assert "Handshake failed" not in log  # gRPC's core, one line per connection, is quiet unless asked
+
+
+def rest_infer_or_none(port: int, context: ssl.SSLContext, plaintext: bool = False) -> int | None:
+    try:
+        return rest_infer(port, None if plaintext else context)[0]
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def test_the_refusal_log_counts_what_it_left_out(caplog: Any) -> None:
+    refusals = tls.Refusals(interval=0.2)
+    error = ssl.SSLError(1, "[SSL: PEER_DID_NOT_RETURN_A_CERTIFICATE] peer did not return a certificate")
+    error.reason = "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    with caplog.at_level(logging.INFO, logger="ovserve.tls"):
+        for port in range(5):
+            refusals.refused(("10.0.0.7", 40000 + port), error)
+        time.sleep(0.25)
+        refusals.refused(("10.0.0.8", 50000), OSError("reset"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "TLS handshake refused from 10.0.0.7:40000: no client certificate (mutual TLS requires one)",
+        "TLS handshake refused from 10.0.0.8:50000: reset (4 more since the last such line)",
+    ]
+    assert refusals.count == 6
