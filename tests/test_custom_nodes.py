@@ -405,15 +405,15 @@ def test_a_box_off_the_image(repository: Path, serve: Any, nodes: Locations) -> 
 
 
 def readme_example() -> tuple[str, dict[str, Any]]:
-    """The README's Python custom node example: its nodes.py and its config.json fragment."""
-    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    """The Python custom node example of docs/pipelines.md: its nodes.py and its config.json fragment."""
+    text = (Path(__file__).parent.parent / "docs" / "pipelines.md").read_text(encoding="utf-8")
     section = text[text.index("### Python custom nodes") :]
     code = section[section.index("```python\n") + 10 :]
     fragment = section[section.index("```json\n") + 8 :]
     return code[: code.index("```")], json.loads("{" + fragment[: fragment.index("```")] + "}")
 
 
-def test_the_readme_python_node_example_serves(repository: Path, serve: Any) -> None:
+def test_the_docs_python_node_example_serves(repository: Path, serve: Any) -> None:
     code, document = readme_example()
     (repository / "nodes.py").write_text(code)
     document["pipeline_config_list"][0]["nodes"][1]["params"]["size"] = "4"  # the example's 224, made tiny
