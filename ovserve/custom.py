@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -70,6 +71,11 @@ class Library(Protocol):
 
     def instance(self, node: str, params: Mapping[str, str]) -> _Instance: ...
 
+    def renewed(self) -> Library | None:
+        """The library again with the code on disk now if that changed since it was loaded, else None; raises the
+        LoadError of changed code that cannot be used (and this one keeps serving)."""
+        ...
+
 
 def open_library(name: str, location: str) -> Library:
     """Load a library entry: a shared library path, or a Python class as "module:Class" / "file.py:Class"."""
@@ -130,6 +136,10 @@ class CLibrary:
 
     def instance(self, node: str, params: Mapping[str, str]) -> _CInstance:
         return _CInstance(self, node, params)
+
+    def renewed(self) -> None:
+        """Never: a shared library stays mapped (unloading one that may still run is not safe; a restart is)."""
+        return None
 
 
 class _Owned:
@@ -313,10 +323,14 @@ class _CInstance:
 
 
 class PythonLibrary:
-    """A Python node class named as "module.path:Class" (importable) or "/path/file.py:Class"."""
+    """A Python node class named as "module.path:Class" (importable) or "/path/file.py:Class". A file's class is
+    imported again when the file changes (`renewed`); a module named by its import path is not (see `renewed`)."""
 
     def __init__(self, name: str, location: str, module: str, cls: str) -> None:
         self.name, self.location = name, location
+        self._module, self._class_name = module, cls
+        self._refused: tuple[str, LoadError] | None = None  # changed code that failed to import, by its digest
+        self._warned = ""  # the digest of an importable module's change, logged as not taken
         try:
             loaded = _import(module)
             self._cls = getattr(loaded, cls)
@@ -330,24 +344,77 @@ class PythonLibrary:
                 "NODE_LIBRARY_LOAD_FAILED_SYM",
                 f"Custom node library failed to load symbol - {name} ({location}): {', '.join(missing)}",
             )
+        self._file = Path(loaded.__file__) if getattr(loaded, "__file__", None) else None
+        self.digest = getattr(loaded, _DIGEST, None) or _digest(self._file)  # of the code imported
 
     def instance(self, node: str, params: Mapping[str, str]) -> _PythonInstance:
         return _PythonInstance(self, node, params)
+
+    def renewed(self) -> PythonLibrary | None:
+        """A "file.py:Class" whose file changed: imported again as a new module object under the same private name
+        in sys.modules. Requests running hold their node objects, whose class keeps the old module alive: they finish
+        on the old code; pipelines built from now on get the new class. A change that fails (import, class, methods)
+        raises its LoadError, again on each call while the file stays so, without importing it again.
+        An importable "module.path:Class" is not imported again: importlib.reload re-runs the code in the module
+        object requests are running (a half-failed reload leaves it half-changed), other modules keep what they
+        imported from it, and its submodules stay as they were; its change is logged once: a restart takes it."""
+        digest = _digest(self._file)
+        if digest is None or digest == self.digest:
+            return None
+        if not self._module.endswith(".py"):
+            if self._warned != digest:
+                log.warning("custom node library %s: %s changed, but a Python module named by its import path is not "
+                            "imported again while serving: restart ovserve to use the new code (or name the file "
+                            "itself, path/to/file.py:%s, to have it reloaded)", self.name, self._file,
+                            self._class_name)  # fmt: skip
+                self._warned = digest
+            return None
+        if self._refused is not None and self._refused[0] == digest:
+            raise self._refused[1]
+        try:
+            return PythonLibrary(self.name, self.location, self._module, self._class_name)
+        except LoadError as e:
+            self._refused = (digest, e)
+            raise
+
+
+_DIGEST = "__ovserve_digest__"  # set on the modules _import loads from files: the digest of the code they ran
+
+
+def _digest(path: Path | None) -> str | None:
+    """The digest of a source file now; None when there is none or it cannot be read."""
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _import(module: str) -> Any:
     if not module.endswith(".py"):
         return importlib.import_module(module)
     path = Path(module)
+    source = path.read_bytes()  # read once: the code run is the code whose digest is kept
+    digest = hashlib.sha256(source).hexdigest()
     key = f"ovserve_node_{abs(hash(str(path)))}_{path.stem}"  # one module per file, never a name clash
-    if key in sys.modules:
-        return sys.modules[key]
+    previous = sys.modules.get(key)
+    if previous is not None and getattr(previous, _DIGEST, None) == digest:
+        return previous
     spec = importlib.util.spec_from_file_location(key, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    sys.modules[key] = loaded
+    setattr(loaded, _DIGEST, digest)
+    sys.modules[key] = loaded  # while it runs, as import does (dataclasses and the like look it up)
+    try:
+        exec(compile(source, str(path), "exec"), loaded.__dict__)
+    except BaseException:
+        if previous is not None:  # the code loaded before keeps its name
+            sys.modules[key] = previous
+        else:
+            sys.modules.pop(key, None)
+        raise
     return loaded
 
 

@@ -50,19 +50,24 @@ class DataPlane:
         """Validate and run a request. `request.inputs` may be a decoder that needs the servable's input specs
         (REST formats whose values take the model's precision, binary inputs decoded to the input's shape)."""
         servable = await self.servable(request.target, request.version, missing)
+        stats = self.manager.metrics.stats.of(servable.name, servable.version)  # Triton's statistics, always kept
         started = perf_counter_ns()
         try:
             decoded = request.inputs if not callable(request.inputs) else request.inputs(servable.accepts)
             inputs = decoded if isinstance(decoded, Mapping) else await decoded.finish(self.image_limits)
             check_inputs(inputs, servable.accepts)
+            checked = perf_counter_ns()
             if isinstance(servable, StatefulModelVersion):
                 outputs, sequence_id = await servable.infer_in_sequence(inputs)
             else:
                 outputs, sequence_id = await servable.infer(inputs, origin), None
         except BaseException:
+            stats.failed(started, perf_counter_ns())
             self.metrics.request(origin, servable.name, servable.version, False)
             raise
-        self.metrics.request(origin, servable.name, servable.version, True, (perf_counter_ns() - started) / 1000)
+        ended = perf_counter_ns()
+        stats.succeeded(started, checked, ended)
+        self.metrics.request(origin, servable.name, servable.version, True, (ended - started) / 1000)
         return InferResult(servable.name, servable.version, images.strings_out(outputs), sequence_id)
 
     async def endpoint(self, name: str, version: int | None, origin: Origin) -> Endpoint:

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from . import kfs
+from . import kfs, stats
 from ._proto import grpc_predict_v2_pb2 as pb
 from .dataplane import DataPlane
 from .errors import ServingError
@@ -23,11 +23,9 @@ _INFER = Origin("KServe", "gRPC", "ModelInfer")
 _METADATA = Origin("KServe", "gRPC", "ModelMetadata")
 _READY = Origin("KServe", "gRPC", "ModelReady")
 _CONFIG = Origin("KServe", "gRPC", "ModelConfig")
-# Triton's other rpcs (statistics, repository, tracing, logging): a clean UNIMPLEMENTED. perf_analyzer asks for
-# statistics only when ServerMetadata lists the "statistics" extension, which it does not.
+# Triton's other rpcs (loading and unloading, tracing, logging): a clean UNIMPLEMENTED. Statistics are served, but
+# ServerMetadata does not list the "statistics" extension (OVMS lists none), so perf_analyzer does not ask for them.
 _TRITON_ONLY = (
-    "ModelStatistics",
-    "RepositoryIndex",
     "RepositoryModelLoad",
     "RepositoryModelUnload",
     "TraceSetting",
@@ -76,6 +74,17 @@ class KServe:
         targets = kfs.output_targets(request, regions)
         result = await self.dataplane.infer(kfs.infer_request(request, regions), _INFER, missing="MODEL_NAME_MISSING")
         return kfs.infer_response(result, request.id, targets)
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        """Triton's statistics of every version serving now, of one model or pipeline, or of one version."""
+        manager = self.dataplane.manager
+        version = model_version(self.dataplane, request.name, request.version)
+        return kfs.statistics_response(stats.rows(manager, manager.metrics.stats, request.name, version))
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        """Triton's repository index: every model version and pipeline with its state (one repository: the name
+        asked for is not looked at)."""
+        return kfs.index_response(stats.index(self.dataplane.manager, request.ready))
 
     async def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, context: Any
@@ -143,6 +152,8 @@ def handlers(service: KServe) -> Sequence[grpc.GenericRpcHandler]:
         ),
     }
     unary.update(shm)
+    unary["ModelStatistics"] = _method(service.ModelStatistics, pb.ModelStatisticsRequest, pb.ModelStatisticsResponse)
+    unary["RepositoryIndex"] = _method(service.RepositoryIndex, pb.RepositoryIndexRequest, pb.RepositoryIndexResponse)
     for name in _TRITON_ONLY:  # bytes in, nothing out: no message types needed to refuse
         unary[name] = grpc.unary_unary_rpc_method_handler(_errors(service.unimplemented))
     for name in _CUDA_SHM:

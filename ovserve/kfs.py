@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, images, jsonio, sequences
+from . import __version__, images, jsonio, sequences, stats
 from ._proto import grpc_predict_v2_pb2 as pb
 from .errors import ServingError
 from .shm import Regions, RegionStatus, Target
@@ -826,3 +826,95 @@ def rest_response(result: InferResult, parsed: RestInfer) -> tuple[bytes, dict[s
     if not binary_parts:
         return head, {}
     return b"".join([head, *binary_parts]), {"Inference-Header-Content-Length": str(len(head))}
+
+
+# --- Triton's statistics and repository index ----------------------------------------------------------------
+
+
+def _durations(row: stats.Row) -> dict[str, stats.Duration]:
+    zero = stats.Duration(0, 0)
+    return {
+        "success": row.success,
+        "fail": row.fail,
+        "queue": row.queue,
+        "compute_input": row.compute_input,
+        "compute_infer": row.compute_infer,
+        "compute_output": row.compute_output,
+        "cache_hit": zero,
+        "cache_miss": zero,
+    }
+
+
+_BATCH_PARTS = ("compute_input", "compute_infer", "compute_output")
+
+
+def statistics_response(rows: Sequence[stats.Row]) -> pb.ModelStatisticsResponse:
+    """ModelStatistics of each row; one batch_stats entry of batch size 1 once a version has run (no batching)."""
+    response = pb.ModelStatisticsResponse()
+    for row in rows:
+        durations = {k: pb.StatisticDuration(count=d.count, ns=d.ns) for k, d in _durations(row).items()}
+        message = response.model_stats.add(
+            name=row.name,
+            version=str(row.version),
+            last_inference=row.last_inference_ms,
+            inference_count=row.executions,
+            execution_count=row.executions,
+            inference_stats=pb.InferStatistics(**durations),
+        )
+        if row.executions:
+            message.batch_stats.add(batch_size=1, **{k: durations[k] for k in _BATCH_PARTS})
+    return response
+
+
+def statistics_json(rows: Sequence[stats.Row]) -> bytes:
+    """Triton's REST statistics: {"model_stats": [...]}, the fields of ModelStatistics."""
+    documents = []
+    for row in rows:
+        durations = {k: {"count": d.count, "ns": d.ns} for k, d in _durations(row).items()}
+        batches = [{"batch_size": 1, **{k: durations[k] for k in _BATCH_PARTS}}] if row.executions else []
+        documents.append(
+            {
+                "name": row.name,
+                "version": str(row.version),
+                "last_inference": row.last_inference_ms,
+                "inference_count": row.executions,
+                "execution_count": row.executions,
+                "inference_stats": durations,
+                "response_stats": {},
+                "batch_stats": batches,
+                "memory_usage": [],
+            }
+        )
+    return _dumps({"model_stats": documents})
+
+
+def index_response(rows: Sequence[stats.IndexRow]) -> pb.RepositoryIndexResponse:
+    response = pb.RepositoryIndexResponse()
+    for row in rows:
+        version = "" if row.version is None else str(row.version)
+        response.models.add(name=row.name, version=version, state=row.state, reason=row.reason)
+    return response
+
+
+def index_json(rows: Sequence[stats.IndexRow]) -> bytes:
+    """Triton's REST index: an array of {name, version (when there is one), state, reason}."""
+    documents: list[dict[str, str]] = []
+    for row in rows:
+        document = {"name": row.name}
+        if row.version is not None:
+            document["version"] = str(row.version)
+        documents.append({**document, "state": row.state, "reason": row.reason})
+    return _dumps(documents)
+
+
+def index_ready_only(body: bytes) -> bool:
+    """A REST index body: empty, or an object with an optional boolean "ready"."""
+    if not body.strip():
+        return False
+    document = jsonio.loads(body)
+    if not isinstance(document, dict):
+        raise ServingError("REST_BODY_IS_NOT_AN_OBJECT")
+    ready = document.get("ready", False)
+    if not isinstance(ready, bool):
+        raise ServingError("REST_COULD_NOT_PARSE_PARAMETERS", f"ready must be true or false, not {json.dumps(ready)}")
+    return ready

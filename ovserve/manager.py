@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any
 
 import numpy as np
@@ -106,7 +107,13 @@ class BoundPipeline:
             current = manager.pipelines.get(self.name)
             if current is not None and current.definition is not None and current.definition.inputs == self.inputs:
                 definition = current.definition
-        return await definition.infer(inputs, manager.model_version_now, manager.metrics, origin, manager.branch_window)
+        started = perf_counter_ns()
+        outputs = await definition.infer(
+            inputs, manager.model_version_now, manager.metrics, origin, manager.branch_window
+        )
+        ended = perf_counter_ns()
+        manager.metrics.stats.of(self.name, 1).ran(ended - started, ended)  # Triton's compute_infer of a pipeline
+        return outputs
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,9 @@ class Manager:
         self.models: dict[str, ModelEntry] = {}
         self.pipelines: dict[str, PipelineEntry] = {}
         self.libraries: dict[str, Library | LoadError] = {}  # custom node libraries by name
+        # Changed custom node code not taken, the previous code serving on: by library (it does not import) or by
+        # pipeline (the pipeline fails validation with it); reported by reloads until the code changes again.
+        self.code_failures: dict[str, LoadError] = {}
         self.loaded = asyncio.Event()  # the initial load has finished (readiness)
         self._reconciling = asyncio.Lock()
 
@@ -216,7 +226,7 @@ class Manager:
                 log.info("model %s retired", entry.config.name)
             models_changed = bool(fresh or removed or versions_changed)
             libraries_changed = await self._load_libraries(config)
-            pipelines_changed = await self._rebuild_pipelines(config, models_changed or libraries_changed)
+            pipelines_changed = await self._rebuild_pipelines(config, models_changed, libraries_changed)
             taken = {p.name for p in config.pipelines}  # names of removed models a pipeline took: the pipeline's now
             for name in [n for n, e in self.models.items() if e.retired and n in taken]:
                 del self.models[name]
@@ -224,9 +234,10 @@ class Manager:
             return Reconciled(changed, self.failure([entry.config.name for _, entry in fresh]))
 
     def failure(self, names: Iterable[str]) -> LoadError | None:
-        """The first of these models (in this order) failing now: as a whole, or a version that did not load."""
+        """The first of these models (in this order) failing now: as a whole, or a version that did not load; else
+        changed custom node code that was not taken."""
         failures = (_failure(self.models[name]) for name in names if name in self.models)
-        return next((f for f in failures if f is not None), None)
+        return next((f for f in failures if f is not None), next(iter(self.code_failures.values()), None))
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:
         """Rescan a served model's repository: versions the policy now selects load, versions it no longer
@@ -312,41 +323,77 @@ class Manager:
         entry.repository.release(version.number)
 
     async def _load_libraries(self, config: ServerConfig) -> bool:
-        """Open the configured custom node libraries; one already open at the same location is kept (spec §1.5)."""
+        """Open the configured custom node libraries; one already open at the same location is kept (spec §1.5),
+        or renewed when its Python file changed."""
         changed = False
         for name in [n for n in self.libraries if n not in config.libraries]:
             del self.libraries[name]  # shared libraries stay mapped: unloading one is not safe while it may run
+            self.code_failures.pop(f"library {name}", None)
             changed = True
         for name, location in config.libraries.items():
             known = self.libraries.get(name)
-            if isinstance(known, LoadError) or known is None or known.location != location:
-                opened: Library | LoadError
-                try:
-                    opened = await asyncio.to_thread(open_library, name, location)  # may import
-                except LoadError as e:
-                    opened = e
-                if isinstance(opened, LoadError) and isinstance(known, LoadError) and str(opened) == str(known):
-                    continue  # tried again, failing as before: nothing changed (and it was reported)
-                if isinstance(opened, LoadError):
-                    log.error("custom node library %s: %s", name, opened)
-                self.libraries[name] = opened
-                changed = True
+            if not isinstance(known, LoadError) and known is not None and known.location == location:
+                changed = await self._renew_library(name, known) or changed
+                continue
+            self.code_failures.pop(f"library {name}", None)
+            opened: Library | LoadError
+            try:
+                opened = await asyncio.to_thread(open_library, name, location)  # may import
+            except LoadError as e:
+                opened = e
+            if isinstance(opened, LoadError) and isinstance(known, LoadError) and str(opened) == str(known):
+                continue  # tried again, failing as before: nothing changed (and it was reported)
+            if isinstance(opened, LoadError):
+                log.error("custom node library %s: %s", name, opened)
+            self.libraries[name] = opened
+            changed = True
         return changed
 
-    async def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool) -> bool:
+    async def _renew_library(self, name: str, library: Library) -> bool:
+        """Take a library's changed code (a Python node file edited): its pipelines are rebuilt on it. Code that
+        cannot be used is logged once and reported by reloads; the library loaded before keeps serving."""
+        try:
+            renewed = await asyncio.to_thread(library.renewed)  # may import
+        except LoadError as e:
+            if str(self.code_failures.get(f"library {name}")) != str(e):
+                log.error("custom node library %s: its changed code cannot be used; its pipelines keep serving the "
+                          "code loaded before: %s", name, e)  # fmt: skip
+            self.code_failures[f"library {name}"] = e
+            return False
+        if self.code_failures.pop(f"library {name}", None) is not None and renewed is None:
+            log.info("custom node library %s: back to the code serving", name)
+        if renewed is None:
+            return False
+        self.libraries[name] = renewed
+        log.info("custom node library %s: %s changed and was imported again; its pipelines are rebuilt on it",
+                 name, library.location)  # fmt: skip
+        return True
+
+    async def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool, libraries_changed: bool) -> bool:
         changed = False
         wanted = {p.name: p for p in config.pipelines}
         for name, entry in list(self.pipelines.items()):
             if name not in wanted and not entry.retired:
                 self._retire_pipeline(entry)
+                self.code_failures.pop(f"pipeline {name}", None)
                 changed = True
                 log.info("pipeline %s retired", name)
         for name, pipeline in wanted.items():
             old = self.pipelines.get(name)
-            if old is not None and old.config == pipeline and not old.retired and not models_changed:
+            same = old is not None and old.config == pipeline and not old.retired
+            if same and not models_changed and not libraries_changed:
                 continue
             entry = PipelineEntry(pipeline)
             await self._build_pipeline(entry, old.definition if old is not None else None)
+            self.code_failures.pop(f"pipeline {name}", None)
+            if same and not models_changed and entry.error and old is not None and old.definition is not None:
+                # Only custom node code changed, and the pipeline fails with it: the code before keeps serving.
+                log.error("pipeline %s: the changed code of its custom nodes fails validation; the pipeline keeps "
+                          "serving the code loaded before: %s", name, entry.error)  # fmt: skip
+                self.code_failures[f"pipeline {name}"] = LoadError(
+                    "PIPELINE_DEFINITION_INVALID", f"pipeline {name}: {entry.error}"
+                )
+                continue
             changed = changed or old is None or old.config != pipeline or old.retired or old.error != entry.error
             self.pipelines[name] = entry
             if old is not None:

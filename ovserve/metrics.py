@@ -1,12 +1,15 @@
-"""Prometheus metrics: OVMS families, labels and buckets (spec §9) and per-node pipeline metrics; no globals."""
+"""Prometheus metrics: OVMS families, labels and buckets (spec §9) and per-node pipeline metrics; no globals. Triton's
+statistics counters (always kept, metrics on or off) hang off the same objects."""
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from time import perf_counter_ns
 from typing import Any
 
+from .stats import Statistics
 from .types import Origin
 
 BUCKETS_US: tuple[int, ...] = tuple(math.floor(10 * 1.8**i) for i in range(33))
@@ -172,6 +175,7 @@ class Metrics:
             raise ValueError(f"Invalid name in metrics_list: {', '.join(unknown)}")
         self.families: dict[str, Any] = {n: _KINDS[_FAMILIES[n][0]](n) for n in FAMILIES if n in chosen}
         self.enabled = bool(self.families)
+        self.stats = Statistics()  # Triton's statistics: kept whether any family is enabled or not
         self._success: _Counter | None = self.families.get("ovms_requests_success")
         self._fail: _Counter | None = self.families.get("ovms_requests_fail")
         self._request_time: _Histogram | None = self.families.get("ovms_request_time_us")
@@ -237,11 +241,13 @@ class ModelMetrics:
     """The series of one model version, bound once so the infer path records with a few dict updates."""
 
     __slots__ = (
-        "_active", "_current", "_holders", "_inference", "_key", "_queue", "_refused", "_reloads", "_streams", "_wait"
+        "_active", "_current", "_holders", "_inference", "_key", "_queue", "_refused", "_reloads", "_stats", "_streams",
+        "_wait",
     )  # fmt: skip
 
     def __init__(self, metrics: Metrics, name: str, version: int) -> None:
         self._key = (name, str(version))
+        self._stats = metrics.stats.of(name, version)
         self._holders = metrics.holders
         get = metrics.families.get
         self._inference: _Histogram | None = get("ovms_inference_time_us")
@@ -286,6 +292,7 @@ class ModelMetrics:
             self._reloads.inc((*self._key, "success" if ok else "fail"))
 
     def acquired(self, waited_us: float) -> None:
+        self._stats.waited(waited_us * 1000)
         if self._wait is not None:
             self._wait.observe(self._key, waited_us)
         for gauge in (self._current, self._active):
@@ -293,8 +300,11 @@ class ModelMetrics:
                 gauge.inc(self._key)
 
     def released(self, inference_us: float | None) -> None:
-        if inference_us is not None and self._inference is not None:
-            self._inference.observe(self._key, inference_us)
+        """An infer request returned to its pool: `inference_us` of a successful run, None after a failure."""
+        if inference_us is not None:
+            self._stats.ran(inference_us * 1000, perf_counter_ns())
+            if self._inference is not None:
+                self._inference.observe(self._key, inference_us)
         for gauge in (self._current, self._active):
             if gauge is not None:
                 gauge.inc(self._key, -1)

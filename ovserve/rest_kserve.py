@@ -1,10 +1,10 @@
 """KServe v2 REST routes (spec §4.7): health, server and model metadata, readiness, inference (JSON and the binary
-data extension); plus Triton's GET .../config so perf_analyzer can drive the server over HTTP, and Triton's system
-shared-memory routes (CUDA shared memory answers that it is not supported)."""
+data extension); plus Triton's GET .../config so perf_analyzer can drive the server over HTTP, Triton's system
+shared-memory routes (CUDA shared memory answers that it is not supported), statistics and repository index."""
 
 from __future__ import annotations
 
-from . import kfs
+from . import kfs, stats
 from .dataplane import DataPlane
 from .errors import ServingError
 from .http_app import HttpRequest, HttpResponse, Route, route
@@ -75,6 +75,15 @@ def routes(dataplane: DataPlane) -> list[Route]:
     async def shm_status(request: HttpRequest) -> HttpResponse:
         return HttpResponse(200, kfs.shm_status_json(dataplane.regions.status(request.params.get("region") or "")))
 
+    async def statistics(request: HttpRequest) -> HttpResponse:
+        name = request.params.get("name") or ""
+        version = _version(request) if name in dataplane.manager.models else None  # pipelines ignore it
+        rows = stats.rows(dataplane.manager, dataplane.manager.metrics.stats, name, version)
+        return HttpResponse(200, kfs.statistics_json(rows))
+
+    async def repository_index(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, kfs.index_json(stats.index(dataplane.manager, kfs.index_ready_only(request.body))))
+
     async def cuda_shm(request: HttpRequest) -> HttpResponse:
         raise ServingError("CUDA_SHM_UNSUPPORTED", "use system shared memory")
 
@@ -84,10 +93,13 @@ def routes(dataplane: DataPlane) -> list[Route]:
         route("POST", r"/v2/systemsharedmemory" + _REGION + r"/unregister", shm_unregister),
         route("GET", r"/v2/systemsharedmemory" + _REGION + r"/status", shm_status),
         route("GET POST", r"/v2/cudasharedmemory(?:/.*)?", cuda_shm),
+        route("GET", r"/v2/models/stats", statistics),
+        route("POST", r"/v2/repository/index", repository_index),
         route("GET", r"/v2/health/live", live),
         route("GET", r"/v2/health/ready", ready),
         route("GET", _MODEL + r"/?", model_metadata),
         route("GET", _MODEL + r"/ready", model_ready),
         route("GET", _MODEL + r"/config", model_config),
+        route("GET", _MODEL + r"/stats", statistics),
         route("POST", _MODEL + r"/infer", infer),
     ]

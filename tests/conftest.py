@@ -74,21 +74,21 @@ class RunningServer:
     def __init__(
         self, config: Path | ServerConfig, poll_seconds: float = 0, cache_dir: Path | None = None, **settings: Any
     ) -> None:
-        """`config`: a config.json, or a ServerConfig (single-model mode); `settings`: more Settings fields."""
+        """`config`: a config.json, or a ServerConfig (single-model mode); `settings`: more Settings fields (metrics:
+        the default families unless given; () turns metrics off)."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        settings = Settings(
+        chosen = Settings(
             port=0,
             rest_port=0,
             grpc_bind_address="127.0.0.1",
             rest_bind_address="127.0.0.1",
-            metrics=None,
             poll_seconds=poll_seconds,
             cache_dir=cache_dir,
-            **settings,
+            **{"metrics": None, **settings},
         )
-        self.server = Server(load_config(config) if isinstance(config, Path) else config, settings)
+        self.server = Server(load_config(config) if isinstance(config, Path) else config, chosen)
         self.call(self._start())
         self.port = self.server.grpc_port
         self.rest_port = self.server.rest_port

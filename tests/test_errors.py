@@ -198,7 +198,7 @@ def test_unimplemented_rpcs_log_no_error(seed_server: RunningServer, caplog: pyt
         "/tensorflow.serving.PredictionService/Classify",
         "/tensorflow.serving.PredictionService/Regress",
         "/tensorflow.serving.PredictionService/MultiInference",
-        "/inference.GRPCInferenceService/ModelStatistics",
+        "/inference.GRPCInferenceService/RepositoryModelLoad",
     ):
         call = seed_server.channel.unary_unary(method, request_serializer=type(empty).SerializeToString)
         error = rpc_error(lambda: call(empty, timeout=10))  # noqa: B023 (called at once)

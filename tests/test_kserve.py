@@ -156,7 +156,7 @@ def test_grpc_health_metadata_readiness_and_config(server: RunningServer) -> Non
         "StatusCode.INVALID_ARGUMENT",
         "invalid model version format in request - version: 1.0",
     )
-    assert failure(lambda: client.get_inference_statistics("resnet")) == (
+    assert failure(lambda: client.load_model("resnet")) == (
         "StatusCode.UNIMPLEMENTED",
         "Functionality not implemented",
     )
