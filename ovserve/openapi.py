@@ -18,6 +18,7 @@ OPENAPI_VERSION = "3.0.3"  # what the bundled Swagger UI (4.x) renders fully
 TFS, KSERVE, CONFIG, OVSERVE = "TensorFlow Serving REST", "KServe v2 REST", "Config and monitoring", "ovserve"
 TFS_NAME = r"^[^/:]+$"  # the URL grammars of rest_tfs and rest_kserve
 KSERVE_NAME = r"^[^/]+$"
+LABEL = r"^[A-Za-z0-9_]+$"  # the route takes any word characters: these are the ones generators make fast
 MOST_EXAMPLES = 50  # names of servables offered as examples of a `name` parameter
 
 
@@ -76,7 +77,7 @@ def _parameters(names: Sequence[str]) -> dict[str, Schema]:
         "version": _path_parameter(
             "version", {"type": "integer", "minimum": 0}, "a model version; 0 is the default version"
         ),
-        "label": _path_parameter("label", {"type": "string", "pattern": r"^\w+$"}, "a version label (ignored)"),
+        "label": _path_parameter("label", {"type": "string", "pattern": LABEL}, "a version label (ignored)"),
         "region": _path_parameter("region", {"type": "string", "pattern": KSERVE_NAME}, "a shared memory region"),
         "asset": _path_parameter("asset", {"type": "string", "enum": [*ASSETS, DOCS_SCRIPT]}, "a file of Swagger UI"),
     }
@@ -144,12 +145,15 @@ def _schemas() -> dict[str, Schema]:
         "ReloadError": _object({"error": STRING, "detail": STRING}, ["error"]),
         "ModelStatus": _object({"model_version_status": _array(version_row)}, ["model_version_status"]),
         "Config": {"type": "object", "additionalProperties": _ref("ModelStatus")},
-        "TfsMetadata": _object(
+        "TfsMetadata": _object(  # protobuf's JSON names (camelCase), as OVMS writes them
             {
-                "model_spec": _object({"name": STRING, "signature_name": STRING, "version": STRING}),
-                "metadata": _object({"signature_def": {"type": "object"}}),
+                "modelSpec": _object({"name": STRING, "signatureName": STRING, "version": STRING}),
+                "metadata": _object(
+                    {"signature_def": _object({"@type": STRING, "signatureDef": {"type": "object"}}, ["@type"])},
+                    ["signature_def"],
+                ),
             },
-            ["model_spec", "metadata"],
+            ["modelSpec", "metadata"],
         ),
         "PredictRequest": _object(
             {
