@@ -86,19 +86,28 @@ def test_the_page_is_one_file_allowed_only_its_own_script(server: RunningServer)
     assert b"http://" not in body.replace(b"http://www.w3.org/2000/svg", b"") and b"https://" not in body
 
 
-def test_without_metrics_the_status_has_no_totals(repository: Path) -> None:
+def test_without_metrics_the_status_has_no_totals_and_the_page_says_how(repository: Path, browser: Any) -> None:
     config = load_config(models.write_config(repository, status_config(repository)))
 
-    async def scenario() -> dict[str, Any]:
+    def look(port: int) -> tuple[dict[str, Any], str]:
+        visit(browser, f"http://127.0.0.1:{port}/")
+        wait_for(browser, "return document.body.dataset.loaded === 'true'")
+        notice = browser.execute_script(
+            "const n = document.getElementById('metrics-off'); return n.hidden ? '' : n.innerText"
+        )
+        return fetch_json(port, "/v1/status.json"), notice
+
+    async def scenario() -> tuple[dict[str, Any], str]:
         server = Server(config, Settings(rest_port=0, rest_bind_address="127.0.0.1"))  # metrics off by default
         await server.start()
         await server.loaded()
         try:
-            return await asyncio.to_thread(fetch_json, server.rest_port or 0, "/v1/status.json")
+            return await asyncio.to_thread(look, server.rest_port or 0)
         finally:
             await server.stop(grace=1)
 
-    document = asyncio.run(scenario())
+    document, notice = asyncio.run(scenario())
+    assert "--metrics_enable" in notice
     assert document["metrics"] == {"requests": False, "latency": False}
     assert [m["requests"] for m in document["models"]] == [None, None]
     states = {m["name"]: [v["state"] for v in m["versions"]] for m in document["models"]}
