@@ -20,11 +20,11 @@ include demo/demo.mk
 demo: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	DEMO_CACHE=$(DEMO_CACHE) VENV=$(VENV) bash demo/run_demo.sh
 
-## The whole test suite (real servers on loopback, real OpenVINO, real clients, nginx and Graphviz from Debian), then lint
-## and types.
+## The whole test suite (real servers on loopback, real OpenVINO, real clients, nginx, Graphviz and headless Chromium
+## from Debian), then lint and types.
 test: $(VENV)/.installed
 	bash scripts/debian-packages.sh nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream \
-		dot:graphviz
+		dot:graphviz chromium:chromium chromedriver:chromium-driver
 	$(PY) -m pytest -q -m "not tfserving and not perf_analyzer and not container"
 	$(MAKE) --no-print-directory lint
 

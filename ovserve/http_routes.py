@@ -1,11 +1,12 @@
-"""The HTTP route table: TF Serving and KServe REST, config API, /metrics (spec §4.5, §4.7, §4.8), pipeline graphs."""
+"""The HTTP route table: TF Serving and KServe REST, config API, /metrics (spec §4.5, §4.7, §4.8), pipeline graphs,
+the status page and the OpenAPI document."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
 
-from . import rest_kserve, rest_tfs, tfs
+from . import openapi, rest_kserve, rest_tfs, status_page, tfs
 from .dataplane import DataPlane
 from .errors import ServingError
 from .http_app import HttpRequest, HttpResponse, Route, route
@@ -68,6 +69,8 @@ def routes(
         route("GET", r"/v1/pipelines/(?P<name>[^/]+)/graph\.svg", get_pipeline_graph),  # beyond OVMS
         *rest_tfs.routes(dataplane),
         *rest_kserve.routes(dataplane),
+        *status_page.routes(dataplane, metrics),  # beyond OVMS
+        *openapi.routes(dataplane.names),  # beyond OVMS
     ]
     if metrics.enabled:
         table.append(route("GET", r"/metrics", get_metrics))
