@@ -232,6 +232,13 @@ def _schemas() -> dict[str, Schema]:
             },
             ["model_name", "outputs"],
         ),
+        "ModelStatistics": _object(
+            {"model_stats": _array(_object({"name": STRING, "version": STRING}, ["name", "version"]))},
+            ["model_stats"],
+        ),
+        "RepositoryIndex": _array(
+            _object({"name": STRING, "version": STRING, "state": STRING, "reason": STRING}, ["name", "state"])
+        ),
         "RegisterRegion": _object(
             {"key": STRING, "offset": COUNT, "byte_size": COUNT},
             ["key", "byte_size"],
@@ -349,6 +356,17 @@ def _kserve_paths(p: dict[str, Schema]) -> dict[str, Schema]:
                 more={"204": EMPTY, "5XX": SERVER_ERROR},
             )
         }
+    statistics = _json(_ref("ModelStatistics"), "Triton's statistics: counters since the start")
+    paths["/v2/models/stats"] = {"get": _op(KSERVE, "Statistics of every model (Triton)", statistics)}
+    for suffix, extra in (("", []), ("/versions/{version}", [p["version"]])):
+        which = " of a version" if suffix else ""
+        paths["/v2/models/{name}" + suffix + "/stats"] = {
+            "get": _op(KSERVE, f"Model statistics{which} (Triton)", statistics, [p["kserve_name"], *extra])
+        }
+    index_body = {"required": False, "content": {JSON: {"schema": _object({"ready": {"type": "boolean"}})}}}
+    paths["/v2/repository/index"] = {
+        "post": _op(KSERVE, "Repository index (Triton)", _json(_ref("RepositoryIndex"), "models"), (), index_body)
+    }
     shm, region = "/v2/systemsharedmemory", [p["region"]]
     register = {"required": True, "content": {JSON: {"schema": _ref("RegisterRegion")}}}
     status = _json(_ref("RegionStatus"), "regions")
