@@ -282,7 +282,7 @@ def test_repository_errors_stay_with_their_model(
             assert reason in error.details(), error.details()
             assert f"model {name}: " in caplog.text and reason in caplog.text
         (row,) = server.status("half").model_version_status  # a version without a complete model fails alone
-        assert (row.version, row.state, row.status.error_message) == (1, 20, "UNKNOWN")  # LOADING, UNKNOWN
+        assert (row.version, row.state, row.status.error_message.partition(" - ")[0]) == (1, 20, "UNKNOWN")
         assert list(server.status("noversions").model_version_status) == []  # objects, but no version prefixes
         assert f"model noversions: no version directories in {bucket.url('zoo')}" in caplog.text
     finally:
