@@ -49,9 +49,8 @@ def grpc_rows(server: RunningServer, name: str) -> list[tuple[int, int, int, str
 def test_a_missing_base_path_is_listed_with_its_failure(repository: Path, server: RunningServer) -> None:
     reason = f"The provided base path is invalid or doesn't exists: {repository / 'nowhere'}"
     assert grpc_rows(server, "nowhere") == [(0, LOADING, 2, f"UNKNOWN - {reason}")]  # 2: UNKNOWN
-    assert rest_rows(server, "nowhere") == [
-        {"version": "0", "state": "LOADING", "status": {"error_code": "UNKNOWN", "error_message": f"UNKNOWN - {reason}"}}
-    ]
+    status = {"error_code": "UNKNOWN", "error_message": f"UNKNOWN - {reason}"}
+    assert rest_rows(server, "nowhere") == [{"version": "0", "state": "LOADING", "status": status}]
     client = ovmsclient.make_grpc_client(f"127.0.0.1:{server.port}")
     assert client.get_model_status(model_name="nowhere") == {
         0: {"state": "LOADING", "error_code": 2, "error_message": f"UNKNOWN - {reason}"}
