@@ -234,7 +234,7 @@ class HttpServer:
             lifespan="off",
             log_config=None,
             access_log=False,
-            http=bounded(app.limits),
+            http=bounded(app.limits, app.requests),
             ws="none",
             proxy_headers=False,
             server_header=False,

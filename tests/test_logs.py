@@ -19,7 +19,7 @@ import models
 import numpy as np
 import pytest
 import requests
-from conftest import RunningServer, free_port, rpc_error
+from conftest import RunningServer, free_port, raw_exchange, rpc_error
 
 from ovserve import cli
 from ovserve.logs import FIELDS
@@ -275,4 +275,14 @@ def test_text_at_info_has_no_debug_lines(repository: Path) -> None:
     assert [line for line in failures if "/health/ready: 503 Server is not ready" not in line] == [
         "TensorFlowServing REST GET /v1/models/nothing model=nothing: 404 Model with requested name is not found - "
         "nothing"
+    ]
+
+
+def test_a_request_refused_before_the_app_is_logged(server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "ovserve")
+    head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * (70 << 10) + b"\r\n\r\n"
+    answer, closed = raw_exchange(server.rest_port, head)
+    assert answer.startswith(b"HTTP/1.1 431 ") and closed
+    assert [r.getMessage() for r in records(caplog, "ovserve.requests")] == [
+        "REST request head: 431 Request headers too large - request line and headers over 65536 bytes"
     ]
