@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import ctypes
 import json
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, preprocess, tls
+from . import __version__, logs, preprocess, tls
 from .config import ServerConfig, load_config, single_model_config
 from .errors import ConfigError
 from .grpc_server import MAX_MESSAGE_BYTES
@@ -26,7 +25,6 @@ from .server import Settings, serve
 from .tls import Tls
 from .types import ImageLimits
 
-LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
 MODEL_FLAGS = (
     "batch_size", "shape", "layout", "nireq", "target_device", "plugin_config", "model_version_policy", "max_queue_size"
 )  # fmt: skip
@@ -151,8 +149,21 @@ def parser() -> argparse.ArgumentParser:
         help="let KServe clients register system shared memory regions (Triton's extension): any client may then "
         "read and write the server user's shared memory objects by key",
     )
-    p.add_argument("--log_level", default="INFO", choices=LOG_LEVELS)
+    p.add_argument(
+        "--log_level",
+        default="INFO",
+        type=str.upper,
+        choices=logs.LEVELS,
+        help="any case; DEBUG shows ovserve's own events (requests in and out, reload decisions, version changes), "
+        "TRACE also asyncio's, gRPC's and uvicorn's",
+    )
     p.add_argument("--log_path", type=Path, help="write the log to this file")
+    p.add_argument(
+        "--log_format", default="text", choices=logs.FORMATS, help="json: one object per line, for log shippers"
+    )
+    p.add_argument(
+        "--access_log", action="store_true", help="log one line per request: door, target, status, duration, bytes"
+    )
     single = p.add_argument_group("single-model mode")
     single.add_argument("--model_name")
     single.add_argument("--model_path", help="a directory of version folders, or s3://bucket/path")
@@ -311,6 +322,7 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
         tls=_tls(args),
         sequence_cleaner_seconds=60.0 * args.sequence_cleaner_poll_wait_minutes,
         allow_client_shm=args.allow_client_shm,
+        access_log=args.access_log,
     )
 
 
@@ -351,14 +363,6 @@ def _metrics(args: argparse.Namespace, config: ServerConfig) -> tuple[str, ...] 
     return listed
 
 
-def _logging(level: str, path: Path | None) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if level in ("TRACE", "DEBUG") else getattr(logging, level),
-        format="[%(asctime)s][%(levelname)s][%(name)s] %(message)s",
-        filename=path,
-    )
-
-
 # glibc's malloc options (malloc.h) and the largest mmap threshold it accepts on 64-bit systems.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20
@@ -389,7 +393,7 @@ def keep_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _logging(args.log_level, args.log_path)
+    logs.configure(args.log_level, args.log_path, args.log_format, args.access_log)
     keep_freed_memory()
     try:
         config, settings = build(args)

@@ -10,6 +10,7 @@ from . import graph, images
 from .errors import ServingError
 from .manager import Manager
 from .metrics import Metrics
+from .requestlog import RequestLog
 from .runtime import Servable
 from .shm import Regions
 from .stateful import StatefulModelVersion
@@ -25,8 +26,10 @@ class DataPlane:
         ready_needs_all: bool = False,
         image_limits: ImageLimits | None = None,
         regions: Regions | None = None,
+        access_log: bool = False,
     ) -> None:
         self.manager = manager
+        self.requests = RequestLog(self.kind, access_log)  # what both doors log of each request
         self.image_limits = image_limits or ImageLimits()  # encoded images in requests: how large once decoded
         self.metrics = metrics or manager.metrics
         self.regions = regions or Regions()  # system shared memory clients registered (off unless enabled)
@@ -123,6 +126,10 @@ class DataPlane:
             return await asyncio.to_thread(graph.svg, text)
         except graph.LayoutError as e:
             raise ServingError("GRAPH_LAYOUT_UNAVAILABLE", str(e)) from e
+
+    def kind(self, name: str) -> str:
+        """What a request's name refers to, for the log: "pipeline", else "model" (models are looked up first)."""
+        return "pipeline" if name in self.manager.pipelines and name not in self.manager.models else "model"
 
     def names(self) -> list[str]:
         """Every model and pipeline name known to the server, sorted."""

@@ -232,7 +232,14 @@ class ServingError(Exception):
         self.entry = TABLE[status]
         self.details = details
         self._http = http
+        self.node: str | None = None  # the pipeline node it came from (for the log), once the pipeline says so
+        self.branch = ""  # and its demultiplexer branch, "0/3" for nested ones
         super().__init__(f"{self.entry.message} - {details}" if details else self.entry.message)
+
+    def locate(self, node: str, branch: str) -> None:
+        """Name the pipeline node (and branch) where this failed, unless that was done already."""
+        if self.node is None:
+            self.node, self.branch = node, branch
 
     @property
     def grpc_code(self) -> str:

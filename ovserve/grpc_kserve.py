@@ -45,6 +45,8 @@ def model_version(dataplane: DataPlane, name: str, text: str) -> int | None:
 class KServe:
     """inference.GRPCInferenceService."""
 
+    api = "KServe"  # the request log's name of this door
+
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +22,9 @@ from ._proto.tensorflow_serving.apis import (
 )
 from .dataplane import DataPlane
 from .errors import ServingError
+from .requestlog import Call, RequestLog
 from .tls import Tls
 from .types import Origin
-
-log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB, as OVMS
 _TFS_PREDICT = Origin("TensorFlowServing", "gRPC", "Predict")
@@ -58,25 +56,59 @@ def _parser(message: type[Message]) -> Callable[[bytes], Any]:
 
 
 def _errors(handler: Handler) -> Handler:
-    """Turn a ServingError into its gRPC code and OVMS message; anything else is INTERNAL and logged once."""
+    """Turn a ServingError into its gRPC code and OVMS message; anything else is INTERNAL. The request log (of the
+    handler's service's data plane) gets every failure, and every call when it is watching (DEBUG, access log)."""
+    service = getattr(handler, "__self__", None)
+    dataplane = getattr(service, "dataplane", None)
+    requests: RequestLog = dataplane.requests if isinstance(dataplane, DataPlane) else RequestLog()
+    api, method = getattr(service, "api", ""), handler.__name__
 
     @functools.wraps(handler)
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _call(api, method, request) if requests.watching else None
+        if call is not None:
+            requests.arrived(call)
+        status, response = "CANCELLED", None
         try:
             if isinstance(request, _Malformed):
                 raise ServingError("GRPC_MESSAGE_MALFORMED", request.reason)
-            return await handler(request, context)
+            response = await handler(request, context)
+            status = "OK"
+            return response
         except ServingError as e:
-            await context.abort(grpc.StatusCode[e.grpc_code], str(e))
-        except Exception:
-            log.exception("unexpected failure in %s", handler.__name__)
+            status = e.grpc_code
+            requests.failed(call or _call(api, method, request), e, status)
+            await context.abort(grpc.StatusCode[status], str(e))
+        except Exception as e:
+            status = "INTERNAL"
+            requests.failed(call or _call(api, method, request), e, status)
             await context.abort(grpc.StatusCode.INTERNAL, "Internal server error")
+        finally:
+            if call is not None:
+                requests.done(call, status, response.ByteSize() if isinstance(response, Message) else 0)
 
     return wrapped
 
 
+def _call(api: str, method: str, request: Any) -> Call:
+    """A gRPC request as the request log sees it: the model or pipeline it names and its size."""
+    if not isinstance(request, Message):
+        return Call(api, "gRPC", method, "", len(request) if isinstance(request, bytes) else 0)
+    fields = request.DESCRIPTOR.fields_by_name
+    target = ""
+    if "model_spec" in fields:  # TF Serving
+        target = request.model_spec.name
+    elif "model_name" in fields:  # KServe ModelInfer
+        target = request.model_name
+    elif "name" in fields and request.DESCRIPTOR.name.startswith("Model"):  # KServe ModelReady, ModelMetadata, ...
+        target = request.name
+    return Call(api, "gRPC", method, target, request.ByteSize())
+
+
 class TfServing:
     """tensorflow.serving.PredictionService and ModelService."""
+
+    api = "TensorFlowServing"  # the request log's name of this door
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane

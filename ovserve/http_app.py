@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import re
 import socket
@@ -20,10 +19,9 @@ import uvicorn
 
 from .errors import ServingError
 from .http_protocol import FOREVER, HttpLimits, bounded
+from .requestlog import Call, RequestLog
 from .tls import Refusals
 from .tls import wrapping as tls_wrapping
-
-log = logging.getLogger(__name__)
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
 JSON = "application/json"
@@ -91,16 +89,24 @@ class HttpApp:
     HEAD is answered as GET without the body; once `closing` is set (the server drains), every response asks its
     client to close the connection, so no further request lands on a connection about to close."""
 
-    def __init__(self, routes: Sequence[Route], cors: Cors = Cors(), limits: HttpLimits | None = None) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        cors: Cors = Cors(),
+        limits: HttpLimits | None = None,
+        requests: RequestLog | None = None,
+    ) -> None:
         self.routes = list(routes)
         self._cors = cors.items()
         self.limits = limits or HttpLimits()
+        self.requests = requests or RequestLog()  # gets every failure; every request when watching
         self.closing = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return  # no lifespan or websocket support is needed
-        response = await self._respond(scope, receive)
+        call = _call(scope) if self.requests.watching else None
+        response = await self._respond(scope, receive, call)
         headers = [(b"content-type", response.content_type.encode()), *self._cors]
         headers.extend((k.lower().encode(), v.encode()) for k, v in response.headers.items())
         # The whole body is known: a Content-Length (as OVMS sends) instead of uvicorn's default chunked framing,
@@ -112,11 +118,13 @@ class HttpApp:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if call is not None:
+            self.requests.done(call, response.status, len(body))
 
-    async def _respond(self, scope: dict[str, Any], receive: Any) -> HttpResponse:
+    async def _respond(self, scope: dict[str, Any], receive: Any, call: Call | None) -> HttpResponse:
         method: str = scope["method"]
-        raw = scope.get("raw_path") or scope["path"].encode()
-        path = raw.decode("latin-1").split("?", 1)[0]
+        path = _path(scope)
+        params: dict[str, str] = {}
         try:
             if method not in ALLOWED_METHODS:
                 raise ServingError("REST_UNSUPPORTED_METHOD", method)
@@ -128,11 +136,15 @@ class HttpApp:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             body = await _body(receive, headers.get("content-length"), self.limits)
             query = scope.get("query_string", b"").decode("latin-1")
+            if call is not None:
+                call.target, call.received = params.get("name", ""), len(body)
+                self.requests.arrived(call)
             return await found.handler(HttpRequest(method, path, query, headers, body, params))
         except ServingError as e:
+            self.requests.failed(_failed(scope, call, params), e, e.http_status)
             return HttpResponse(e.http_status, error_body(str(e)))
-        except Exception:
-            log.exception("unexpected failure serving %s %s", method, path)
+        except Exception as e:
+            self.requests.failed(_failed(scope, call, params), e, 500)
             return HttpResponse(500, error_body(ServingError("INTERNAL_ERROR").args[0]))
 
     def _match(self, path: str, method: str) -> tuple[Route, dict[str, str]]:
@@ -147,6 +159,27 @@ class HttpApp:
         if wrong_method:
             raise ServingError("REST_UNSUPPORTED_METHOD", f"{method} {path}")
         raise ServingError("REST_INVALID_URL", path)
+
+
+def _path(scope: dict[str, Any]) -> str:
+    """The request's path as sent (still percent-encoded), without the query."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    return str(raw.decode("latin-1").split("?", 1)[0])
+
+
+def _call(scope: dict[str, Any]) -> Call:
+    """A REST request as the request log sees it; its API is told by the path (/v1/models: TF Serving, /v2: KServe)."""
+    path = _path(scope)
+    api = "KServe" if path.startswith("/v2") else "TensorFlowServing" if path.startswith("/v1/models") else ""
+    return Call(api, "REST", f"{scope['method']} {path}")
+
+
+def _failed(scope: dict[str, Any], call: Call | None, params: Mapping[str, str]) -> Call:
+    """The Call of a failed request: the one made when it came in, or one made now."""
+    if call is None:
+        call = _call(scope)
+        call.target = params.get("name", "")
+    return call
 
 
 async def _body(receive: Any, length: str | None, limits: HttpLimits) -> bytes:
@@ -200,7 +233,8 @@ class HttpServer:
         self.port: int = self.socket.getsockname()[1]
         self.refusals = Refusals()  # TLS handshakes refused
         # With TLS, connections are wrapped here rather than by uvicorn, so that refused handshakes are logged.
-        protocol: Any = bounded(app.limits) if tls is None else tls_wrapping(bounded(app.limits), tls, self.refusals)
+        connection = bounded(app.limits, app.requests)
+        protocol: Any = connection if tls is None else tls_wrapping(connection, tls, self.refusals)
         config = uvicorn.Config(
             app,
             lifespan="off",

@@ -11,6 +11,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import ServingError
+from .requestlog import Call, RequestLog
 
 FOREVER = 365 * 24 * 3600  # what a limit of 0 ("never") becomes for uvicorn's keep-alive timer
 
@@ -37,6 +38,7 @@ class LimitedHttpTools(HttpToolsProtocol):
     connection closed; a connection idle from the start (not only between requests, as uvicorn does) is closed."""
 
     limits = HttpLimits()  # replaced per server by `bounded`
+    requests = RequestLog()  # likewise: the server's request log, told of the requests refused here
     _head_timer: asyncio.TimerHandle | None = None
     _in_head = False  # a request has begun and its headers are not all here
     _head_bytes = 0  # of the request line and the headers parsed so far
@@ -111,6 +113,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         """Answer `error` and close: the rest of what the client sends is never read."""
         if self.transport.is_closing():
             return
+        self.requests.failed(Call("", "REST", "request head"), error, error.http_status)
         body = json.dumps({"error": str(error)}).encode()
         head = f"HTTP/1.1 {error.http_status} {_REASONS[error.http_status]}\r\n"
         head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
@@ -121,7 +124,9 @@ class LimitedHttpTools(HttpToolsProtocol):
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
-def bounded(limits: HttpLimits) -> type[LimitedHttpTools]:
-    """The connection class for one server's `limits` (uvicorn builds connections from a class)."""
+def bounded(limits: HttpLimits, requests: RequestLog | None = None) -> type[LimitedHttpTools]:
+    """The connection class for one server's `limits` and request log (uvicorn builds connections from a class)."""
     namespace: dict[str, Any] = {"limits": limits, "__doc__": LimitedHttpTools.__doc__}
+    if requests is not None:
+        namespace["requests"] = requests
     return type("BoundedHttpTools", (LimitedHttpTools,), namespace)

@@ -207,6 +207,7 @@ class Manager:
                                       "configuration stays as it is", model.name)  # fmt: skip
                             old.gated = model
                         continue
+                log.debug("model %s: %s", model.name, "new" if old is None or old.retired else "changed, reloading")
                 fresh.append((old, self._entry(model)))
             renewed = {entry.config.name for _, entry in fresh}
             kept = [self.models[m.name] for m in config.models if m.name not in renewed]
@@ -278,6 +279,8 @@ class Manager:
             loading = [n for n in sorted(wanted) if n not in entry.versions or entry.versions[n].state == "END"]
             if not loading:
                 break
+            log.debug("model %s: versions found %s, failed %s, the policy wants %s: loading %s", entry.config.name,
+                      sorted(found), sorted(failed), sorted(wanted), loading)  # fmt: skip
             for number in loading:
                 entry.versions[number] = _Version(number, found[number])
             results = await asyncio.gather(*(self._load_version(entry, entry.versions[n]) for n in loading))
@@ -318,6 +321,8 @@ class Manager:
                 ended = version.servable.sequences.clear()
                 if ended:
                     log.info("model %s version %d: %d sequences ended", entry.config.name, version.number, ended)
+        if version.state != "END":
+            log.debug("model %s version %d: %s -> END", entry.config.name, version.number, version.state)
         version.state, version.error_code, version.servable = "END", "OK", None
         version.settled.set()
         entry.repository.release(version.number)
@@ -382,7 +387,10 @@ class Manager:
             old = self.pipelines.get(name)
             same = old is not None and old.config == pipeline and not old.retired
             if same and not models_changed and not libraries_changed:
+                log.debug("pipeline %s: unchanged, kept as it is", name)
                 continue
+            why = "new" if old is None or old.retired else "changed" if old.config != pipeline else "models changed"
+            log.debug("pipeline %s: validating (%s)", name, why)
             entry = PipelineEntry(pipeline)
             await self._build_pipeline(entry, old.definition if old is not None else None)
             self.code_failures.pop(f"pipeline {name}", None)
@@ -466,6 +474,7 @@ class Manager:
 
     async def _load_version(self, entry: ModelEntry, version: _Version) -> bool:
         config = entry.config
+        log.debug("model %s version %d: %s -> LOADING", config.name, version.number, version.state)
         version.state = "LOADING"
         try:
             metrics = self.metrics.model(config.name, version.number)
@@ -583,11 +592,14 @@ class Manager:
     def status(self, name: str, number: int | None) -> list[VersionStatus]:
         """GetModelStatus rows: every known version ascending, or just `number`."""
         if name in self.models:
-            rows = self.models[name].versions
+            entry = self.models[name]
+            rows, reason = entry.versions, f": {entry.error}" if entry.error else ""
             if number:
                 if number not in rows:
-                    raise ServingError("MODEL_VERSION_MISSING", f"model {name} version {number}")
+                    raise ServingError("MODEL_VERSION_MISSING", f"model {name} version {number}{reason}")
                 return [rows[number].status()]
+            if not rows and entry.error and not entry.retired:  # beyond OVMS (an empty list): version 0, and why
+                return [VersionStatus(0, "LOADING", "UNKNOWN", entry.error)]
             return [rows[n].status() for n in sorted(rows)]
         if name in self.pipelines:
             return [self.pipelines[name].status()]

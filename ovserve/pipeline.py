@@ -617,6 +617,7 @@ class _Run:
                     )
         except ServingError as e:
             self._record(node.name, model, False, started)
+            e.locate(node.name, _branch(key))  # for the request log
             if not key:
                 raise
             raise ServingError(e.status, f"{e.details}; branch {_branch(key)}") from e

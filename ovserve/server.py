@@ -54,6 +54,7 @@ class Settings:
     image_limits: ImageLimits = field(default_factory=ImageLimits)  # encoded images in requests, once decoded
     sequence_cleaner_seconds: float = 300  # scan stateful models for idle sequences this often; 0 = never
     allow_client_shm: bool = False  # clients may register system shared memory regions (Triton's extension)
+    access_log: bool = False  # one log line per request (logger ovserve.access)
 
 
 class Server:
@@ -72,6 +73,7 @@ class Server:
             ready_needs_all=settings.ready_needs_all,
             image_limits=settings.image_limits,
             regions=Regions(settings.allow_client_shm),
+            access_log=settings.access_log,
         )
         self.health = grpc_health.Health(self.dataplane)
         self.grpc: grpc.aio.Server | None = None
@@ -105,7 +107,7 @@ class Server:
             log.info("gRPC server listening on %s (port %d)", ", ".join(hosts), self.grpc_port)
         if self.settings.rest_port is not None:
             table = http_routes.routes(self.dataplane, self.metrics, self.reload, lambda: self._reload_error)
-            app = HttpApp(table, self.settings.cors, self.settings.rest_limits)
+            app = HttpApp(table, self.settings.cors, self.settings.rest_limits, self.dataplane.requests)
             self.app = app
             try:
                 tls = None if self.settings.tls is None else self.settings.tls.context
@@ -165,10 +167,12 @@ class Server:
             raise ServingError(status, _relative(str(e), source)) from e
         self._reload_error = ""
         if config.digest == self.config.digest:  # same file: rescan version folders
+            log.debug("config reload: %s unchanged; rescanning version folders", source)
             outcome = await self.manager.reconcile(self.config)
             if self._load_failed:  # the last load failed (maybe applied by the watcher): its result until it loads
                 outcome = Reconciled(outcome.changed, self.manager.failure(m.name for m in self.config.models))
         else:
+            log.debug("config reload: %s changed; applying it", source)
             for warning in config.warnings:
                 log.warning("config: %s", warning)
             outcome = await self.manager.reconcile(config)

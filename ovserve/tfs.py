@@ -233,8 +233,15 @@ def status_response(statuses: Iterable[VersionStatus]) -> get_model_status_pb2.G
     for status in statuses:
         entry = response.model_version_status.add(version=status.version, state=_STATE.Value(status.state))
         entry.status.error_code = status.error_code
-        entry.status.error_message = status.error_code
+        entry.status.error_message = _error_message(status)
     return response
+
+
+def _error_message(status: VersionStatus) -> str:
+    """OVMS's error_message is the code's name; beyond OVMS, a failed row adds why: "UNKNOWN - <reason>"."""
+    if status.error_code == "OK" or not status.message:
+        return status.error_code
+    return f"{status.error_code} - {status.message}"
 
 
 def status_json(statuses: Iterable[VersionStatus]) -> str:

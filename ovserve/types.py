@@ -80,4 +80,4 @@ class VersionStatus:
     version: int
     state: str  # START, LOADING, AVAILABLE, UNLOADING, END
     error_code: str = "OK"  # OK, UNKNOWN, FAILED_PRECONDITION
-    message: str = ""  # why a load failed (logged and shown by ovserve tools; not on the TF Serving wire)
+    message: str = ""  # why a load failed: TF Serving's error_message "<error_code> - <message>" (beyond OVMS)

@@ -233,10 +233,14 @@ def wait_for_states(server: RunningServer, wanted: dict[str, list[str]], seconds
 
 
 def wait_for_versions(server: RunningServer, name: str, rows: list[tuple[int, int, str]], seconds: float = 30) -> None:
-    """Until GetModelStatus of `name` lists exactly these (version, state, error message) rows."""
+    """Until GetModelStatus of `name` lists exactly these (version, state, error code) rows (the error code: the
+    error_message without the reason ovserve adds after " - ")."""
     deadline = time.monotonic() + seconds
     while True:
-        got = [(r.version, r.state, r.status.error_message) for r in server.status(name).model_version_status]
+        got = [
+            (r.version, r.state, r.status.error_message.partition(" - ")[0])
+            for r in server.status(name).model_version_status
+        ]
         if got == rows:
             return
         assert time.monotonic() < deadline, f"{got} != {rows}"

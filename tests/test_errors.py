@@ -244,10 +244,13 @@ def test_broken_entries_do_not_stop_the_others(repository: Path, serve: object) 
     server: RunningServer = serve(document)  # type: ignore[operator]
     assert server.predict("resnet50DAG", {"0": images(2, 1, *IMG[1:])})["1463"].shape == (2, 1, 10)
     (row,) = server.status("broken").model_version_status
-    assert (row.state, row.status.error_code, row.status.error_message) == (20, 2, "UNKNOWN")  # LOADING, UNKNOWN
-    assert list(server.status("nowhere").model_version_status) == []
+    assert (row.state, row.status.error_code) == (20, 2)  # LOADING, UNKNOWN
+    assert row.status.error_message.startswith("UNKNOWN - File not found or cannot open: ")  # and why (not in OVMS)
+    (row,) = server.status("nowhere").model_version_status  # OVMS: no row; ovserve: version 0 and why
+    assert (row.version, row.state, row.status.error_code) == (0, 20, 2)
+    assert row.status.error_message.startswith("UNKNOWN - The provided base path is invalid or doesn't exists: ")
     (row,) = server.status("brokenDAG").model_version_status
-    assert (row.state, row.status.error_message) == (20, "FAILED_PRECONDITION")
+    assert (row.state, row.status.error_message.partition(" - ")[0]) == (20, "FAILED_PRECONDITION")
     error = rpc_error(lambda: server.predict("brokenDAG", {"0": images(1, 1, *IMG[1:])}))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert error.details().startswith(

@@ -275,14 +275,16 @@ def test_repository_errors_stay_with_their_model(
         got = server.predict("resnet50DAG", {"0": batch})["1463"]
         np.testing.assert_allclose(got, models.reference_classifier(batch), rtol=1e-5)
         for name, (_, reason) in broken.items():
-            assert list(server.status(name).model_version_status) == [], name
+            (row,) = server.status(name).model_version_status  # version 0: the model failed as a whole
+            assert (row.version, row.state, row.status.error_code) == (0, 20, 2), name
+            assert row.status.error_message.startswith("UNKNOWN - ") and reason in row.status.error_message
             error = rpc_error(lambda name=name: server.predict(name, {"0": batch[0]}))  # type: ignore[misc]
             assert error.code() == grpc.StatusCode.NOT_FOUND
             assert error.details().startswith(f"Model with requested version is not found - model {name}: ")
             assert reason in error.details(), error.details()
             assert f"model {name}: " in caplog.text and reason in caplog.text
         (row,) = server.status("half").model_version_status  # a version without a complete model fails alone
-        assert (row.version, row.state, row.status.error_message) == (1, 20, "UNKNOWN")  # LOADING, UNKNOWN
+        assert (row.version, row.state, row.status.error_message.partition(" - ")[0]) == (1, 20, "UNKNOWN")
         assert list(server.status("noversions").model_version_status) == []  # objects, but no version prefixes
         assert f"model noversions: no version directories in {bucket.url('zoo')}" in caplog.text
     finally:
@@ -339,7 +341,7 @@ def test_credentials_are_checked_and_an_unreachable_endpoint_is_reported(
     def failure() -> str:
         server = RunningServer(config)
         try:
-            assert list(server.status("resnet").model_version_status) == []
+            assert [r.version for r in server.status("resnet").model_version_status] == [0]  # failed as a whole
             error = rpc_error(lambda: server.predict("resnet", {"0": image[0]}))
             assert error.code() == grpc.StatusCode.NOT_FOUND
             return str(error.details())
