@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers protos \
+.PHONY: demo test fuzz test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers protos \
 	clean image test-container
 .DEFAULT_GOAL := test
 
@@ -24,6 +24,11 @@ test: $(VENV)/.installed
 	bash scripts/debian-packages.sh nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream
 	$(PY) -m pytest -q -m "not tfserving and not perf_analyzer and not container"
 	$(MAKE) --no-print-directory lint
+
+## Long property tests: 5,000 mutated config.json files reloaded live, the valid one restored after each (FUZZ_EXAMPLES=N).
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(VENV)/.installed
+	OVSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_reload_fuzz.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
