@@ -194,7 +194,7 @@ def _mutate(draw: Any, document: Any) -> tuple[Any, str]:
         _at(document, path[:-1])[path[-1]] = new
         return document, f"{where} := valid {'/'.join(map(str, source))}"
     if op == "reference":  # a string (name, reference, path) swapped for another one of the document
-        texts = [p for p in _paths(document) if isinstance(_at(document, p), str)]
+        texts = [p for p in _paths(document) if p and isinstance(_at(document, p), str)]
         if texts:
             path = draw(st.sampled_from(texts))
             new = draw(st.sampled_from(TEXTS))
