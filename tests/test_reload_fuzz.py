@@ -22,7 +22,7 @@ from conftest import NODES, RunningServer
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-EXAMPLES = int(os.environ.get("OVSERVE_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("OVSERVE_FUZZ_EXAMPLES", "200"))
 SURVEY = os.environ.get("OVSERVE_FUZZ_SURVEY", "") == "1"
 SEED = os.environ.get("OVSERVE_FUZZ_SEED", "")  # another sequence of examples than the fixed one
 
