@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers protos \
+.PHONY: demo test fuzz test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers protos \
 	bench-stateful \
 	clean image test-container
 .DEFAULT_GOAL := test
@@ -27,6 +27,13 @@ test: $(VENV)/.installed
 		dot:graphviz chromium:chromium chromedriver:chromium-driver
 	$(PY) -m pytest -q -m "not tfserving and not perf_analyzer and not container"
 	$(MAKE) --no-print-directory lint
+
+## Long property tests: 5,000 mutated config.json files reloaded live (the valid one restored after each), and 5,000
+## requests of every kind through each decoder and the config loader (FUZZ_EXAMPLES=N).
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(VENV)/.installed
+	OVSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OVSERVE_PROPERTY_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:timeout \
+		tests/test_reload_fuzz.py tests/test_decoder_properties.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -346,6 +346,8 @@ class Manager:
                 opened = await asyncio.to_thread(open_library, name, location)  # may import
             except LoadError as e:
                 opened = e
+            except ValueError as e:  # a path no system call takes (a NUL in it): fails to open, as in OVMS
+                opened = LoadError("NODE_LIBRARY_LOAD_FAILED_OPEN", f"Custom node library failed to open - {name}: {e}")
             if isinstance(opened, LoadError) and isinstance(known, LoadError) and str(opened) == str(known):
                 continue  # tried again, failing as before: nothing changed (and it was reported)
             if isinstance(opened, LoadError):
