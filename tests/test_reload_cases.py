@@ -35,8 +35,11 @@ def test_a_library_path_holding_nul_fails_to_open_and_the_rest_serves(tmp_path: 
         document = copy.deepcopy(VALID)
         document["custom_node_library_config_list"][0]["base_path"] = "lib\u0000.so"
         status, body = reload_with(server, config, document)
-        assert status == 201, body  # applied: the library fails to open, so its pipeline fails validation
-        assert json.loads(body)["chain"]["model_version_status"][0]["state"] == "LOADING"
+        # Applied, and answered for its first failure (the spec's rule): the library fails to open, so its
+        # pipeline fails validation.
+        answer = json.loads(body)
+        assert status == 500 and answer["error"] == "Reloading config file failed. Check server logs for more info."
+        assert "Custom node library failed to open - argmax: embedded null byte" in answer["detail"]
         error = server.server.manager.pipelines["chain"].error
         assert "(Custom node library failed to open - argmax: embedded null byte)" in error
         restore(server, config)
