@@ -151,8 +151,8 @@ def _libraries(config: ServerConfig, report: Report) -> dict[str, Library | Load
 async def _check_pipelines(
     config: ServerConfig, libraries: Mapping[str, Library | LoadError], unread: set[str], report: Report
 ) -> None:
-    """Every pipeline validated as the server does (spec §5.3) on the versions read; one that uses a model in
-    `unread` cannot be, and is noted."""
+    """Every pipeline validated as the server does (docs/pipelines.md#load-time-rules) on the versions read; one that
+    uses a model in `unread` cannot be, and is noted."""
     models = {m.name: m for m in config.models}
 
     def model_of(pipeline: str, node: NodeConfig) -> Servable:
@@ -191,10 +191,10 @@ def _monitoring(config: ServerConfig, report: Report) -> None:
 
 
 async def check(path: Path, core: ov.Core | None = None, s3: bool = False) -> Report:
-    """Everything the server would load from `path`, checked in its load order (spec §1.9): the file and its
-    schema, each model's versions (read, shaped and laid out as configured, not compiled), the custom node
-    libraries, then every pipeline's validation (spec §5.3). s3:// repositories are listed and downloaded only
-    with `s3`; otherwise their syntax alone is checked (the config parser does that)."""
+    """Everything the server would load from `path`, checked in its load order (docs/operations.md#reload-order): the
+    file and its schema, each model's versions (read, shaped and laid out as configured, not compiled), the custom node
+    libraries, then every pipeline's validation (docs/pipelines.md#load-time-rules). s3:// repositories are listed and
+    downloaded only with `s3`; otherwise their syntax alone is checked (the config parser does that)."""
     report = Report(path)
     try:
         config = load_config(path)

@@ -1,4 +1,5 @@
-"""The `ovserve` command: OVMS's command-line flags (spec §3) → ServerConfig and Settings → serve."""
+"""The `ovserve` command: OVMS's command-line flags (docs/configuration.md#cli-flags) → ServerConfig and Settings →
+serve."""
 
 from __future__ import annotations
 
@@ -327,7 +328,8 @@ def build(args: argparse.Namespace) -> tuple[ServerConfig, Settings]:
 
 
 def _with_preprocess(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
-    """The single model with the CLI-only preprocessing flags (not config.json keys: spec §1.3)."""
+    """The single model with the CLI-only preprocessing flags (not config.json keys:
+    docs/configuration.md#model-keys)."""
     pre = preprocess.parse(args.mean, args.scale, args.color_format, args.precision, args.layout)
     return config if pre is None else replace(config, models=(replace(config.models[0], preprocess=pre),))
 
@@ -343,7 +345,8 @@ def _tls(args: argparse.Namespace) -> Tls | None:
 
 
 def _metrics(args: argparse.Namespace, config: ServerConfig) -> tuple[str, ...] | None:
-    """Enabled metric families from the CLI or the config's `monitoring` (read once per start, spec §1.7)."""
+    """Enabled metric families from the CLI or the config's `monitoring` (read once per start,
+    docs/configuration.md#monitoring)."""
     monitoring = config.monitoring.get("metrics") if isinstance(config.monitoring, dict) else None
     if args.metrics_list and not args.metrics_enable:
         raise ConfigError("--metrics_list requires --metrics_enable")

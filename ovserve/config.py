@@ -1,4 +1,5 @@
-"""config.json and single-model CLI settings → frozen dataclasses, validated with JSON-path messages (spec §1)."""
+"""config.json and single-model CLI settings → frozen dataclasses, validated with JSON-path messages
+(docs/configuration.md#config-file)."""
 
 from __future__ import annotations
 
@@ -55,14 +56,17 @@ class ModelConfig:
     batch_size: Dim | str | None = None  # a dimension, "auto", or unset
     shape: ShapeSetting | dict[str, ShapeSetting] | None = None
     layout: str | dict[str, str] | None = None
-    preprocess: Preprocess | None = None  # CLI-only --mean/--scale/--color_format/--precision (spec §3)
+    # CLI-only --mean/--scale/--color_format/--precision (docs/configuration.md#cli-flags)
+    preprocess: Preprocess | None = None
     nireq: int = 0
     target_device: str = "CPU"
     plugin_config: dict[str, Any] = field(default_factory=dict)
     version_policy: VersionPolicy = Latest()
-    allow_cache: bool = False  # use the model cache even for shape/batch_size "auto" (spec §2.6)
+    # use the model cache even for shape/batch_size "auto" (docs/configuration.md#model-cache)
+    allow_cache: bool = False
     max_queue_size: int | None = None  # requests that may wait for an infer request; more are refused at once
-    stateful: bool = False  # requests belong to sequences, each with its own model state (spec §11)
+    # requests belong to sequences, each with its own model state (docs/stateful.md#stateful-models)
+    stateful: bool = False
     idle_sequence_cleanup: bool = True  # the sequence cleaner drops this model's idle sequences
     max_sequence_number: int = 500  # live sequences per version
     low_latency_transformation: bool = False  # OpenVINO's LowLatency2 before compiling
@@ -292,7 +296,7 @@ def _batch_size(node: _Json, problems: list[str]) -> Dim | str | None:
         return None
 
 
-_CLOUD = ("gs://", "azure://", "azfs://", "az://")  # OVMS's other cloud prefixes (spec §1.1)
+_CLOUD = ("gs://", "azure://", "azfs://", "az://")  # OVMS's other cloud prefixes (docs/configuration.md#file-handling)
 
 
 def _base_path(text: str, root: Path, where: str, problems: list[str]) -> Path | S3Path:
@@ -352,8 +356,8 @@ _STATEFUL_DEFAULTS = {"idle_sequence_cleanup": True, "max_sequence_number": 500,
 
 
 def _stateful(node: _Json, keys: dict[str, _Json], settings: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-    """The stateful keys (spec §1.3, §11): the other three only with `stateful: true` (their defaults are accepted
-    anyway), and no "auto" shape or batch size."""
+    """The stateful keys (docs/configuration.md#model-keys, docs/stateful.md#stateful-models): the other three only with
+    `stateful: true` (their defaults are accepted anyway), and no "auto" shape or batch size."""
     out: dict[str, Any] = {}
     if "stateful" in keys:
         out["stateful"] = keys["stateful"].boolean()
@@ -464,7 +468,8 @@ _ROOT_KEYS = {
 }  # fmt: skip
 
 
-# A custom node library named "module.path:Class" or "file.py:Class" is a Python node (beyond OVMS, spec §6.3).
+# A custom node library named "module.path:Class" or "file.py:Class" is a Python node (beyond OVMS,
+# docs/pipelines.md#python-nodes).
 PYTHON_NODE = re.compile(r"^(?P<module>[A-Za-z_][\w.]*|.+\.py):(?P<cls>[A-Za-z_]\w*)$")
 
 

@@ -1,4 +1,5 @@
-"""Custom pipeline nodes: OVMS custom node libraries (the C ABI of spec §6, over ctypes) and Python classes."""
+"""Custom pipeline nodes: OVMS custom node libraries (the C ABI of docs/pipelines.md#custom-nodes, over ctypes) and
+Python classes."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .tensors import Dim, TensorSpec, precision_name
 
 log = logging.getLogger(__name__)
 
-# CustomNodeTensorPrecision (spec §6.1): the C enum's values and the numpy dtypes they stand for.
+# CustomNodeTensorPrecision (docs/pipelines.md#c-abi): the C enum's values and the numpy dtypes they stand for.
 _DTYPES: dict[int, np.dtype] = {
     1: np.dtype(np.float32), 2: np.dtype(np.float16), 3: np.dtype(np.uint8), 4: np.dtype(np.int8),
     5: np.dtype(np.int16), 6: np.dtype(np.uint16), 7: np.dtype(np.int32), 8: np.dtype(np.float64),
@@ -144,7 +145,7 @@ class CLibrary:
 
 class _Owned:
     """Library-owned output memory as the base of numpy arrays: the library's release() runs when the last view
-    of it is gone (spec §6.1: outputs are zero-copy and released once nothing downstream needs them)."""
+    of it is gone (docs/pipelines.md#c-abi: outputs are zero-copy and released once nothing downstream needs them)."""
 
     def __init__(self, instance: _CInstance, address: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.__array_interface__ = {"data": (address, True), "shape": shape, "typestr": dtype.str, "version": 3}
@@ -315,7 +316,7 @@ class _CInstance:
 
     def _deinitialize(self) -> None:
         code = self.library.deinitialize(self._manager)
-        if code != 0:  # spec §6.1: only logged
+        if code != 0:  # docs/pipelines.md#c-abi: only logged
             log.warning("custom %s: deinitialize returned %d", self._where(), code)
 
 
@@ -505,7 +506,8 @@ class CustomNode:
         try:
             self.inputs = self._instance.inputs_info()
             self.outputs = self._instance.outputs_info()
-        except LoadError as e:  # spec §5.3: initialize is step 2, the metadata calls are node checks of step 3
+        # docs/pipelines.md#load-time-rules: initialize is step 2, the metadata calls are node checks of step 3
+        except LoadError as e:
             self.error = e
         except BaseException:
             self._instance.close()

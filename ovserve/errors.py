@@ -11,9 +11,9 @@ class _Entry(NamedTuple):
     http: int
 
 
-# OVMS status names and base messages (spec §10) with the codes of spec §4.9. Where OVMS answers a client
-# mistake with UNKNOWN/INTERNAL (pipeline demultiplexing errors, unsupported precisions), ovserve answers
-# INVALID_ARGUMENT instead: a caller must be able to tell "you sent something wrong" from "we broke".
+# OVMS status names, base messages and codes (docs/apis.md#status-codes). Where OVMS answers a client mistake with
+# UNKNOWN/INTERNAL (pipeline demultiplexing errors, unsupported precisions), ovserve answers INVALID_ARGUMENT
+# instead: a caller must be able to tell "you sent something wrong" from "we broke" (docs/compatibility.md).
 TABLE: dict[str, _Entry] = {
     "MODEL_NAME_MISSING": _Entry("Model with requested name is not found", "NOT_FOUND", 404),
     "MODEL_VERSION_MISSING": _Entry("Model with requested version is not found", "NOT_FOUND", 404),
@@ -35,8 +35,8 @@ TABLE: dict[str, _Entry] = {
     "INVALID_VALUE_COUNT": _Entry("Invalid number of values in tensor proto container", "INVALID_ARGUMENT", 400),
     "INVALID_CONTENT_SIZE": _Entry("Invalid content size of tensor proto", "INVALID_ARGUMENT", 400),
     "INVALID_INPUT_FORMAT": _Entry("Inputs inside buffer does not match expected format.", "INVALID_ARGUMENT", 400),
-    # Binary inputs (spec §8). OVMS answers IMAGE_PARSING_FAILED and INVALID_STRING_MAX_SIZE_EXCEEDED with
-    # UNKNOWN and BYTES_CONTENTS_EMPTY with HTTP 500: all are the sender's mistake, so 400 / INVALID_ARGUMENT here.
+    # Binary inputs (docs/apis.md#binary-inputs). OVMS answers IMAGE_PARSING_FAILED and INVALID_STRING_MAX_SIZE_EXCEEDED
+    # with UNKNOWN and BYTES_CONTENTS_EMPTY with HTTP 500: all are the sender's mistake, so 400 / INVALID_ARGUMENT here.
     "IMAGE_TOO_LARGE": _Entry("Image too large", "RESOURCE_EXHAUSTED", 413),  # not in OVMS: --max_image_pixels
     "UNSUPPORTED_LAYOUT": _Entry(
         "Received binary image input but resource not configured to accept NHWC layout", "INVALID_ARGUMENT", 400
@@ -70,8 +70,9 @@ TABLE: dict[str, _Entry] = {
         "Gathered tensor shards dimensions are different", "INTERNAL", 500
     ),
     "NOT_IMPLEMENTED": _Entry("Functionality not implemented", "UNIMPLEMENTED", 501),
-    # Custom nodes (spec §6): a library that fails or breaks its contract is the server side's fault (INTERNAL);
-    # a Python node that raises ValueError rejects its input, which is the caller's (INVALID_ARGUMENT).
+    # Custom nodes (docs/pipelines.md#custom-nodes): a library that fails or breaks its contract is the server side's
+    # fault (INTERNAL); a Python node that raises ValueError rejects its input, which is the caller's
+    # (INVALID_ARGUMENT).
     "NODE_LIBRARY_EXECUTION_FAILED": _Entry("Custom node failed during execution", "INTERNAL", 500),
     "NODE_LIBRARY_INPUT_REJECTED": _Entry("Custom node failed during execution", "INVALID_ARGUMENT", 400),
     "NODE_LIBRARY_OUTPUTS_CORRUPTED": _Entry(
@@ -101,11 +102,13 @@ TABLE: dict[str, _Entry] = {
     "OV_UNSUPPORTED_DESERIALIZATION_PRECISION": _Entry("Unsupported deserialization precision", "INTERNAL", 500),
     "JSON_INVALID": _Entry("The file is not valid json", "FAILED_PRECONDITION", 412),
     "RESHAPE_ERROR": _Entry("Model could not be reshaped with requested shape", "FAILED_PRECONDITION", 412),
-    # A load error is never a request's answer; its HTTP status is that of a config reload it fails (spec §4.8).
+    # A load error is never a request's answer; its HTTP status is that of a config reload it fails
+    # (docs/apis.md#config-api).
     "CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE": _Entry(
         "Cannot compile model into target device", "FAILED_PRECONDITION", 412
     ),
-    # Stateful models (spec §11): the special inputs sequence_id and sequence_control_input, and the sequences.
+    # Stateful models (docs/stateful.md#stateful-models): the special inputs sequence_id and sequence_control_input, and
+    # the sequences.
     "SEQUENCE_MISSING": _Entry("Sequence with provided ID does not exist", "NOT_FOUND", 404),
     "SEQUENCE_ALREADY_EXISTS": _Entry("Sequence with provided ID already exists", "ALREADY_EXISTS", 409),
     "SEQUENCE_ID_NOT_PROVIDED": _Entry("Sequence ID has not been provided in request inputs", "INVALID_ARGUMENT", 400),
@@ -143,7 +146,8 @@ TABLE: dict[str, _Entry] = {
     "CUDA_SHM_UNSUPPORTED": _Entry("CUDA shared memory is not supported: this server has no GPU", "UNIMPLEMENTED", 501),
     # Beyond OVMS: GET /v1/pipelines/{name}/graph.svg on a server without Graphviz.
     "GRAPH_LAYOUT_UNAVAILABLE": _Entry("Pipeline graphs cannot be drawn here", "UNIMPLEMENTED", 501),
-    # REST only (spec §4.5, §4.7, §10): HTTP statuses; the gRPC column is never used for them.
+    # REST only (docs/apis.md#tfs-rest, docs/apis.md#kserve-rest, docs/apis.md#status-codes): HTTP statuses; the gRPC
+    # column is never used for them.
     "REST_NOT_FOUND": _Entry("Requested REST resource not found", "NOT_FOUND", 404),
     "REST_BODY_TOO_LARGE": _Entry("Request body too large", "RESOURCE_EXHAUSTED", 413),  # OVMS drops the connection
     "REST_BODY_TIMEOUT": _Entry("Request body not received in time", "DEADLINE_EXCEEDED", 408),  # not in OVMS
@@ -218,7 +222,7 @@ TABLE: dict[str, _Entry] = {
 
 
 def http_status(status: str) -> int:
-    """The HTTP status of an OVMS status; one the table does not list is 500 (spec §4.9)."""
+    """The HTTP status of an OVMS status; one the table does not list is 500 (docs/apis.md#status-codes)."""
     entry = TABLE.get(status)
     return entry.http if entry is not None else 500
 

@@ -1,5 +1,5 @@
 """gRPC frontend: KServe's inference.GRPCInferenceService (plus Triton's ModelConfig) as thin handlers over the
-DataPlane (spec §4.6)."""
+DataPlane (docs/apis.md#kserve-grpc)."""
 
 from __future__ import annotations
 

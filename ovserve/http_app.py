@@ -66,7 +66,7 @@ def error_body(message: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Cors:
-    """CORS response headers from the CLI (spec §4.1)."""
+    """CORS response headers from the CLI (docs/apis.md#transport)."""
 
     origins: str = "*"
     methods: str = "*"

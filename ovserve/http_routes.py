@@ -1,5 +1,5 @@
-"""The HTTP route table: TF Serving and KServe REST, config API, /metrics (spec §4.5, §4.7, §4.8), pipeline graphs,
-the status page and the OpenAPI document."""
+"""The HTTP route table: TF Serving and KServe REST, config API, /metrics (docs/apis.md#tfs-rest,
+docs/apis.md#kserve-rest, docs/apis.md#config-api), pipeline graphs, the status page and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def routes(
     async def post_reload(request: HttpRequest) -> HttpResponse:
         try:
             changed = await reload() if reload is not None else False
-        except ServingError as e:  # the config API's own layout (spec §4.8): OVMS's text, then what went wrong
+        # the config API's own layout (docs/apis.md#config-api): OVMS's text, then what went wrong
+        except ServingError as e:
             detail = f',\n\t"detail": {json.dumps(e.details, ensure_ascii=False)}' if e.details else ""
             body = f'{{\n\t"error": {json.dumps(e.entry.message)}{detail}\n}}'
             return HttpResponse(e.http_status, body.encode())

@@ -1,5 +1,6 @@
-"""Binary request inputs meeting an endpoint input (spec §8): encoded images decoded into tensors exactly as OVMS's
-OpenCV path makes them (§8.2), strings packed into zero-padded 2-D U8 arrays and unpacked from them (§8.3).
+"""Binary request inputs meeting an endpoint input (docs/apis.md#binary-inputs): encoded images decoded into tensors
+exactly as OVMS's OpenCV path makes them (docs/apis.md#image-decoding), strings packed into zero-padded 2-D U8 arrays
+and unpacked from them (docs/apis.md#strings-2d).
 
 Protocol-neutral: the TF Serving and KServe decoders hand over the received byte strings, the request's declared
 shape and the endpoint's TensorSpec. Work happens in OVMS's two phases: `binary_input` runs the request checks while
@@ -135,7 +136,7 @@ def _check_batch(shape: Sequence[int], count: int, spec: TensorSpec) -> None:
 
 
 def _strings_2d(values: Sequence[bytes], shape: Sequence[int], spec: TensorSpec, kserve: bool) -> np.ndarray:
-    """Strings as a U8 array (N, longest + 1), each row zero padded (spec §8.3)."""
+    """Strings as a U8 array (N, longest + 1), each row zero padded (docs/apis.md#strings-2d)."""
     name = spec.name
     _check_rank(shape, name, kserve)
     strings = np.array(values, dtype=bytes) if len(values) else np.zeros(0, "S1")  # fixed width, zero padded
@@ -162,7 +163,8 @@ STRING_OUTPUT_SUFFIX = "_string"
 
 def strings_out(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Outputs as responses carry them: a U8 output of rank 2 whose exposed name ends in "_string" becomes its N
-    rows as byte strings, each cut at its first zero byte (spec §8.3, output side); the rest are left as they are."""
+    rows as byte strings, each cut at its first zero byte (docs/apis.md#strings-2d, output side); the rest are left as
+    they are."""
     result = dict(outputs)
     for name, array in outputs.items():
         if name.endswith(STRING_OUTPUT_SUFFIX) and array.dtype == _U8 and array.ndim == 2:

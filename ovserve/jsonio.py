@@ -14,7 +14,8 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def loads(body: bytes) -> Any:
-    """Parse a request body; invalid JSON raises JSON_INVALID with the parser's message and offset (spec §4.5)."""
+    """Parse a request body; invalid JSON raises JSON_INVALID with the parser's message and offset
+    (docs/apis.md#tfs-rest)."""
     try:
         return orjson.loads(body)  # about 6x faster than json on large numeric bodies
     except orjson.JSONDecodeError as e:

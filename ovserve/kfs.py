@@ -1,5 +1,6 @@
 """KServe v2 translation for both transports: ModelInferRequest and REST JSON/binary bodies ↔ numpy, responses,
-metadata, readiness and Triton's ModelConfig (spec §4.2, §4.3, §4.6, §4.7).
+metadata, readiness and Triton's ModelConfig (docs/apis.md#protobufs, docs/apis.md#data-types, docs/apis.md#kserve-grpc,
+docs/apis.md#kserve-rest).
 
 A request becomes an `InferRequest` whose inputs are a decoder: given the servable's input specs it validates in
 OVMS's order (number of inputs, buffer coherency, then each input by sorted name: presence, negative dimensions,
@@ -30,7 +31,7 @@ PLATFORM = "OpenVINO"
 CONFIG_PLATFORM = "openvino"  # Triton ModelConfig platform/backend
 INT64_MAX = 2**63 - 1
 
-# KServe datatype names (spec §4.3) of numpy dtypes; strings are BYTES, held as object arrays of bytes.
+# KServe datatype names (docs/apis.md#data-types) of numpy dtypes; strings are BYTES, held as object arrays of bytes.
 _DATATYPE: dict[np.dtype[Any], str] = {
     np.dtype(np.float32): "FP32",
     np.dtype(np.float64): "FP64",
@@ -168,7 +169,7 @@ def _object_array(items: Sequence[bytes], shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _decode(tensor: Tensor, dtype: np.dtype[Any]) -> np.ndarray:
-    """The array of a validated tensor, after the content check (spec §4.6 step 4)."""
+    """The array of a validated tensor, after the content check (docs/apis.md#kserve-grpc step 4)."""
     name, shape = tensor.name, tensor.shape
     count = request_count(shape, name)
     if tensor.raw is not None:
@@ -208,7 +209,7 @@ def _items(tensor: Tensor) -> list[bytes]:
 
 def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -> Any:
     """The InferRequest decoder: validates `tensors` against the servable's specs in OVMS's order, then decodes.
-    BYTES tensors for inputs other than STRING are binary inputs (images, 2-D strings; spec §8)."""
+    BYTES tensors for inputs other than STRING are binary inputs (images, 2-D strings; docs/apis.md#binary-inputs)."""
 
     def decode(specs: Mapping[str, TensorSpec]) -> images.Decoded:
         by_name = {t.name: t for t in tensors}
@@ -253,7 +254,8 @@ def _decoder(tensors: Sequence[Tensor], coherency: ServingError | None = None) -
 
 def _special_input(tensor: Tensor, spec: TensorSpec) -> np.dtype[Any]:
     """Check sequence_id (UINT64) or sequence_control_input (UINT32) of a stateful model's request: shape [1], its
-    one value in the datatype's contents field or in raw_input_contents (spec §11, as KServe carries them)."""
+    one value in the datatype's contents field or in raw_input_contents (docs/stateful.md#stateful-models, as KServe
+    carries them)."""
     name = spec.name
     if not tensor.shape:
         raise ServingError("SPECIAL_INPUT_NO_TENSOR_SHAPE", f"input name: {name}")
@@ -490,7 +492,8 @@ def model_config(endpoint: Endpoint) -> pb.ModelConfigResponse:
     return pb.ModelConfigResponse(config=config)
 
 
-# --- REST (spec §4.7) --------------------------------------------------------------------------------------
+# --- REST (docs/apis.md#kserve-rest)
+# --------------------------------------------------------------------------------------
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -512,7 +515,7 @@ def metadata_json(endpoint: Endpoint) -> bytes:
         "inputs": tensors(message.inputs),
         "outputs": tensors(message.outputs),
     }
-    if endpoint.model_info:  # REST only, as OVMS appends it (spec §4.7)
+    if endpoint.model_info:  # REST only, as OVMS appends it (docs/apis.md#kserve-rest)
         document["rt_info"] = {"model_info": endpoint.model_info}
     return _dumps(document)
 

@@ -119,7 +119,8 @@ class BoundPipeline:
 @dataclass(frozen=True)
 class Reconciled:
     changed: bool
-    failure: LoadError | None = None  # the first model (re)loaded that failed, in config order (spec §1.9)
+    # the first model (re)loaded that failed, in config order (docs/operations.md#reload-order)
+    failure: LoadError | None = None
 
 
 def _failure(entry: ModelEntry) -> LoadError | None:
@@ -195,13 +196,14 @@ class Manager:
                 if old is not None and not old.retired:
                     if old.config == model:
                         continue
-                    if old.config.stateful != model.stateful:  # spec §2.5
+                    if old.config.stateful != model.stateful:  # docs/operations.md#reload-rules
                         if old.gated != model:
                             log.error("model %s: Model type cannot be changed after it is loaded (stateful: %s); its "
                                       "configuration stays as it is", model.name, old.config.stateful)  # fmt: skip
                             old.gated = model
                         continue
-                    if model.name in used and dynamic(model) and not dynamic(old.config):  # spec §1.9 (5)
+                    # docs/operations.md#reload-order (5)
+                    if model.name in used and dynamic(model) and not dynamic(old.config):
                         if old.gated != model:
                             log.error("model %s: Requested dynamic parameters but model is used in pipeline; its "
                                       "configuration stays as it is", model.name)  # fmt: skip
@@ -242,8 +244,9 @@ class Manager:
 
     async def _sync_versions(self, entry: ModelEntry) -> bool:
         """Rescan a served model's repository: versions the policy now selects load, versions it no longer
-        selects retire once the new ones are in (spec §2.5). A version that fails to load is skipped, `latest`
-        taking the next older one as the first load does, and is not retried while it stays as it is."""
+        selects retire once the new ones are in (docs/operations.md#reload-rules). A version that fails to load is
+        skipped, `latest` taking the next older one as the first load does, and is not retried while it stays as it
+        is."""
         if (entry.error and not entry.unlisted) or entry.retired:
             return False
         try:
@@ -297,7 +300,8 @@ class Manager:
     @staticmethod
     def _keep_rows(old: ModelEntry, entry: ModelEntry) -> None:
         """The versions of a reloaded model's previous entry that its new one does not list stay in its status:
-        END (spec §2.4), or, when the new entry does not parse, the versions it unloaded as failed loads (§1.9)."""
+        END (docs/apis.md#version-states), or, when the new entry does not parse, the versions it unloaded as failed
+        loads (docs/operations.md#reload-order)."""
         for number, version in sorted(old.versions.items()):
             if number in entry.versions:
                 continue
@@ -328,8 +332,8 @@ class Manager:
         entry.repository.release(version.number)
 
     async def _load_libraries(self, config: ServerConfig) -> bool:
-        """Open the configured custom node libraries; one already open at the same location is kept (spec §1.5),
-        or renewed when its Python file changed."""
+        """Open the configured custom node libraries; one already open at the same location is kept
+        (docs/configuration.md#custom-node-libraries), or renewed when its Python file changed."""
         changed = False
         for name in [n for n in self.libraries if n not in config.libraries]:
             del self.libraries[name]  # shared libraries stay mapped: unloading one is not safe while it may run
@@ -433,7 +437,8 @@ class Manager:
         self.loaded.set()
 
     async def _load_model(self, entry: ModelEntry) -> None:
-        """List the versions (spec §2.2), apply the policy, load the chosen ones; failures stay per model."""
+        """List the versions (docs/configuration.md#versions), apply the policy, load the chosen ones; failures stay per
+        model."""
         config = entry.config
         try:
             if entry.error:
@@ -504,7 +509,8 @@ class Manager:
         return True
 
     async def _build_pipeline(self, entry: PipelineEntry, old: PipelineDefinition | None) -> None:
-        """Validate a pipeline (spec §5.3) on the models served now; custom nodes unchanged since `old` are kept."""
+        """Validate a pipeline (docs/pipelines.md#load-time-rules) on the models served now; custom nodes unchanged
+        since `old` are kept."""
         config = entry.config
         try:
             kept = {c.name: c for c in old.custom_nodes} if old is not None else {}
@@ -528,7 +534,7 @@ class Manager:
 
     def sweep_sequences(self) -> None:
         """The idle sequence cleaner's scan: every stateful model with idle_sequence_cleanup drops the sequences no
-        request touched since the previous scan (spec §11)."""
+        request touched since the previous scan (docs/stateful.md#stateful-models)."""
         for entry in self.models.values():
             if entry.retired or not (entry.config.stateful and entry.config.idle_sequence_cleanup):
                 continue

@@ -1,5 +1,5 @@
-"""Prometheus metrics: OVMS families, labels and buckets (spec §9) and per-node pipeline metrics; no globals. Triton's
-statistics counters (always kept, metrics on or off) hang off the same objects."""
+"""Prometheus metrics: OVMS families, labels and buckets (docs/operations.md#metrics) and per-node pipeline metrics; no
+globals. Triton's statistics counters (always kept, metrics on or off) hang off the same objects."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""CLI-only input preprocessing of single-model mode (--mean, --scale, --color_format, --precision; spec §3):
-parsed from the flags, built into the model with OpenVINO's PrePostProcessor at load."""
+"""CLI-only input preprocessing of single-model mode (--mean, --scale, --color_format, --precision;
+docs/configuration.md#cli-flags): parsed from the flags, built into the model with OpenVINO's PrePostProcessor at
+load."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .errors import ConfigError, LoadError
 
 FLAGS = ("mean", "scale", "color_format", "precision")
 
-# OVMS's color format names (spec §3); which ones a conversion may end in is OpenVINO's rule.
+# OVMS's color format names (docs/configuration.md#cli-flags); which ones a conversion may end in is OpenVINO's rule.
 COLOR_FORMATS = {
     "RGB": ColorFormat.RGB,
     "BGR": ColorFormat.BGR,

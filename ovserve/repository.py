@@ -27,7 +27,8 @@ class Repository(Protocol):
     where: str  # the base path as the user wrote it, for messages
 
     def scan(self) -> dict[int, Stamp]:
-        """Versions present now (spec §2.2); raises LoadError when the base path cannot be listed."""
+        """Versions present now (docs/configuration.md#versions); raises LoadError when the base path cannot be
+        listed."""
         ...
 
     def fetch(self, number: int, stamp: Stamp) -> Path:

@@ -1,6 +1,6 @@
-"""KServe v2 REST routes (spec §4.7): health, server and model metadata, readiness, inference (JSON and the binary
-data extension); plus Triton's GET .../config so perf_analyzer can drive the server over HTTP, Triton's system
-shared-memory routes (CUDA shared memory answers that it is not supported), statistics and repository index."""
+"""KServe v2 REST routes (docs/apis.md#kserve-rest): health, server and model metadata, readiness, inference (JSON and
+the binary data extension); plus Triton's GET .../config so perf_analyzer can drive the server over HTTP, Triton's
+system shared-memory routes (CUDA shared memory answers that it is not supported), statistics and repository index."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""TensorFlow Serving's REST API (spec §4.5): model status, metadata and predict as thin handlers over the DataPlane;
-the JSON translation lives in tfs."""
+"""TensorFlow Serving's REST API (docs/apis.md#tfs-rest): model status, metadata and predict as thin handlers over the
+DataPlane; the JSON translation lives in tfs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The sequences of a stateful model version (spec §11): ids, each one's saved state, one request at a time, idle
-cleanup. Knows nothing of the wire (frontends decode the special inputs) nor of OpenVINO (the state is opaque)."""
+"""The sequences of a stateful model version (docs/stateful.md#stateful-models): ids, each one's saved state, one
+request at a time, idle cleanup. Knows nothing of the wire (frontends decode the special inputs) nor of OpenVINO (the
+state is opaque)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ BAD_TYPE = {SEQUENCE_ID: "SEQUENCE_ID_BAD_TYPE", SEQUENCE_CONTROL: "SEQUENCE_CON
 
 
 def split(inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, int]:
-    """A request's model inputs, sequence id (0 = none) and control value (spec §11); the special inputs have passed
-    their precision and shape checks."""
+    """A request's model inputs, sequence id (0 = none) and control value (docs/stateful.md#stateful-models); the
+    special inputs have passed their precision and shape checks."""
     model_inputs = {name: array for name, array in inputs.items() if name not in SPECIAL_INPUTS}
     sequence_id = int(inputs[SEQUENCE_ID][0]) if SEQUENCE_ID in inputs else 0
     control = int(inputs[SEQUENCE_CONTROL][0]) if SEQUENCE_CONTROL in inputs else NO_CONTROL

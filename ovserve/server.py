@@ -149,8 +149,9 @@ class Server:
                 log.exception("the idle sequence cleaner failed; retrying in %s s", seconds)
 
     async def reload(self) -> bool:
-        """Re-read config.json and serve what it says (spec §4.8); True if anything changed. A file that cannot be
-        read or does not validate raises ServingError and changes nothing: the running config keeps serving."""
+        """Re-read config.json and serve what it says (docs/apis.md#config-api); True if anything changed. A file that
+        cannot be read or does not validate raises ServingError and changes nothing: the running config keeps
+        serving."""
         if self._loading is not None and not self._loading.done():
             await asyncio.shield(self._loading)
         source = self.config.source
@@ -180,7 +181,8 @@ class Server:
             done = "changes applied" if outcome.changed else "nothing to change"
             log.info("config reloaded from %s: %s", source, done)
         self._load_failed = outcome.failure is not None
-        if outcome.failure is not None:  # applied, but the reload answers its first failure (spec §1.9, §4.8)
+        # applied, but the reload answers its first failure (docs/operations.md#reload-order, docs/apis.md#config-api)
+        if outcome.failure is not None:
             failure = outcome.failure
             detail = _relative(str(failure), source)
             raise ServingError("RELOAD_CONFIG_FAILED", detail, http=http_status(failure.status))

@@ -1,5 +1,6 @@
-"""A stateful model version (spec §11): each sequence's OpenVINO variable states are restored into an infer request
-before its request runs and saved after, so sequences interleave freely over the pool of infer requests."""
+"""A stateful model version (docs/stateful.md#stateful-models): each sequence's OpenVINO variable states are restored
+into an infer request before its request runs and saved after, so sequences interleave freely over the pool of infer
+requests."""
 
 from __future__ import annotations
 

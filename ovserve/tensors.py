@@ -1,4 +1,5 @@
-"""Tensor metadata (TensorSpec), precision names, shape text, and request-tensor validation (spec §4.4, §7.2)."""
+"""Tensor metadata (TensorSpec), precision names, shape text, and request-tensor validation (docs/apis.md#tfs-grpc,
+docs/apis.md#input-checks)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .errors import ServingError
 Dim = int | tuple[int, int]
 Shape = tuple[Dim, ...]
 
-# OVMS precision names used in messages (spec §4.3), keyed by numpy dtype.
+# OVMS precision names used in messages (docs/apis.md#data-types), keyed by numpy dtype.
 _PRECISION = {
     np.dtype(np.float32): "FP32",
     np.dtype(np.float64): "FP64",

@@ -1,5 +1,5 @@
 """TensorFlow Serving translation: TensorProto ↔ numpy, PredictRequest/Response, metadata and status messages; the
-REST API's JSON bodies (spec §4.5)."""
+REST API's JSON bodies (docs/apis.md#tfs-rest)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,8 @@ def requested_version(spec: model_pb2.ModelSpec) -> int | None:
 
 def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
     """A PredictRequest as an InferRequest whose inputs are decoded once the servable's input specs are known:
-    DT_STRING tensors for inputs other than STRING are binary inputs (images, 2-D strings; spec §8)."""
+    DT_STRING tensors for inputs other than STRING are binary inputs (images, 2-D strings;
+    docs/apis.md#binary-inputs)."""
     protos = message.inputs
 
     def decode(specs: Mapping[str, TensorSpec]) -> images.Decoded:
@@ -154,7 +155,7 @@ def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
                 arrays[name] = _special_input(proto, spec)
             elif proto.dtype == DT.DT_STRING and images.converts(spec):
                 arrays[name] = images.binary_input(list(proto.string_val), _shape(proto, name), spec)
-            else:  # precision, rank, batch and shape as declared come before the content (spec §4.4 step 2)
+            else:  # precision, rank, batch and shape as declared come before the content (docs/apis.md#tfs-grpc step 2)
                 check_declared(_NUMPY_OF.get(proto.dtype, _INVALID), _shape(proto, name), spec)
                 arrays[name] = make_ndarray(proto, name)
         return images.finish(arrays)
@@ -164,7 +165,7 @@ def predict_request(message: predict_pb2.PredictRequest) -> InferRequest:
 
 def _special_input(proto: tensor_pb2.TensorProto, spec: TensorSpec) -> np.ndarray:
     """sequence_id or sequence_control_input of a stateful model's request: shape [1], the value in uint64_val or
-    uint32_val (spec §11); ovserve also takes it from tensor_content when the dtype is right."""
+    uint32_val (docs/stateful.md#stateful-models); ovserve also takes it from tensor_content when the dtype is right."""
     name = spec.name
     dims = proto.tensor_shape.dim
     if not dims:
@@ -186,7 +187,7 @@ def predict_response(result: InferResult) -> predict_pb2.PredictResponse:
     response = predict_pb2.PredictResponse()
     for name, array in result.outputs.items():
         _fill_tensor_proto(response.outputs[name], array)
-    if result.sequence_id is not None:  # in uint64_val, where OVMS's clients read it (spec §11)
+    if result.sequence_id is not None:  # in uint64_val, where OVMS's clients read it (docs/stateful.md#stateful-models)
         proto = response.outputs[sequences.SEQUENCE_ID]
         proto.dtype = DT.DT_UINT64
         proto.tensor_shape.dim.add(size=1)
@@ -201,7 +202,7 @@ def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
 
 
 def metadata_response(endpoint: Endpoint) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    """GetModelMetadataResponse with one 'serving_default' signature, as OVMS fills it (spec §4.4)."""
+    """GetModelMetadataResponse with one 'serving_default' signature, as OVMS fills it (docs/apis.md#tfs-grpc)."""
     signature = meta_graph_pb2.SignatureDef()
     for name, spec in endpoint.inputs.items():
         signature.inputs[name].CopyFrom(_tensor_info(spec))
@@ -245,7 +246,8 @@ def _error_message(status: VersionStatus) -> str:
 
 
 def status_json(statuses: Iterable[VersionStatus]) -> str:
-    """GetModelStatus as OVMS's REST API prints it: protobuf JSON, every field, 1-space indent (spec §4.5)."""
+    """GetModelStatus as OVMS's REST API prints it: protobuf JSON, every field, 1-space indent
+    (docs/apis.md#tfs-rest)."""
     response = status_response(statuses)
     text: str = json_format.MessageToJson(response, indent=1, always_print_fields_with_no_presence=True)
     return text
@@ -256,7 +258,8 @@ def output_arrays(response: predict_pb2.PredictResponse) -> Mapping[str, np.ndar
     return {name: make_ndarray(proto, name) for name, proto in response.outputs.items()}
 
 
-# --- REST (JSON) translation, spec §4.5 ------------------------------------------------------------------------
+# --- REST (JSON) translation, docs/apis.md#tfs-rest
+# ------------------------------------------------------------------------
 
 MAX_JSON_DEPTH = 100  # nesting levels of arrays and objects OVMS accepts in a request body
 _POOL = getattr(_proto, "POOL", None)  # the private descriptor pool of the generated modules, when they have one
@@ -327,14 +330,14 @@ def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str, bo
         with np.errstate(all="ignore"):
             converted: np.ndarray = raw.astype(target)
         return converted
-    if kind == "U":  # plain strings: STRING inputs and U8 inputs (2-D strings, spec §8.3)
+    if kind == "U":  # plain strings: STRING inputs and U8 inputs (2-D strings, docs/apis.md#strings-2d)
         if target is not None and target in (np.dtype(np.uint8), np.dtype(np.object_)):
             encoded: np.ndarray = np.char.encode(raw, "utf-8").astype(object)
             return encoded
         raise ServingError(status, f"input {name}: strings for a {precision_name(target)} input")
     if kind == "O":
         flat = raw.ravel()
-        if all(_is_b64(v) for v in flat):  # binary inputs; decoded into images later (spec §8)
+        if all(_is_b64(v) for v in flat):  # binary inputs; decoded into images later (docs/apis.md#binary-inputs)
             values = np.empty(flat.size, dtype=object)
             values[:] = [_b64_decode(v["b64"], status, name) for v in flat]
             return values.reshape(raw.shape or (1,))
@@ -342,7 +345,8 @@ def _json_tensor(value: Any, spec: TensorSpec | None, status: str, name: str, bo
 
 
 def _special_json(value: Any, spec: TensorSpec, status: str) -> np.ndarray:
-    """sequence_id or sequence_control_input in a REST body: a list of one unsigned integer, as [7] (spec §11)."""
+    """sequence_id or sequence_control_input in a REST body: a list of one unsigned integer, as [7]
+    (docs/stateful.md#stateful-models)."""
     assert spec.dtype is not None
     limit = np.iinfo(spec.dtype).max
     if not (isinstance(value, list) and len(value) == 1 and type(value[0]) is int and 0 <= value[0] <= limit):
@@ -399,7 +403,8 @@ def _column_inputs(inputs: Any, specs: Mapping[str, TensorSpec], bools: bool) ->
 
 
 def _binary_inputs(inputs: dict[str, np.ndarray], specs: Mapping[str, TensorSpec]) -> images.Decoded:
-    """Strings and {"b64": ...} values sent to inputs other than STRING become images or 2-D strings (spec §8)."""
+    """Strings and {"b64": ...} values sent to inputs other than STRING become images or 2-D strings
+    (docs/apis.md#binary-inputs)."""
     check_names(inputs.keys(), specs)
     arrays: dict[str, np.ndarray | images.EncodedImages] = {}
     for name in sorted(specs):
@@ -415,7 +420,7 @@ def _binary_inputs(inputs: dict[str, np.ndarray], specs: Mapping[str, TensorSpec
 
 class RestPredict:
     """A TF Serving REST predict body as a data-plane decoder: parsed once the servable's input specs are known (its
-    values take their precisions); it remembers the request's format for the response (spec §4.5)."""
+    values take their precisions); it remembers the request's format for the response (docs/apis.md#tfs-rest)."""
 
     def __init__(self, body: bytes) -> None:
         self.body = body
@@ -544,7 +549,7 @@ def predict_json(outputs: Mapping[str, np.ndarray], row: bool) -> bytes:
 
 def metadata_json(endpoint: Endpoint) -> str:
     """GetModelMetadata as OVMS's REST API prints it: protobuf JSON, every field, 1-space indent, the Any with its
-    type URL (spec §4.5)."""
+    type URL (docs/apis.md#tfs-rest)."""
     text: str = json_format.MessageToJson(
         metadata_response(endpoint), indent=1, always_print_fields_with_no_presence=True, descriptor_pool=_POOL
     )

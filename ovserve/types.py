@@ -40,7 +40,7 @@ Decoder = Callable[[Mapping[str, TensorSpec]], Mapping[str, np.ndarray] | Deferr
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Which front door a request came through; the labels of its request metrics (spec §9)."""
+    """Which front door a request came through; the labels of its request metrics (docs/operations.md#metrics)."""
 
     api: Literal["TensorFlowServing", "KServe"]
     interface: Literal["gRPC", "REST"]
@@ -52,7 +52,8 @@ class InferResult:
     target: str
     version: int
     outputs: Mapping[str, np.ndarray]
-    sequence_id: int | None = None  # a stateful model's answer names the request's sequence (spec §11)
+    # a stateful model's answer names the request's sequence (docs/stateful.md#stateful-models)
+    sequence_id: int | None = None
 
     def all_outputs(self) -> Mapping[str, np.ndarray]:
         """The outputs and, for a stateful model, the output sequence_id: uint64, shape [1]."""
