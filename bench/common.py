@@ -337,8 +337,11 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def server_process(config: Path, log_path: Path, rest: bool = False) -> Iterator[ServerProcess]:
-    """`python -m ovserve` with gRPC (and REST if asked) on free loopback ports; SIGTERM and wait on the way out."""
+def server_process(
+    config: Path, log_path: Path, rest: bool = False, flags: Sequence[str] = ()
+) -> Iterator[ServerProcess]:
+    """`python -m ovserve` with gRPC (and REST if asked) on free loopback ports and more `flags`; SIGTERM and wait on
+    the way out."""
     grpc_port, rest_port = free_port(), 0
     command = [sys.executable, "-m", "ovserve", "--config_path", str(config), "--port", str(grpc_port)]
     command += ["--grpc_bind_address", HOST]
@@ -347,6 +350,7 @@ def server_process(config: Path, log_path: Path, rest: bool = False) -> Iterator
         while rest_port == grpc_port:
             rest_port = free_port()
         command += ["--rest_port", str(rest_port), "--rest_bind_address", HOST]
+    command += flags
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
