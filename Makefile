@@ -96,7 +96,7 @@ bench-peers: $(VENV)/.installed $(DEMO_CACHE)/.ready $(PEERS_VENV)/.installed
 ## Overload: 256 clients against max_queue_size (fast refusals, admitted latency, memory) and a 10,000-branch request
 ## beside other clients (--max_branches_in_flight 64 vs unbounded), against raw OpenVINO. About 4 minutes.
 bench-overload: $(VENV)/.installed $(DEMO_CACHE)/.ready
-	$(PY) bench/bench_overload.py
+	DEMO_CACHE=$(abspath $(DEMO_CACHE)) $(PY) bench/bench_overload.py
 
 ## Mixed traffic (four doors, demultiplexing pipelines, PNG/JPEG, metrics, a reload a minute) against one server for
 ## SOAK_MINUTES (default 30): fails if resident memory grows 5 % or more after minute 1, fds grow, or a request fails.

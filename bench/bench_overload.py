@@ -44,6 +44,7 @@ from common import (
     PLUGIN_CONFIG,
     PREDICT,
     REQUEST_TIMEOUT,
+    STATUS,
     ModelCase,
     RawDriver,
     Result,
@@ -77,7 +78,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=256, help="concurrent clients when overloaded (default 256)")
     p.add_argument("--channels", type=int, default=8, help="gRPC connections the clients share (default 8)")
     p.add_argument("--limits", type=_limits, help="max_queue_size values to measure (default 0 and nireq)")
-    p.add_argument("--backoff", type=float, default=0.5, help="seconds a refused client waits to retry (0.5)")
+    p.add_argument(
+        "--backoff",
+        type=_floats,
+        default=[0.5, 2.0],
+        help="seconds a refused client waits to retry, each measured (0.5,2)",
+    )
     p.add_argument("--branches", type=int, default=10_000, help="branches of the big request (default 10000)")
     p.add_argument("--others", type=int, default=4, help="clients of the other model meanwhile (default 4)")
     p.add_argument("--repeat", type=int, default=3, help="big requests per window setting (default 3)")
@@ -99,6 +105,16 @@ def _limits(text: str) -> list[int]:
     return values
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text}") from e
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected numbers of 0 or more: {text}")
+    return values
+
+
 def demo_model() -> Path:
     """The demo IR: under $DEMO_CACHE if set, else where the other benches look (.cache/demo of this checkout)."""
     cache = os.environ.get("DEMO_CACHE")
@@ -114,7 +130,9 @@ class Overload:
 
     admitted: Result = field(default_factory=lambda: Result(1))
     refused: list[float] = field(default_factory=list)
-    rss: list[float] = field(default_factory=list)
+    idle: float = float("nan")  # the server's RSS (MB) before the cell
+    rss: list[float] = field(default_factory=list)  # ... sampled during the measured window
+    after: float = float("nan")  # ... once the cell's requests have ended
     lag: list[float] = field(default_factory=list)
     others: float = float("nan")
     example: str = ""
@@ -148,17 +166,17 @@ async def sample_while(stop: asyncio.Event, every: float, probe: Callable[[], No
 
 
 async def overloaded(
-    calls: Calls, payload: bytes, server: ServerProcess, args: argparse.Namespace, clients: int
+    calls: Calls, payload: bytes, server: ServerProcess, args: argparse.Namespace, backoff: float
 ) -> Overload:
-    """`clients` closed-loop clients for args.warmup + args.seconds; requests sent and answered inside the last
-    args.seconds are counted. Refused clients wait args.backoff (x 0.5-1.5) before the next request."""
+    """args.clients closed-loop clients for args.warmup + args.seconds; requests sent and answered inside the last
+    args.seconds are counted. Refused clients wait `backoff` (x 0.5-1.5) before their next request."""
     import grpc
 
     cell = Overload()
     start = time.perf_counter()
     window = start + args.warmup
     deadline = window + args.seconds
-    rng = random.Random(clients)
+    rng = random.Random(args.clients)
     stop = asyncio.Event()
 
     async def client(k: int) -> None:
@@ -179,10 +197,10 @@ async def overloaded(
             if sent >= window:
                 (cell.refused if refused else cell.admitted.latencies).append(done - sent)
             if refused:
-                await asyncio.sleep(args.backoff * rng.uniform(0.5, 1.5))
+                await asyncio.sleep(backoff * rng.uniform(0.5, 1.5))
 
     def rss() -> None:
-        if time.perf_counter() >= window:
+        if window <= time.perf_counter() <= deadline:
             cell.rss.append(memory_mb(server.process.pid)[0])
 
     last = [time.perf_counter()]
@@ -192,14 +210,64 @@ async def overloaded(
         cell.lag.append(max(0.0, now - last[0] - 0.01))
         last[0] = now
 
+    cell.idle = memory_mb(server.process.pid)[0]
     background = common.Background(server.process.pid)
     samplers = [asyncio.create_task(sample_while(stop, 0.25, rss)), asyncio.create_task(sample_while(stop, 0.01, lag))]
-    await asyncio.gather(*(client(k) for k in range(clients)))
+    await asyncio.gather(*(client(k) for k in range(args.clients)))
     stop.set()
     await asyncio.gather(*samplers)
-    cell.rss.append(memory_mb(server.process.pid)[0])
+    cell.after = memory_mb(server.process.pid)[0]
     cell.others = background.share()
     cell.admitted.elapsed = args.seconds
+    return cell
+
+
+@dataclass
+class Probe:
+    """One client's requests, 10 ms apart, while nireq others keep the infer requests busy: latencies (s) of its
+    refused and admitted Predict calls and of GetModelStatus calls (a trivial RPC) sent in turn with them."""
+
+    refused: list[float] = field(default_factory=list)
+    admitted: list[float] = field(default_factory=list)
+    status: list[float] = field(default_factory=list)
+
+
+async def probe(calls: Calls, payload: bytes, model: str, nireq: int, seconds: float) -> Probe:
+    import grpc
+
+    from ovserve._proto.tensorflow_serving.apis import get_model_status_pb2 as st
+
+    request = st.GetModelStatusRequest()
+    request.model_spec.name = model
+    status = calls.channels[-1].unary_unary(STATUS, request_serializer=identity, response_deserializer=identity)
+    cell, stop = Probe(), asyncio.Event()
+
+    async def busy(k: int) -> None:
+        while not stop.is_set():
+            with suppress(grpc.aio.AioRpcError):
+                await calls(k)(payload, timeout=REQUEST_TIMEOUT)
+
+    async def timed(call: Callable[..., Any], message: bytes) -> tuple[float, bool]:
+        sent = time.perf_counter()
+        try:
+            await call(message, timeout=REQUEST_TIMEOUT)
+            return time.perf_counter() - sent, False
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            return time.perf_counter() - sent, True
+
+    keep = [asyncio.create_task(busy(k)) for k in range(nireq)]
+    await asyncio.sleep(1.0)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        latency, refused = await timed(calls(len(calls.calls) - 1), payload)
+        (cell.refused if refused else cell.admitted).append(latency)
+        await asyncio.sleep(0.01)
+        cell.status.append((await timed(status, request.SerializeToString()))[0])
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.gather(*keep)
     return cell
 
 
@@ -234,7 +302,8 @@ class QueueRows:
 
     nireq: int = 0
     unloaded: dict[int, common.Rounds] = field(default_factory=dict)
-    overloaded: dict[int | None, Overload] = field(default_factory=dict)
+    overloaded: dict[tuple[int | None, float], Overload] = field(default_factory=dict)  # by (limit, backoff)
+    probes: dict[int, Probe] = field(default_factory=dict)
     raw: dict[int, Result] = field(default_factory=dict)
 
 
@@ -258,8 +327,13 @@ async def queue_part(args: argparse.Namespace, workdir: Path) -> QueueRows:
                     raise RuntimeError("unexpected output shape")
                 if limit is None:
                     await unloaded_cells(rows, driver, calls(0), payload, args, server.process.pid)
-                rows.overloaded[limit] = cell = await overloaded(calls, payload, server, args, args.clients)
-                _progress(name, cell)
+                    rows.overloaded[limit, 0.0] = cell = await overloaded(calls, payload, server, args, 0.0)
+                    _progress(name, cell)
+                    continue
+                rows.probes[limit] = await probe(calls, payload, case.name, rows.nireq, args.baseline_seconds)
+                for backoff in args.backoff:
+                    rows.overloaded[limit, backoff] = cell = await overloaded(calls, payload, server, args, backoff)
+                    _progress(f"{name} backoff {backoff:g} s", cell)
             finally:
                 await calls.close()
     return rows
@@ -284,7 +358,8 @@ def _progress(name: str, cell: Overload) -> None:
     a = cell.admitted
     print(
         f"  {name} C=256: admitted {len(a.latencies)} (p50 {a.percentile_ms(50):.1f} ms), refused "
-        f"{len(cell.refused)} (p50 {cell.refused_ms(50):.2f} ms); RSS {cell.rss[0]:.0f}->{cell.rss[-1]:.0f} MB; "
+        f"{len(cell.refused)} (p50 {cell.refused_ms(50):.2f} ms); RSS idle {cell.idle:.0f}, "
+        f"{cell.rss[0]:.0f}->{cell.rss[-1]:.0f} MB; "
         f"others {100 * cell.others:.0f}% CPU" + (f"; refusal: {cell.example}" if cell.example else ""),
         flush=True,
     )
@@ -293,10 +368,13 @@ def _progress(name: str, cell: Overload) -> None:
 def queue_tables(rows: QueueRows, args: argparse.Namespace) -> list[str]:
     if not rows.nireq:
         return []
-    lines = [f"nireq {rows.nireq}; unloaded: C clients, {args.rounds} alternating rounds of raw and server", ""]
+    return [*unloaded_table(rows, args), "", *probe_table(rows, args), "", *overload_table(rows, args)]
+
+
+def unloaded_table(rows: QueueRows, args: argparse.Namespace) -> list[str]:
     header = f"{'unloaded':9s} {'C':>3s} | {'raw p50':>7s} {'p99':>6s} {'req/s':>6s} | {'ovserve p50':>11s} {'p99':>6s}"
     header += f" {'req/s':>6s} | {'p50/raw':>7s} {'req/s/raw':>9s} {'others':>6s}"
-    lines += [header, "-" * len(header)]
+    lines = [header, "-" * len(header)]
     for c, m in rows.unloaded.items():
         raw, served = m.results["raw"], m.results["grpc"]
         lines.append(
@@ -305,38 +383,64 @@ def queue_tables(rows: QueueRows, args: argparse.Namespace) -> list[str]:
             f"{ratio(served.percentile_ms(50), raw.percentile_ms(50)):7.2f} {m.ratio('grpc'):9.2f} "
             f"{100 * m.background:5.0f}%"
         )
-    lines.append("")
+    lines.append(
+        f"nireq {rows.nireq}; no max_queue_size; C closed-loop clients of one image, {args.rounds} alternating rounds "
+        "of raw OpenVINO and ovserve; latencies in ms"
+    )
+    return lines
+
+
+def probe_table(rows: QueueRows, args: argparse.Namespace) -> list[str]:
+    header = f"{'probe':5s} {'max_queue_size':>14s} | {'refused p50':>11s} {'p99':>6s} {'n':>4s} | "
+    header += f"{'admitted p50':>12s} {'n':>4s} | {'GetModelStatus p50':>18s} {'p99':>6s}"
+    lines = [header, "-" * len(header)]
+    for limit, cell in rows.probes.items():
+        refused, admitted, status = (Result(1, v) for v in (cell.refused, cell.admitted, cell.status))
+        lines.append(
+            f"{'':5s} {limit:14d} | {refused.percentile_ms(50):11.2f} {refused.percentile_ms(99):6.2f} "
+            f"{len(cell.refused):4d} | {admitted.percentile_ms(50):12.1f} {len(cell.admitted):4d} | "
+            f"{status.percentile_ms(50):18.2f} {status.percentile_ms(99):6.2f}"
+        )
+    lines.append(
+        f"one client sends a Predict, then a GetModelStatus (a trivial RPC), 10 ms apart, for {args.baseline_seconds:g}"
+        f" s while {rows.nireq} clients keep the infer requests busy; latencies in ms"
+    )
+    return lines
+
+
+def overload_table(rows: QueueRows, args: argparse.Namespace) -> list[str]:
     c = args.clients
     header = (
-        f"{'C=' + str(c):9s} {'max_queue_size':>14s} | {'raw C':>5s} {'p50':>6s} | {'admitted p50':>12s} {'p99':>7s}"
-        f" {'/s':>6s} | {'p50/raw':>7s} | {'refused p50':>11s} {'p99':>6s} {'/s':>6s} | "
-        f"{'RSS start':>9s} {'end':>5s} {'max':>5s} | {'lag p99':>7s} {'others':>6s}"
+        f"{'C=' + str(c):5s} {'max_queue_size':>14s} {'backoff s':>9s} | {'raw C':>5s} {'p50':>6s} | "
+        f"{'admitted p50':>12s} {'p99':>7s} {'/s':>6s} | {'p50/raw':>7s} | {'refused p50':>11s} {'p99':>6s} "
+        f"{'/s':>6s} | {'RSS idle':>8s} {'start':>5s} {'end':>5s} {'max':>5s} {'after':>5s} | {'lag p99':>7s} "
+        f"{'others':>6s}"
     )
-    lines += [header, "-" * len(header)]
-    for limit, cell in rows.overloaded.items():
+    lines = [header, "-" * len(header)]
+    for (limit, backoff), cell in rows.overloaded.items():
         reference = c if limit is None else rows.nireq
         raw = rows.raw[c] if limit is None else rows.unloaded[rows.nireq].results["raw"]
         a = cell.admitted
         refused = f"{cell.refused_ms(50):11.2f} {cell.refused_ms(99):6.2f} {len(cell.refused) / args.seconds:6.1f}"
+        lag = 1000 * sorted(cell.lag)[int(0.99 * (len(cell.lag) - 1))] if cell.lag else float("nan")
         lines.append(
-            f"{'':9s} {'none' if limit is None else str(limit):>14s} | {reference:5d} {raw.percentile_ms(50):6.1f} | "
+            f"{'':5s} {'none' if limit is None else str(limit):>14s} {'' if limit is None else f'{backoff:g}':>9s} | "
+            f"{reference:5d} {raw.percentile_ms(50):6.1f} | "
             f"{a.percentile_ms(50):12.1f} {a.percentile_ms(99):7.1f} {len(a.latencies) / args.seconds:6.1f} | "
             f"{ratio(a.percentile_ms(50), raw.percentile_ms(50)):7.2f} | {refused} | "
-            f"{cell.rss[0]:9.0f} {cell.rss[-1]:5.0f} {max(cell.rss):5.0f} | "
-            f"{1000 * sorted(cell.lag)[int(0.99 * (len(cell.lag) - 1))] if cell.lag else float('nan'):7.1f} "
-            f"{100 * cell.others:5.0f}%"
+            f"{cell.idle:8.0f} {cell.rss[0]:5.0f} {cell.rss[-1]:5.0f} {max(cell.rss):5.0f} {cell.after:5.0f} | "
+            f"{lag:7.1f} {100 * cell.others:5.0f}%"
         )
     lines += [
-        f"latencies in ms, measured in this process over {args.seconds:g} s after {args.warmup:g} s; a refused client "
-        f"retries after {args.backoff:g} s x 0.5-1.5; p50/raw: admitted p50 over raw OpenVINO's p50 at `raw C` "
-        "clients; RSS in MB (the server's, sampled every 0.25 s); lag p99 = this process's event-loop lag, part of "
+        f"{c} closed-loop clients on {args.channels} connections, measured over {args.seconds:g} s after "
+        f"{args.warmup:g} s; a refused client retries after `backoff` x 0.5-1.5 s; latencies in ms;",
+        "p50/raw: admitted p50 over raw OpenVINO's p50 at `raw C` clients (C = nireq: the unloaded figure);",
+        "RSS in MB: the server's before the cell (idle), at the start and end of the measured window, its highest "
+        "sample there (every 0.25 s) and after the last request; lag p99: this process's event-loop lag, part of "
         "every latency here",
     ]
-    for limit, cell in rows.overloaded.items():
-        if cell.example:
-            lines.append(f"a refusal (max_queue_size {limit}): {cell.example}")
-            break
-    return lines
+    example = next((cell.example for cell in rows.overloaded.values() if cell.example), "")
+    return [*lines, f"a refusal: {example}"] if example else lines
 
 
 # --- part 2: fairness beside a big demultiplexed request --------------------------------------------------------
