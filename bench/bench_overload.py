@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -67,6 +67,7 @@ from common import (
 )
 
 TINY = (1, 10)
+T = TypeVar("T", int, float)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -77,10 +78,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="alternating raw/server slices per unloaded cell (2)")
     p.add_argument("--clients", type=int, default=256, help="concurrent clients when overloaded (default 256)")
     p.add_argument("--channels", type=int, default=8, help="gRPC connections the clients share (default 8)")
-    p.add_argument("--limits", type=_limits, help="max_queue_size values to measure (default 0 and nireq)")
+    p.add_argument("--limits", type=_non_negative(int), help="max_queue_size values to measure (default 0 and nireq)")
     p.add_argument(
         "--backoff",
-        type=_floats,
+        type=_non_negative(float),
         default=[0.5, 2.0],
         help="seconds a refused client waits to retry, each measured (0.5,2)",
     )
@@ -95,24 +96,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _limits(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text}") from e
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected integers of 0 or more: {text}")
-    return values
+def _non_negative(convert: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """An argparse type: comma-separated numbers of 0 or more, each made by `convert`."""
 
+    def parse(text: str) -> list[T]:
+        try:
+            values = [convert(v) for v in text.split(",") if v.strip()]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text}") from e
+        if not values or min(values) < 0:
+            raise argparse.ArgumentTypeError(f"expected numbers of 0 or more: {text}")
+        return values
 
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text}") from e
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected numbers of 0 or more: {text}")
-    return values
+    return parse
 
 
 def demo_model() -> Path:
@@ -146,7 +142,7 @@ class Calls:
 
     def __init__(self, port: int, count: int) -> None:
         self.channels = [grpc_channel(port) for _ in range(count)]
-        self.calls = [
+        self.calls: list[Callable[..., Any]] = [
             c.unary_unary(PREDICT, request_serializer=identity, response_deserializer=identity) for c in self.channels
         ]
 
@@ -345,7 +341,7 @@ async def unloaded_cells(
     """Raw and server side by side at C = 1 .. nireq, then raw alone at C = args.clients."""
     baseline = argparse.Namespace(warmup=1.0, rounds=args.rounds, seconds=args.baseline_seconds)
     for c in range(1, rows.nireq + 1):
-        sides = {
+        sides: dict[str, common.Side] = {
             "raw": lambda s, c=c: asyncio.to_thread(raw_run, driver, c, s),
             "grpc": lambda s, c=c: common.grpc_run(call, [payload], 1, c, s),
         }
