@@ -335,16 +335,25 @@ async def queue_part(args: argparse.Namespace, workdir: Path) -> QueueRows:
     return rows
 
 
+def side_by_side(driver: RawDriver, call: Callable[..., Any], payload: bytes, clients: int) -> dict[str, common.Side]:
+    """Raw OpenVINO and the server, each with `clients` closed-loop clients of one image."""
+
+    async def raw(seconds: float) -> Result:
+        return await asyncio.to_thread(raw_run, driver, clients, seconds)
+
+    async def served(seconds: float) -> Result:
+        return await common.grpc_run(call, [payload], 1, clients, seconds)
+
+    return {"raw": raw, "grpc": served}
+
+
 async def unloaded_cells(
     rows: QueueRows, driver: RawDriver, call: Callable[..., Any], payload: bytes, args: argparse.Namespace, pid: int
 ) -> None:
     """Raw and server side by side at C = 1 .. nireq, then raw alone at C = args.clients."""
     baseline = argparse.Namespace(warmup=1.0, rounds=args.rounds, seconds=args.baseline_seconds)
     for c in range(1, rows.nireq + 1):
-        sides: dict[str, common.Side] = {
-            "raw": lambda s, c=c: asyncio.to_thread(raw_run, driver, c, s),
-            "grpc": lambda s, c=c: common.grpc_run(call, [payload], 1, c, s),
-        }
+        sides = side_by_side(driver, call, payload, c)
         rows.unloaded[c] = await alternate(sides, "raw", 1, baseline, pid)
         common.progress("unloaded efficientnet", c, rows.unloaded[c])
     rows.raw[args.clients] = await asyncio.to_thread(raw_run, driver, args.clients, args.seconds)
