@@ -220,15 +220,16 @@ async def overloaded(
 
 @dataclass
 class Probe:
-    """One client's requests, 10 ms apart, while nireq others keep the infer requests busy: latencies (s) of its
-    refused and admitted Predict calls and of GetModelStatus calls (a trivial RPC) sent in turn with them."""
+    """One client's requests, 10 ms apart, while nireq + max_queue_size others keep the infer requests busy and the
+    queue full: latencies (s) of its refused and admitted Predict calls and of GetModelStatus calls (a trivial RPC)
+    sent in turn with them."""
 
     refused: list[float] = field(default_factory=list)
     admitted: list[float] = field(default_factory=list)
     status: list[float] = field(default_factory=list)
 
 
-async def probe(calls: Calls, payload: bytes, model: str, nireq: int, seconds: float) -> Probe:
+async def probe(calls: Calls, payload: bytes, model: str, busy_clients: int, seconds: float) -> Probe:
     import grpc
 
     from ovserve._proto.tensorflow_serving.apis import get_model_status_pb2 as st
@@ -253,7 +254,7 @@ async def probe(calls: Calls, payload: bytes, model: str, nireq: int, seconds: f
                 raise
             return time.perf_counter() - sent, True
 
-    keep = [asyncio.create_task(busy(k)) for k in range(nireq)]
+    keep = [asyncio.create_task(busy(k)) for k in range(busy_clients)]
     await asyncio.sleep(1.0)
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -326,7 +327,8 @@ async def queue_part(args: argparse.Namespace, workdir: Path) -> QueueRows:
                     rows.overloaded[limit, 0.0] = cell = await overloaded(calls, payload, server, args, 0.0)
                     _progress(name, cell)
                     continue
-                rows.probes[limit] = await probe(calls, payload, case.name, rows.nireq, args.baseline_seconds)
+                busy = rows.nireq + limit
+                rows.probes[limit] = await probe(calls, payload, case.name, busy, args.baseline_seconds)
                 for backoff in args.backoff:
                     rows.overloaded[limit, backoff] = cell = await overloaded(calls, payload, server, args, backoff)
                     _progress(f"{name} backoff {backoff:g} s", cell)
@@ -408,7 +410,7 @@ def probe_table(rows: QueueRows, args: argparse.Namespace) -> list[str]:
         )
     lines.append(
         f"one client sends a Predict, then a GetModelStatus (a trivial RPC), 10 ms apart, for {args.baseline_seconds:g}"
-        f" s while {rows.nireq} clients keep the infer requests busy; latencies in ms"
+        f" s while nireq + max_queue_size clients keep the infer requests busy and the queue full; latencies in ms"
     )
     return lines
 
