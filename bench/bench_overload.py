@@ -1,7 +1,7 @@
 """Benchmark: overload. Bounded queues (max_queue_size) at 256 clients, and fairness beside a 10,000-branch request.
 
 1. Queue limit, on the demo EfficientNet model (plugin config as the other benches, nireq = OpenVINO's optimum).
-   A fresh ``python -m ovserve`` per configuration; ``grpc.aio`` clients in this process, spread over --channels
+   A fresh ``python -m ovserve`` per row of the table; ``grpc.aio`` clients in this process, spread over --channels
    connections, send TF Serving Predict requests of one image back to back:
    - unloaded: C = 1 .. nireq clients, no limit, in --rounds alternating slices with raw in-process OpenVINO (the
      model compiled as ovserve compiles it, behind an ``ov.AsyncInferQueue``);
@@ -9,16 +9,17 @@
      ``max_queue_size``. A refused client (RESOURCE_EXHAUSTED) retries after --backoff s (times 0.5-1.5, random),
      as clients of a server that sheds load do. Reported: latency p50/p99 of admitted requests (ratio to raw
      OpenVINO at C = nireq, the unloaded figure, or at C = 256 for the no-limit row), latency p50/p99 of refusals,
-     admitted and refused requests per second, the server's resident memory at the start and end of the cell and
-     its highest sample, and this process's event-loop lag (p99), which every client-side latency includes.
+     admitted and refused requests per second, the server's resident memory before, during and after the cell,
+     and this process's event-loop lag (p99), which every client-side latency includes. A probe also times one
+     client's refusals (and, for comparison, GetModelStatus calls) while the model is kept busy and its queue full.
 2. Fairness: a pipeline with demultiply_count -1 over a tiny model (y = (x + 1) * 2 on (1,10)); one client sends a
    request of --branches (10,000) branches while --others clients send (1,10) requests to another model (a separate
-   entry of the same IR, so its own infer requests). Reported: the others' latency p50/max during the big request
+   entry of the same IR, so its own infer requests). Reported: the others' latency p50/p99/max during the big request
    against unloaded and against raw OpenVINO on that model, for the server's default --max_branches_in_flight (64)
    and for an unbounded window (--branches). The big request is sent --repeat times.
 
 Usage (from the repo root; ``make demo`` prepares the demo model; DEMO_CACHE overrides where it is):
-    .venv/bin/python bench/bench_overload.py [--seconds 10] [--clients 256] [--limits 0,2] [--backoff 0.5]
+    .venv/bin/python bench/bench_overload.py [--seconds 10] [--clients 256] [--limits 0,4] [--backoff 0.5,2]
 """
 
 from __future__ import annotations
@@ -164,8 +165,9 @@ async def sample_while(stop: asyncio.Event, every: float, probe: Callable[[], No
 async def overloaded(
     calls: Calls, payload: bytes, server: ServerProcess, args: argparse.Namespace, backoff: float
 ) -> Overload:
-    """args.clients closed-loop clients for args.warmup + args.seconds; requests sent and answered inside the last
-    args.seconds are counted. Refused clients wait `backoff` (x 0.5-1.5) before their next request."""
+    """args.clients closed-loop clients, arriving over the first second, for args.warmup + args.seconds; requests
+    sent and answered inside the last args.seconds are counted. Refused clients wait `backoff` (x 0.5-1.5) before
+    their next request."""
     import grpc
 
     cell = Overload()
@@ -177,6 +179,7 @@ async def overloaded(
 
     async def client(k: int) -> None:
         call = calls(k)
+        await asyncio.sleep(k / args.clients * min(1.0, args.warmup / 2))  # the clients arrive over a second
         while True:
             sent = time.perf_counter()
             try:
@@ -315,23 +318,21 @@ async def queue_part(args: argparse.Namespace, workdir: Path) -> QueueRows:
     payload = predict_bytes(case.name, images(1)[0])
     driver = RawDriver(compiled, rows.nireq, images(1))
     limits = args.limits if args.limits is not None else [0, rows.nireq]
-    for limit in [None, *limits]:
-        name = "no-limit" if limit is None else f"limit-{limit}"
-        async with started(queue_document(case, limit), name, case.name, args, workdir) as server:
+    for limit, backoff in [(None, 0.0)] + [(limit, backoff) for limit in limits for backoff in args.backoff]:
+        name = "no limit" if limit is None else f"max_queue_size {limit}, backoff {backoff:g} s"
+        document = queue_document(case, limit)
+        async with started(document, f"queue-{limit}-{backoff:g}", case.name, args, workdir) as server:
             calls = Calls(server.grpc_port, args.channels)
             try:
                 if predict_output(await calls(0)(payload, timeout=REQUEST_TIMEOUT)).shape != (1, 1000):
                     raise RuntimeError("unexpected output shape")
                 if limit is None:
                     await unloaded_cells(rows, driver, calls(0), payload, args, server.process.pid)
-                    rows.overloaded[limit, 0.0] = cell = await overloaded(calls, payload, server, args, 0.0)
-                    _progress(name, cell)
-                    continue
-                busy = rows.nireq + limit
-                rows.probes[limit] = await probe(calls, payload, case.name, busy, args.baseline_seconds)
-                for backoff in args.backoff:
-                    rows.overloaded[limit, backoff] = cell = await overloaded(calls, payload, server, args, backoff)
-                    _progress(f"{name} backoff {backoff:g} s", cell)
+                elif limit not in rows.probes:
+                    busy = rows.nireq + limit
+                    rows.probes[limit] = await probe(calls, payload, case.name, busy, args.baseline_seconds)
+                rows.overloaded[limit, backoff] = cell = await overloaded(calls, payload, server, args, backoff)
+                _progress(name, cell)
             finally:
                 await calls.close()
     return rows
@@ -364,7 +365,7 @@ async def unloaded_cells(
 def _progress(name: str, cell: Overload) -> None:
     a = cell.admitted
     print(
-        f"  {name} C=256: admitted {len(a.latencies)} (p50 {a.percentile_ms(50):.1f} ms), refused "
+        f"  {name}: admitted {len(a.latencies)} (p50 {a.percentile_ms(50):.1f} ms), refused "
         f"{len(cell.refused)} (p50 {cell.refused_ms(50):.2f} ms); RSS idle {cell.idle:.0f}, "
         f"{cell.rss[0]:.0f}->{cell.rss[-1]:.0f} MB; "
         f"others {100 * cell.others:.0f}% CPU" + (f"; refusal: {cell.example}" if cell.example else ""),
@@ -440,7 +441,8 @@ def overload_table(rows: QueueRows, args: argparse.Namespace) -> list[str]:
         )
     lines += [
         f"{c} closed-loop clients on {args.channels} connections, measured over {args.seconds:g} s after "
-        f"{args.warmup:g} s; a refused client retries after `backoff` x 0.5-1.5 s; latencies in ms;",
+        f"{args.warmup:g} s (the clients arrive over the first second), a fresh server for each row; a refused client "
+        "retries after `backoff` x 0.5-1.5 s; latencies in ms;",
         "p50/raw: admitted p50 over raw OpenVINO's p50 at `raw C` clients (C = nireq: the unloaded figure);",
         "RSS in MB: the server's before the cell (idle), at the start and end of the measured window, its highest "
         "sample there (every 0.25 s) and after the last request; lag p99: this process's event-loop lag, part of "
