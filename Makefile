@@ -94,7 +94,7 @@ bench-peers: $(VENV)/.installed $(DEMO_CACHE)/.ready $(PEERS_VENV)/.installed
 	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(PY) bench/bench_peers.py
 
 ## Overload: 256 clients against max_queue_size (fast refusals, admitted latency, memory) and a 10,000-branch request
-## beside other clients (--max_branches_in_flight 64 vs unbounded), against raw OpenVINO. About 4 minutes.
+## beside other clients (--max_branches_in_flight 64 vs unbounded), against raw OpenVINO. About 4-5 minutes.
 bench-overload: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	DEMO_CACHE=$(abspath $(DEMO_CACHE)) $(PY) bench/bench_overload.py
 
