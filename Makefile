@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test fuzz test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers protos \
+.PHONY: demo test fuzz test-tfserving test-perf-analyzer lint bench bench-api bench-pipeline bench-images bench-batch bench-peers bench-overload soak protos \
 	bench-stateful \
 	clean image test-container
 .DEFAULT_GOAL := test
@@ -108,6 +108,17 @@ $(PEERS_VENV)/.installed: bench/peers/requirements.txt
 
 bench-peers: $(VENV)/.installed $(DEMO_CACHE)/.ready $(PEERS_VENV)/.installed
 	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(PY) bench/bench_peers.py
+
+## Overload: 256 clients against max_queue_size (fast refusals, admitted latency, memory) and a 10,000-branch request
+## beside other clients (--max_branches_in_flight 64 vs unbounded), against raw OpenVINO. About 4-5 minutes.
+bench-overload: $(VENV)/.installed $(DEMO_CACHE)/.ready
+	DEMO_CACHE=$(abspath $(DEMO_CACHE)) $(PY) bench/bench_overload.py
+
+## Mixed traffic (four doors, demultiplexing pipelines, PNG/JPEG, metrics, a reload a minute) against one server for
+## SOAK_MINUTES (default 30): fails if resident memory grows 5 % or more after minute 1, fds grow, or a request fails.
+SOAK_MINUTES ?= 30
+soak: $(VENV)/.installed
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
 
 ## Regenerate ovserve/_proto from proto/ (the generated code is committed).
 protos: $(VENV)/.installed
