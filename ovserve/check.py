@@ -19,9 +19,10 @@ from .config import Latest, ModelConfig, NodeConfig, S3Path, ServerConfig, load_
 from .custom import Library, open_library
 from .errors import ConfigError, LoadError
 from .metrics import FAMILIES
-from .pipeline import PipelineDefinition, Servable, build_definition, model_node
+from .pipeline import PipelineDefinition, build_definition, model_node
 from .repository import Repository, Storage
 from .tensors import TensorSpec, precision_name
+from .types import Signature
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ async def _check_pipelines(
     uses a model in `unread` cannot be, and is noted."""
     models = {m.name: m for m in config.models}
 
-    def model_of(pipeline: str, node: NodeConfig) -> Servable:
+    def model_of(pipeline: str, node: NodeConfig) -> Signature:
         if node.model_name in unread:
             raise _NotChecked("", f"node {node.name} uses model {node.model_name}, which was not read (s3://)")
         read = report.models.get(node.model_name, {})

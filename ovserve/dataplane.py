@@ -11,11 +11,10 @@ from .errors import ServingError
 from .manager import Manager
 from .metrics import Metrics
 from .requestlog import RequestLog
-from .runtime import Servable
 from .shm import Regions
 from .stateful import StatefulModelVersion
 from .tensors import check_inputs
-from .types import Endpoint, ImageLimits, InferRequest, InferResult, Origin, VersionStatus
+from .types import Endpoint, ImageLimits, InferRequest, InferResult, Origin, Servable, VersionStatus
 
 
 class DataPlane:

@@ -20,12 +20,12 @@ from .config import Latest, ModelConfig, NodeConfig, PipelineConfig, ServerConfi
 from .custom import Library, open_library
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
-from .pipeline import BRANCH_WINDOW, PipelineDefinition, Servable, build_definition, dynamic, model_node
+from .pipeline import BRANCH_WINDOW, PipelineDefinition, build_definition, dynamic, model_node
 from .repository import Repository, Stamp, Storage
 from .runtime import ModelVersion, TensorMap
 from .stateful import StatefulModelVersion
 from .tensors import TensorSpec
-from .types import Origin, VersionStatus
+from .types import Origin, Signature, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -525,7 +525,7 @@ class Manager:
             log.error("pipeline %s failed validation: %s", config.name, e)
         entry.settled.set()
 
-    def _node_model(self, pipeline_name: str, node: NodeConfig) -> Servable:
+    def _node_model(self, pipeline_name: str, node: NodeConfig) -> Signature:
         entry = self.models.get(node.model_name)
         number = node.version
         version = None if entry is None else (entry.versions.get(number) if number else entry.default())

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .errors import LoadError, ServingError
 from .metrics import Metrics
 from .runtime import ModelVersion, TensorMap
 from .tensors import Dim, TensorSpec, check_input, dim_text, dims_overlap, precision_name, shape_text
-from .types import Origin
+from .types import Origin, Signature
 
 REQUEST, RESPONSE = "request", "response"
 MAX_BRANCHES = 10000
@@ -54,18 +54,7 @@ def _dim_intersection(a: Dim, b: Dim) -> Dim:
     return lo if lo == hi else (lo, hi)
 
 
-class Servable(Protocol):
-    """What a node runs: a model version (resolved per request) or a custom node (bound at load)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def inputs(self) -> Mapping[str, TensorSpec]: ...
-    @property
-    def outputs(self) -> Mapping[str, TensorSpec]: ...
-
-
-ResolveNode = Callable[[NodeConfig], Servable]  # a node's model version or custom node now; raises LoadError
+ResolveNode = Callable[[NodeConfig], Signature]  # a node's model version or custom node now; raises LoadError
 
 
 def dynamic(config: ModelConfig) -> bool:
@@ -74,7 +63,7 @@ def dynamic(config: ModelConfig) -> bool:
     return config.batch_size == "auto" or "auto" in shapes
 
 
-def model_node(pipeline: str, node: NodeConfig, model: ModelConfig | None, servable: Servable | None) -> Servable:
+def model_node(pipeline: str, node: NodeConfig, model: ModelConfig | None, servable: Signature | None) -> Signature:
     """A DL node's model for validation: `servable` is the version it names (or the default one) if that serves,
     `model` the model's config if it is configured."""
     if model is None or servable is None:
@@ -133,7 +122,7 @@ async def build_definition(
                     custom[node.name] = await asyncio.to_thread(CustomNode, library, node.name, node.params)
                     created.append(custom[node.name])
 
-        def resolve(node: NodeConfig) -> Servable:
+        def resolve(node: NodeConfig) -> Signature:
             if node.kind != "custom":
                 return model_of(node)
             error = custom[node.name].error
@@ -151,7 +140,7 @@ async def build_definition(
 @dataclass(frozen=True)
 class _Node:
     config: NodeConfig
-    model: Servable  # DL: the version seen at load time (metadata and validation only); custom: the node itself
+    model: Signature  # DL: the version seen at load time (metadata and validation only); custom: the node itself
     in_level: tuple[str, ...]  # demultiplexers open for this node's inputs (after its own gather)
     out_level: tuple[str, ...]  # ... and for its outputs (adds itself when it demultiplexes)
 
@@ -209,7 +198,7 @@ class PipelineDefinition:
         if config.demultiply_count is not None:
             self.counts[REQUEST] = config.demultiply_count
         self._by_name = {n.name: n for n in config.nodes}
-        self._servables: dict[str, Servable] = {}
+        self._servables: dict[str, Signature] = {}
         self._resolve = resolve
         self._check_nodes()
         self.nodes = self._levels()
@@ -224,7 +213,7 @@ class PipelineDefinition:
 
     # --- structure (spec §5.3 step 3) --------------------------------------------------------------------------
 
-    def _servable(self, name: str) -> Servable:
+    def _servable(self, name: str) -> Signature:
         if name not in self._servables:
             self._servables[name] = self._resolve(self._by_name[name])
         return self._servables[name]
@@ -279,7 +268,7 @@ class PipelineDefinition:
                 f"{node.name} ({node.model_name or node.library_name}): {', '.join(missing)}",
             )
 
-    def _check_demultiplexer(self, node: NodeConfig, servable: Servable) -> None:
+    def _check_demultiplexer(self, node: NodeConfig, servable: Signature) -> None:
         count = node.demultiply_count
         if node.kind == "DL model":
             strings = sorted(n for n, s in servable.inputs.items() if s.dtype == np.dtype(object))
