@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from . import kfs, stats
+from . import kfs
 from ._proto import grpc_predict_v2_pb2 as pb
 from .dataplane import DataPlane
 from .errors import ServingError
@@ -37,7 +37,7 @@ _CUDA_SHM = ("CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMe
 def model_version(dataplane: DataPlane, name: str, text: str) -> int | None:
     """The version a ModelReady/ModelMetadata request names: parsed for models only (pipelines ignore it, and an
     unknown name fails its lookup as MODEL_NAME_MISSING), as OVMS does."""
-    if name not in dataplane.manager.models:
+    if not dataplane.is_model(name):
         return None
     return kfs.parse_version(text)
 
@@ -79,14 +79,13 @@ class KServe:
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
         """Triton's statistics of every version serving now, of one model or pipeline, or of one version."""
-        manager = self.dataplane.manager
         version = model_version(self.dataplane, request.name, request.version)
-        return kfs.statistics_response(stats.rows(manager, manager.metrics.stats, request.name, version))
+        return kfs.statistics_response(self.dataplane.statistics(request.name, version))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
         """Triton's repository index: every model version and pipeline with its state (one repository: the name
         asked for is not looked at)."""
-        return kfs.index_response(stats.index(self.dataplane.manager, request.ready))
+        return kfs.index_response(self.dataplane.index(request.ready))
 
     async def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, context: Any

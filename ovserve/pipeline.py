@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import gathering
-from .config import ModelConfig, NodeConfig, PipelineConfig, Source
+from .config import ModelConfig, NodeConfig, PipelineConfig, Source, dynamic
 from .custom import CustomNode, Library
 from .errors import LoadError, ServingError
 from .metrics import Metrics
@@ -55,12 +55,6 @@ def _dim_intersection(a: Dim, b: Dim) -> Dim:
 
 
 ResolveNode = Callable[[NodeConfig], Signature]  # a node's model version or custom node now; raises LoadError
-
-
-def dynamic(config: ModelConfig) -> bool:
-    """Shape or batch_size "auto": the model reshapes for requests, which pipelines do not allow (spec §5.3)."""
-    shapes = config.shape.values() if isinstance(config.shape, dict) else [config.shape]
-    return config.batch_size == "auto" or "auto" in shapes
 
 
 def model_node(pipeline: str, node: NodeConfig, model: ModelConfig | None, servable: Signature | None) -> Signature:
@@ -207,9 +201,8 @@ class PipelineDefinition:
         self.custom_nodes = [n.custom for n in self.nodes.values() if n.custom is not None]
         for custom in self.custom_nodes:
             custom.hold()
-        self._running = 0
+        self._running = 0  # requests holding the definition
         self._retired = False
-        self._released = False  # retired and idle: its custom nodes are let go, it runs nothing more
 
     # --- structure (spec §5.3 step 3) --------------------------------------------------------------------------
 
@@ -474,19 +467,20 @@ class PipelineDefinition:
     # --- lifetime ---------------------------------------------------------------------------------------------
 
     def retire(self) -> None:
-        """No new requests will come; custom nodes are let go once the running ones end."""
+        """No new requests will come; custom nodes are let go once the requests holding the definition end."""
         self._retired = True
         self._release_if_idle()
 
-    @property
-    def released(self) -> bool:
-        """Retired and idle, its custom nodes let go. A request that looked the pipeline up before it was retired
-        may come only now (its images decoded meanwhile)."""
-        return self._released
+    def hold(self) -> None:
+        """A request holds the definition (from its lookup, see Manager.lease): its custom nodes stay open."""
+        self._running += 1
+
+    def let_go(self) -> None:
+        self._running -= 1
+        self._release_if_idle()
 
     def _release_if_idle(self) -> None:
         if self._retired and self._running == 0:
-            self._released = True
             nodes, self.custom_nodes = self.custom_nodes, []
             for custom in nodes:
                 custom.drop()
@@ -503,18 +497,15 @@ class PipelineDefinition:
     ) -> dict[str, np.ndarray]:
         """Run the graph for one validated request; `resolve` gives each DL node its model version now; each gather
         runs at most `window` branches at a time, so one request of thousands of branches does not crowd out other
-        requests. A released definition (see `released`) runs nothing: it answers as a retired pipeline."""
-        if self._released:
-            raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {self.name}")
+        requests. The definition is held while it runs."""
         models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
         run = _Run(self, models, inputs, metrics or Metrics(()), origin, window)
-        self._running += 1
+        self.hold()
         try:
             return await run.response()
         finally:
             run.tasks.clear()  # failed tasks and their tracebacks back to the run form a cycle holding node outputs
-            self._running -= 1
-            self._release_if_idle()
+            self.let_go()
 
 
 class _Run:

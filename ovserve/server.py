@@ -204,9 +204,8 @@ class Server:
         assert self._loading is not None
         await self._loading
         if self.settings.fatal_load_errors:
-            for entry in self.manager.models.values():
-                if entry.error or not any(v.state == "AVAILABLE" for v in entry.versions.values()):
-                    raise RuntimeError(f"Couldn't start model manager: model {entry.config.name} did not load")
+            for name in self.manager.not_loaded():
+                raise RuntimeError(f"Couldn't start model manager: model {name} did not load")
 
     def drain(self) -> None:
         """Turn not-ready (HTTP readiness, gRPC ServerReady and health) while serving on: every HTTP response from

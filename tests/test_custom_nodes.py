@@ -681,13 +681,14 @@ class Shift:
 
 
 @pytest.mark.parametrize("change", ["removed", "changed"])
-def test_a_pipeline_retired_while_a_request_decodes_its_images(
+def test_a_pipeline_retired_between_lookup_and_run_serves_the_request_on_the_old_definition(
     repository: Path, serve: Any, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
     """A request looks its pipeline up, then its images decode in a worker thread; a reload meanwhile retires that
-    definition and, no request running on it, closes its nodes. The request then ran on the closed node (for a C
-    library: execute on a deinitialized manager); now it runs on the definition that replaced it, or answers
-    "Pipeline is retired"."""
+    definition. It closed its nodes then, no request running on it, and the request ran on the closed node (for a C
+    library: execute on a deinitialized manager). Now the request holds the definition from its lookup (a lease):
+    it is served to the end on the old definition, whose nodes close after it; the next request gets the definition
+    that replaced it, or "Pipeline is retired"."""
     import io
 
     from PIL import Image
@@ -742,14 +743,22 @@ def test_a_pipeline_retired_while_a_request_decodes_its_images(
     thread = threading.Thread(target=call)
     thread.start()
     assert decoding.wait(30)
+    old = server.server.manager.pipelines["show"].definition
     if change == "removed":
         document["pipeline_config_list"] = []
     else:
         node["params"] = {"add": "1"}
     models.write_config(repository, document)
     assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert old.custom_nodes  # retired, held by the request: its node stays open
     go.set()
     thread.join(30)
+    expected = picture[np.newaxis, :, :, ::-1].astype(np.float32)
+    np.testing.assert_array_equal(outcome[0], expected)  # the old definition's node (add 0), not closed under it
+    assert old.custom_nodes == []  # let go once the request ended
+    monkeypatch.undo()
+    outcome.clear()
+    call()
     if change == "removed":
         assert isinstance(outcome[0], grpc.RpcError)
         assert (outcome[0].code(), outcome[0].details()) == (
@@ -757,7 +766,7 @@ def test_a_pipeline_retired_while_a_request_decodes_its_images(
             "Pipeline is retired - pipeline show",
         )
     else:
-        np.testing.assert_array_equal(outcome[0], picture[np.newaxis, :, :, ::-1].astype(np.float32) + 1)
+        np.testing.assert_array_equal(outcome[0], expected + 1)
 
 
 FAILING_CLOSE = """
