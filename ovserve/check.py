@@ -15,13 +15,14 @@ from typing import Any
 import openvino as ov
 
 from . import graph, repository, runtime, versions
-from .config import Latest, ModelConfig, NodeConfig, S3Path, ServerConfig, load_config
+from .config import ModelConfig, NodeConfig, S3Path, ServerConfig, load_config
 from .custom import Library, open_library
 from .errors import ConfigError, LoadError
 from .metrics import FAMILIES
-from .pipeline import PipelineDefinition, Servable, build_definition, model_node
+from .pipeline import PipelineDefinition, build_definition, model_node
 from .repository import Repository, Storage
 from .tensors import TensorSpec, precision_name
+from .types import Signature
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def _read(core: ov.Core, config: ModelConfig, repo: Repository, number: int, sta
 
 
 def _check_model(core: ov.Core, config: ModelConfig, storage: Storage, report: Report) -> None:
-    """List the versions, apply the policy and read the chosen ones as Manager._load_model does (a broken version
+    """List the versions, apply the policy and read the chosen ones as the Manager does (a broken version
     under `latest` gives way to the next older one), without compiling them."""
     name = config.name
     if config.problems:
@@ -119,18 +120,18 @@ def _check_model(core: ov.Core, config: ModelConfig, storage: Storage, report: R
         local = config.base_path if isinstance(config.base_path, Path) else None
         report.problems.append(Problem("model", name, versions.no_versions(repo.where, local)))
         return
-    selected = versions.select(config.version_policy, found)
-    wanted = config.version_policy.num_versions if isinstance(config.version_policy, Latest) else None
     served: dict[int, _Read] = {}
-    for number in sorted(found if wanted is not None else selected, reverse=True):
-        if wanted is not None and len(served) >= wanted:
-            break
-        try:
-            served[number] = _read(core, config, repo, number, found[number])
-        except LoadError as e:
-            report.problems.append(Problem("model", name, str(e), number))
-        except Exception as e:  # as the server: a failure not foreseen stays with this version
-            report.problems.append(Problem("model", name, f"{type(e).__name__}: {e}", number))
+    failed: set[int] = set()
+    while wanted := [n for n in versions.select(config.version_policy, found, failed) if n not in served]:
+        for number in sorted(wanted, reverse=True):
+            try:
+                served[number] = _read(core, config, repo, number, found[number])
+            except LoadError as e:
+                report.problems.append(Problem("model", name, str(e), number))
+                failed.add(number)
+            except Exception as e:  # as the server: a failure not foreseen stays with this version
+                report.problems.append(Problem("model", name, f"{type(e).__name__}: {e}", number))
+                failed.add(number)
     report.models[name] = dict(sorted(served.items()))
 
 
@@ -155,7 +156,7 @@ async def _check_pipelines(
     uses a model in `unread` cannot be, and is noted."""
     models = {m.name: m for m in config.models}
 
-    def model_of(pipeline: str, node: NodeConfig) -> Servable:
+    def model_of(pipeline: str, node: NodeConfig) -> Signature:
         if node.model_name in unread:
             raise _NotChecked("", f"node {node.name} uses model {node.model_name}, which was not read (s3://)")
         read = report.models.get(node.model_name, {})

@@ -188,6 +188,13 @@ _DIM = re.compile(r"^(-1|\d+|\d+:\d+)$")
 INT64_MAX = (1 << 63) - 1
 
 
+def dynamic(config: ModelConfig) -> bool:
+    """Shape or batch_size "auto": the model reshapes for requests, which pipelines do not allow
+    (docs/pipelines.md#load-time-rules)."""
+    shapes = config.shape.values() if isinstance(config.shape, dict) else [config.shape]
+    return config.batch_size == "auto" or "auto" in shapes
+
+
 def parse_dim(text: str) -> Dim:
     """'8', '-1' or 'min:max' → Dim; raises ValueError."""
     text = text.strip()

@@ -14,7 +14,7 @@ import grpc
 from ._proto import health_pb2 as pb
 from .dataplane import DataPlane
 from .errors import ServingError
-from .grpc_server import _method
+from .grpc_server import method
 
 SERVICE = "grpc.health.v1.Health"
 SERVER_NAMES = frozenset(
@@ -72,7 +72,7 @@ class Health:
 
 def handlers(service: Health) -> Sequence[grpc.GenericRpcHandler]:
     methods = {
-        "Check": _method(service.Check, pb.HealthCheckRequest, pb.HealthCheckResponse),
+        "Check": method(service.Check, pb.HealthCheckRequest, pb.HealthCheckResponse),
         "Watch": grpc.unary_stream_rpc_method_handler(
             service.Watch,
             request_deserializer=pb.HealthCheckRequest.FromString,

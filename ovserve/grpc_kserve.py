@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 
-from . import kfs, stats
+from . import kfs
 from ._proto import grpc_predict_v2_pb2 as pb
 from .dataplane import DataPlane
 from .errors import ServingError
-from .grpc_server import _errors, _Malformed, _method, _parser
+from .grpc_server import Malformed, errors, method, parser
 from .types import Origin
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ _CUDA_SHM = ("CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMe
 def model_version(dataplane: DataPlane, name: str, text: str) -> int | None:
     """The version a ModelReady/ModelMetadata request names: parsed for models only (pipelines ignore it, and an
     unknown name fails its lookup as MODEL_NAME_MISSING), as OVMS does."""
-    if name not in dataplane.manager.models:
+    if not dataplane.is_model(name):
         return None
     return kfs.parse_version(text)
 
@@ -79,14 +79,13 @@ class KServe:
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
         """Triton's statistics of every version serving now, of one model or pipeline, or of one version."""
-        manager = self.dataplane.manager
         version = model_version(self.dataplane, request.name, request.version)
-        return kfs.statistics_response(stats.rows(manager, manager.metrics.stats, request.name, version))
+        return kfs.statistics_response(self.dataplane.statistics(request.name, version))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
         """Triton's repository index: every model version and pipeline with its state (one repository: the name
         asked for is not looked at)."""
-        return kfs.index_response(stats.index(self.dataplane.manager, request.ready))
+        return kfs.index_response(self.dataplane.index(request.ready))
 
     async def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, context: Any
@@ -110,14 +109,14 @@ class KServe:
     ) -> None:
         """Streaming serves MediaPipe graphs only in OVMS: for models and pipelines the stream ends with NOT_FOUND."""
         async for request in requests:
-            if isinstance(request, _Malformed):
+            if isinstance(request, Malformed):
                 error = ServingError("GRPC_MESSAGE_MALFORMED", request.reason)
             else:
                 error = ServingError("MEDIAPIPE_DEFINITION_NAME_MISSING", request.model_name)
             await context.abort(grpc.StatusCode[error.grpc_code], str(error))
 
     async def unimplemented(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        raise ServingError("NOT_IMPLEMENTED")  # aborting here would be "unexpected" to _errors, which aborts again
+        raise ServingError("NOT_IMPLEMENTED")  # aborting here would be "unexpected" to errors, which aborts again
 
     async def cuda_shm(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         raise ServingError("CUDA_SHM_UNSUPPORTED", "use system shared memory")
@@ -125,39 +124,39 @@ class KServe:
 
 def handlers(service: KServe) -> Sequence[grpc.GenericRpcHandler]:
     unary = {
-        "ServerLive": _method(service.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
-        "ServerReady": _method(service.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
-        "ServerMetadata": _method(service.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-        "ModelReady": _method(service.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
-        "ModelMetadata": _method(service.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-        "ModelInfer": _method(service.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
-        "ModelConfig": _method(service.ModelConfig, pb.ModelConfigRequest, pb.ModelConfigResponse),
+        "ServerLive": method(service.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
+        "ServerReady": method(service.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
+        "ServerMetadata": method(service.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+        "ModelReady": method(service.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
+        "ModelMetadata": method(service.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+        "ModelInfer": method(service.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
+        "ModelConfig": method(service.ModelConfig, pb.ModelConfigRequest, pb.ModelConfigResponse),
         "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
             service.ModelStreamInfer,
-            request_deserializer=_parser(pb.ModelInferRequest),
+            request_deserializer=parser(pb.ModelInferRequest),
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         ),
     }
     shm = {
-        "SystemSharedMemoryRegister": _method(
+        "SystemSharedMemoryRegister": method(
             service.SystemSharedMemoryRegister,
             pb.SystemSharedMemoryRegisterRequest,
             pb.SystemSharedMemoryRegisterResponse,
         ),
-        "SystemSharedMemoryUnregister": _method(
+        "SystemSharedMemoryUnregister": method(
             service.SystemSharedMemoryUnregister,
             pb.SystemSharedMemoryUnregisterRequest,
             pb.SystemSharedMemoryUnregisterResponse,
         ),
-        "SystemSharedMemoryStatus": _method(
+        "SystemSharedMemoryStatus": method(
             service.SystemSharedMemoryStatus, pb.SystemSharedMemoryStatusRequest, pb.SystemSharedMemoryStatusResponse
         ),
     }
     unary.update(shm)
-    unary["ModelStatistics"] = _method(service.ModelStatistics, pb.ModelStatisticsRequest, pb.ModelStatisticsResponse)
-    unary["RepositoryIndex"] = _method(service.RepositoryIndex, pb.RepositoryIndexRequest, pb.RepositoryIndexResponse)
+    unary["ModelStatistics"] = method(service.ModelStatistics, pb.ModelStatisticsRequest, pb.ModelStatisticsResponse)
+    unary["RepositoryIndex"] = method(service.RepositoryIndex, pb.RepositoryIndexRequest, pb.RepositoryIndexResponse)
     for name in _TRITON_ONLY:  # bytes in, nothing out: no message types needed to refuse
-        unary[name] = grpc.unary_unary_rpc_method_handler(_errors(service.unimplemented))
+        unary[name] = grpc.unary_unary_rpc_method_handler(errors(service.unimplemented))
     for name in _CUDA_SHM:
-        unary[name] = grpc.unary_unary_rpc_method_handler(_errors(service.cuda_shm))
+        unary[name] = grpc.unary_unary_rpc_method_handler(errors(service.cuda_shm))
     return [grpc.method_handlers_generic_handler(SERVICE, unary)]

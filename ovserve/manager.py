@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter_ns
@@ -15,17 +15,18 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from . import repository, runtime, versions
-from .config import Latest, ModelConfig, NodeConfig, PipelineConfig, ServerConfig, VersionPolicy
+from . import plan, repository, runtime, states, versions
+from .config import ModelConfig, NodeConfig, PipelineConfig, ServerConfig
 from .custom import Library, open_library
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
-from .pipeline import BRANCH_WINDOW, PipelineDefinition, Servable, build_definition, dynamic, model_node
+from .pipeline import BRANCH_WINDOW, PipelineDefinition, build_definition, model_node
 from .repository import Repository, Stamp, Storage
 from .runtime import ModelVersion, TensorMap
 from .stateful import StatefulModelVersion
+from .states import State
 from .tensors import TensorSpec
-from .types import Origin, VersionStatus
+from .types import Endpoint, Origin, Servable, Signature, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,43 @@ VERSION_WAIT_S = 10.0  # a request for a version still loading waits this long (
 PIPELINE_WAIT_S = 0.5
 
 
-@dataclass
+@dataclass(eq=False)
 class _Version:
+    model: str
     number: int
     stamp: Stamp  # its files as listed when it was picked up
-    state: str = "START"
-    error_code: str = "OK"
-    message: str = ""
-    cause: str = ""  # the OVMS status of a failed load
+    state: State = State.START
+    failure: LoadError | None = None  # why its load failed (state FAILED)
     servable: ModelVersion | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    leases: int = 0  # requests holding it (Manager.lease, pipeline nodes)
+
+    def move(self, state: State) -> None:
+        if state is not self.state:
+            log.debug("model %s version %d: %s -> %s", self.model, self.number, self.state.name, state.name)
+            self.state = states.check(self.state, state, f"model {self.model} version {self.number}")
+        if state in (State.AVAILABLE, State.FAILED, State.UNLOADING, State.END):
+            self.settled.set()
+        if state is State.END:
+            self.servable = None
+
+    @property
+    def message(self) -> str:
+        return str(self.failure) if self.failure is not None else ""
 
     def status(self) -> VersionStatus:
-        return VersionStatus(self.number, self.state, self.error_code, self.message)
+        return states.status(self.number, self.state, self.message)
+
+    def hold(self) -> ModelVersion:
+        """Pin the servable (AVAILABLE) until let_go: retired meanwhile, the version is UNLOADING until then."""
+        assert self.servable is not None
+        self.leases += 1
+        return self.servable
+
+    def let_go(self) -> None:
+        self.leases -= 1
+        if self.leases == 0 and self.state is State.UNLOADING:
+            self.move(State.END)
 
 
 @dataclass
@@ -60,13 +85,17 @@ class ModelEntry:
     scan_error: str = ""  # the last rescan failed this way (reported once)
     unlisted: bool = False  # `error` is that the repository could not be listed: every rescan tries again
     gated: ModelConfig | None = None  # a config asking "auto" while a pipeline uses the model, not applied (reported)
+    pending: bool = False  # registered before the first load, which loads this entry in place
 
     def default(self) -> _Version | None:
         """The highest AVAILABLE version, else the highest one still on its way there, else a retired one."""
-        ready = [v for v in self.versions.values() if v.state == "AVAILABLE"]
-        coming = [v for v in self.versions.values() if v.state in ("START", "LOADING") and v.error_code == "OK"]
-        ended = [v for v in self.versions.values() if v.state == "END"]
+        ready = [v for v in self.versions.values() if v.state is State.AVAILABLE]
+        coming = [v for v in self.versions.values() if v.state in (State.START, State.LOADING)]
+        ended = [v for v in self.versions.values() if v.state in (State.UNLOADING, State.END)]
         return max(ready or coming or ended, key=lambda v: v.number, default=None)
+
+    def rows(self) -> list[VersionStatus]:
+        return [self.versions[n].status() for n in sorted(self.versions)]
 
 
 @dataclass
@@ -76,19 +105,43 @@ class PipelineEntry:
     error: str = ""
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     retired: bool = False
+    pending: bool = False  # registered before the first load, which builds this entry in place
+
+    @property
+    def state(self) -> State:
+        if self.retired:
+            return State.END
+        if self.definition is not None:
+            return State.AVAILABLE
+        return State.FAILED if self.error else State.LOADING
 
     def status(self) -> VersionStatus:
-        if self.retired:
-            return VersionStatus(1, "END")
-        if self.definition is not None:
-            return VersionStatus(1, "AVAILABLE")
-        if self.error:
-            return VersionStatus(1, "LOADING", "FAILED_PRECONDITION", self.error)
-        return VersionStatus(1, "LOADING")
+        return states.status(1, self.state, self.error, "FAILED_PRECONDITION")
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What is known of one model, for status pages and indexes."""
+
+    name: str
+    retired: bool
+    error: str  # a problem of the whole model
+    scanning: bool  # its versions are not listed yet
+    where: str  # its base path as written
+    default: int | None  # the version a request without one gets
+    versions: list[VersionStatus]
+
+
+@dataclass(frozen=True)
+class PipelineView:
+    name: str
+    config: PipelineConfig
+    status: VersionStatus
 
 
 class BoundPipeline:
-    """A pipeline as a Servable: version 1, its computed metadata, models resolved when a request starts."""
+    """A pipeline as a Servable: version 1, its computed metadata; the model versions of its nodes are resolved
+    when a request starts and held until it ends."""
 
     version = 1
 
@@ -102,16 +155,22 @@ class BoundPipeline:
         self._manager = manager
 
     async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
-        manager, definition = self._manager, self._definition
-        if definition.released:  # replaced since this request looked it up: the definition serving now, if any
-            current = manager.pipelines.get(self.name)
-            if current is not None and current.definition is not None and current.definition.inputs == self.inputs:
-                definition = current.definition
-        started = perf_counter_ns()
-        outputs = await definition.infer(
-            inputs, manager.model_version_now, manager.metrics, origin, manager.branch_window
-        )
-        ended = perf_counter_ns()
+        manager = self._manager
+        held: list[_Version] = []
+
+        def resolve(name: str, number: int | None) -> ModelVersion:
+            version = manager.choose(name, number)
+            servable = _available(name, version).hold()
+            held.append(version)
+            return servable
+
+        try:
+            started = perf_counter_ns()
+            outputs = await self._definition.infer(inputs, resolve, manager.metrics, origin, manager.branch_window)
+            ended = perf_counter_ns()
+        finally:
+            for version in held:
+                version.let_go()
         manager.metrics.stats.of(self.name, 1).ran(ended - started, ended)  # Triton's compute_infer of a pipeline
         return outputs
 
@@ -128,16 +187,18 @@ def _failure(entry: ModelEntry) -> LoadError | None:
     if entry.error:
         return LoadError(entry.error_status, f"model {entry.config.name}: {entry.error}")
     for number, version in sorted(entry.versions.items()):
-        if version.state == "LOADING" and version.error_code != "OK":
-            return LoadError(version.cause, f"model {entry.config.name} version {number}: {version.message}")
+        if version.state is State.FAILED and version.failure is not None:
+            return LoadError(version.failure.status, f"model {entry.config.name} version {number}: {version.message}")
     return None
 
 
-def _wanted(policy: VersionPolicy, found: Iterable[int], failed: set[int]) -> set[int]:
-    """The versions to serve among those found, leaving out the ones that failed to load."""
-    if isinstance(policy, Latest):
-        return set(sorted(n for n in found if n not in failed)[-policy.num_versions :])
-    return set(versions.select(policy, found)) - failed
+def _available(name: str, version: _Version) -> _Version:
+    """`version` if it serves, else why not."""
+    if version.state is State.AVAILABLE and version.servable is not None:
+        return version
+    if version.state in (State.UNLOADING, State.END):
+        raise ServingError("MODEL_VERSION_NOT_LOADED_ANYMORE", f"model {name} version {version.number}")
+    raise ServingError("MODEL_VERSION_NOT_LOADED_YET", f"model {name} version {version.number}")
 
 
 class Manager:
@@ -170,8 +231,9 @@ class Manager:
         """Make every configured name known so requests can wait while loading runs."""
         for model in config.models:
             self.models[model.name] = self._entry(model)
+            self.models[model.name].pending = True
         for pipeline in config.pipelines:
-            self.pipelines[pipeline.name] = PipelineEntry(pipeline)
+            self.pipelines[pipeline.name] = PipelineEntry(pipeline, pending=True)
 
     def _entry(self, model: ModelConfig) -> ModelEntry:
         entry = ModelEntry(model, repository.connect(model.base_path, self.storage))
@@ -184,57 +246,66 @@ class Manager:
         """The server stops: remove downloaded model files (blocking)."""
         self.storage.close()
 
+    async def load(self, config: ServerConfig) -> None:
+        """The first load: every registered model and pipeline, loaded in place (requests may be waiting on them)."""
+        if not self.models and not self.pipelines:
+            self.register(config)
+        await self.reconcile(config)
+
     async def reconcile(self, config: ServerConfig) -> Reconciled:
-        """Serve `config` from now on: new and changed models load while the old ones keep serving, then the old
-        ones retire (requests in flight finish on the versions they hold) and every pipeline is rebuilt on the
-        models now served. Returns whether anything changed, and the first failure of the models it (re)loaded."""
+        """Serve `config` from now on (the first load and every reload): new and changed models load while the old
+        ones keep serving, then the old ones retire (requests holding them finish on them) and the pipelines are
+        rebuilt on the models now served. Returns whether anything changed, and the first failure of the models it
+        (re)loaded."""
         async with self._reconciling:
-            used = {n.model_name for p in config.pipelines for n in p.nodes if n.kind != "custom"}
-            fresh: list[tuple[ModelEntry | None, ModelEntry]] = []
-            for model in config.models:
-                old = self.models.get(model.name)
-                if old is not None and not old.retired:
-                    if old.config == model:
-                        continue
-                    if old.config.stateful != model.stateful:  # docs/operations.md#reload-rules
-                        if old.gated != model:
-                            log.error("model %s: Model type cannot be changed after it is loaded (stateful: %s); its "
-                                      "configuration stays as it is", model.name, old.config.stateful)  # fmt: skip
-                            old.gated = model
-                        continue
-                    # docs/operations.md#reload-order (5)
-                    if model.name in used and dynamic(model) and not dynamic(old.config):
-                        if old.gated != model:
-                            log.error("model %s: Requested dynamic parameters but model is used in pipeline; its "
-                                      "configuration stays as it is", model.name)  # fmt: skip
-                            old.gated = model
-                        continue
-                log.debug("model %s: %s", model.name, "new" if old is None or old.retired else "changed, reloading")
-                fresh.append((old, self._entry(model)))
-            renewed = {entry.config.name for _, entry in fresh}
-            kept = [self.models[m.name] for m in config.models if m.name not in renewed]
-            loads = [self._load_model(entry) for _, entry in fresh]
-            synced = await asyncio.gather(*(self._sync_versions(entry) for entry in kept), *loads)
-            versions_changed = any(synced[: len(kept)])
+            served = {n: e.config for n, e in self.models.items() if not e.retired and not e.pending}
+            planned = plan.plan_models(config, served)
+            configs = {m.name: m for m in config.models}
+            self._refuse(planned.refused, configs)
+            fresh = [self._fresh(configs[name]) for name in planned.load]
+            kept = [self.models[name] for name in planned.keep]
+            synced = await asyncio.gather(*(self._sync(entry) for entry in kept), *(self._sync(e) for _, e in fresh))
             for old, entry in fresh:
                 self.models[entry.config.name] = entry
                 if old is not None:
                     self._keep_rows(old, entry)
                     self._retire(old)
-                log.info("model %s %s", entry.config.name, "reloaded" if old is not None else "added")
-            names = {m.name for m in config.models}
-            removed = [e for name, e in self.models.items() if name not in names and not e.retired]
-            for entry in removed:
-                self._retire(entry)
-                log.info("model %s retired", entry.config.name)
-            models_changed = bool(fresh or removed or versions_changed)
+                    log.info("model %s reloaded", entry.config.name)
+                elif self.loaded.is_set():
+                    log.info("model %s added", entry.config.name)
+            removed = [*planned.retire, *(n for n, e in self.models.items() if e.pending and n not in configs)]
+            for name in removed:
+                self._retire(self.models[name])
+                log.info("model %s retired", name)
+            models_changed = bool(fresh or removed or any(synced[: len(kept)]))
             libraries_changed = await self._load_libraries(config)
             pipelines_changed = await self._rebuild_pipelines(config, models_changed, libraries_changed)
             taken = {p.name for p in config.pipelines}  # names of removed models a pipeline took: the pipeline's now
             for name in [n for n, e in self.models.items() if e.retired and n in taken]:
                 del self.models[name]
+            self.loaded.set()
             changed = models_changed or libraries_changed or pipelines_changed
             return Reconciled(changed, self.failure([entry.config.name for _, entry in fresh]))
+
+    def _refuse(self, refused: Mapping[str, str], configs: Mapping[str, ModelConfig]) -> None:
+        """Changed model configs that are not applied: logged once per change."""
+        for name, why in refused.items():
+            old = self.models[name]
+            if old.gated != configs[name]:
+                log.error("model %s: %s; its configuration stays as it is", name, why)
+                old.gated = configs[name]
+
+    def _fresh(self, model: ModelConfig) -> tuple[ModelEntry | None, ModelEntry]:
+        """The entry a new or changed model loads in, and the entry it replaces (None: none, or loaded in place)."""
+        old = self.models.get(model.name)
+        if old is not None and old.pending:
+            old.pending = False
+            if old.config == model:
+                return None, old
+            old.scanned.set()
+            old = None
+        log.debug("model %s: %s", model.name, "new" if old is None or old.retired else "changed, reloading")
+        return old, self._entry(model)
 
     def failure(self, names: Iterable[str]) -> LoadError | None:
         """The first of these models (in this order) failing now: as a whole, or a version that did not load; else
@@ -242,60 +313,63 @@ class Manager:
         failures = (_failure(self.models[name]) for name in names if name in self.models)
         return next((f for f in failures if f is not None), next(iter(self.code_failures.values()), None))
 
+    async def _sync(self, entry: ModelEntry) -> bool:
+        """List a model's versions and serve what its policy selects (docs/configuration.md#versions): versions it
+        now selects load, versions it no longer selects retire once the new ones are in
+        (docs/operations.md#reload-rules). Returns whether its versions changed."""
+        try:
+            return await self._sync_versions(entry)
+        finally:
+            entry.scanned.set()
+            for version in entry.versions.values():
+                version.settled.set()
+
     async def _sync_versions(self, entry: ModelEntry) -> bool:
-        """Rescan a served model's repository: versions the policy now selects load, versions it no longer
-        selects retire once the new ones are in (docs/operations.md#reload-rules). A version that fails to load is
-        skipped, `latest` taking the next older one as the first load does, and is not retried while it stays as it
-        is."""
         if (entry.error and not entry.unlisted) or entry.retired:
             return False
+        name, fresh = entry.config.name, not entry.scanned.is_set()
         try:
             found = await asyncio.to_thread(entry.repository.scan)
         except LoadError as e:
             if str(e) != entry.scan_error:  # a repository that stays unreachable is reported once
-                serving = "" if entry.unlisted else "; the versions loaded keep serving"
-                log.error("model %s: %s%s", entry.config.name, e, serving)
+                log.error(
+                    "model %s: %s%s", name, e, "" if entry.unlisted or fresh else "; the versions loaded keep serving"
+                )
             entry.scan_error = str(e)
-            if entry.unlisted:
-                entry.error, entry.error_status = str(e), e.status
+            if entry.unlisted or fresh:
+                entry.error, entry.error_status, entry.unlisted = str(e), e.status, True
             return False
         entry.scan_error = ""
         listed, entry.unlisted = entry.unlisted, False  # could not be listed before: loads as if new
         if listed:
             entry.error = ""
             for version in entry.versions.values():  # rows kept from the entry before, failed with this one
-                version.state, version.error_code = "END", "OK"
-            log.info("model %s: %s can be listed now", entry.config.name, entry.repository.where)
-        # A failed version ends when it disappears, so that it loads afresh if it comes back; an S3 one also
-        # when its objects change: S3 has no atomic folder move, so a poll may catch an upload half-way.
-        dropped = [
-            v for n, v in entry.versions.items()
-            if v.error_code != "OK" and v.state != "END" and (n not in found or v.stamp not in (None, found[n]))
-        ]  # fmt: skip
-        for version in dropped:
-            self._retire_version(entry, version)
-        before = {n for n, v in entry.versions.items() if v.error_code != "OK" and v.state != "END"}
-        loaded: list[int] = []
+                version.move(State.END)
+            log.info("model %s: %s can be listed now", name, entry.repository.where)
+        if fresh and not found:
+            local = entry.config.base_path if isinstance(entry.config.base_path, Path) else None
+            log.warning("model %s: %s", name, versions.no_versions(entry.repository.where, local))
+        changed, loaded = listed, []
         while True:  # a version that fails leaves the policy to choose again (latest: the next older one)
-            failed = {n for n, v in entry.versions.items() if v.error_code != "OK" and v.state != "END"}
-            wanted = _wanted(entry.config.version_policy, found, failed)
-            loading = [n for n in sorted(wanted) if n not in entry.versions or entry.versions[n].state == "END"]
-            if not loading:
+            rows = {n: plan.Row(v.state, v.stamp) for n, v in entry.versions.items()}
+            planned = plan.plan_versions(entry.config.version_policy, found, rows)
+            for number in planned.drop:
+                self._retire_version(entry, entry.versions[number])
+            changed = changed or bool(planned.drop)
+            if not planned.load:
                 break
-            log.debug("model %s: versions found %s, failed %s, the policy wants %s: loading %s", entry.config.name,
-                      sorted(found), sorted(failed), sorted(wanted), loading)  # fmt: skip
-            for number in loading:
-                entry.versions[number] = _Version(number, found[number])
-            results = await asyncio.gather(*(self._load_version(entry, entry.versions[n]) for n in loading))
-            for number, ok in zip(loading, results, strict=True):
-                entry.versions[number].settled.set()
-                loaded += [number] if ok else []
-        retiring = [n for n, v in entry.versions.items() if n not in wanted and v.state == "AVAILABLE"]
-        for number in retiring:
+            log.debug("model %s: versions found %s, the plan: %s", name, sorted(found), planned)
+            for number in planned.load:
+                entry.versions[number] = _Version(name, number, found[number])
+            entry.scanned.set()  # the versions are known: requests wait for the ones loading
+            results = await asyncio.gather(*(self._load_version(entry, entry.versions[n]) for n in planned.load))
+            loaded += [n for n, ok in zip(planned.load, results, strict=True) if ok]
+            changed = True
+        for number in planned.retire:
             self._retire_version(entry, entry.versions[number])
-        if loaded or retiring:
-            log.info("model %s: versions %s loaded, %s retired", entry.config.name, loaded, retiring)
-        return bool(listed or loaded or retiring or dropped or failed - before)
+        if not fresh and (loaded or planned.retire):
+            log.info("model %s: versions %s loaded, %s retired", name, loaded, list(planned.retire))
+        return changed or bool(planned.retire)
 
     @staticmethod
     def _keep_rows(old: ModelEntry, entry: ModelEntry) -> None:
@@ -305,30 +379,32 @@ class Manager:
         for number, version in sorted(old.versions.items()):
             if number in entry.versions:
                 continue
-            if entry.error and version.state != "END":
-                version = _Version(number, version.stamp, "LOADING", "UNKNOWN", entry.error)
+            if entry.error and version.state is not State.END:
+                failure = LoadError(entry.error_status, entry.error)
+                version = _Version(version.model, number, version.stamp, State.FAILED, failure)
                 version.settled.set()
             entry.versions[number] = version
 
     def _retire(self, entry: ModelEntry) -> None:
         entry.retired = True
+        entry.scanned.set()
         for version in entry.versions.values():
             self._retire_version(entry, version)
 
     @staticmethod
     def _retire_version(entry: ModelEntry, version: _Version) -> None:
-        """Requests in flight keep the ModelVersion they hold and finish on it (a compiled model needs no
-        files); new ones see END."""
-        if version.servable is not None:
+        """New requests see it retired; requests holding it finish on it, it is UNLOADING until they have (a
+        compiled model needs no files: downloaded ones go now)."""
+        if version.state is State.AVAILABLE and version.servable is not None:
             version.servable.metrics.unloaded()
             if isinstance(version.servable, StatefulModelVersion):
                 ended = version.servable.sequences.clear()
                 if ended:
                     log.info("model %s version %d: %d sequences ended", entry.config.name, version.number, ended)
-        if version.state != "END":
-            log.debug("model %s version %d: %s -> END", entry.config.name, version.number, version.state)
-        version.state, version.error_code, version.servable = "END", "OK", None
-        version.settled.set()
+        if version.state is State.AVAILABLE and version.leases:
+            version.move(State.UNLOADING)
+        elif version.state is not State.UNLOADING:
+            version.move(State.END)
         entry.repository.release(version.number)
 
     async def _load_libraries(self, config: ServerConfig) -> bool:
@@ -381,94 +457,56 @@ class Manager:
         return True
 
     async def _rebuild_pipelines(self, config: ServerConfig, models_changed: bool, libraries_changed: bool) -> bool:
-        changed = False
-        wanted = {p.name: p for p in config.pipelines}
-        for name, entry in list(self.pipelines.items()):
-            if name not in wanted and not entry.retired:
-                self._retire_pipeline(entry)
-                self.code_failures.pop(f"pipeline {name}", None)
-                changed = True
-                log.info("pipeline %s retired", name)
-        for name, pipeline in wanted.items():
-            old = self.pipelines.get(name)
-            same = old is not None and old.config == pipeline and not old.retired
-            if same and not models_changed and not libraries_changed:
-                log.debug("pipeline %s: unchanged, kept as it is", name)
-                continue
-            why = "new" if old is None or old.retired else "changed" if old.config != pipeline else "models changed"
-            log.debug("pipeline %s: validating (%s)", name, why)
-            entry = PipelineEntry(pipeline)
-            await self._build_pipeline(entry, old.definition if old is not None else None)
+        served = {n: e.config for n, e in self.pipelines.items() if not e.retired and not e.pending}
+        planned = plan.plan_pipelines(config, served, models_changed, libraries_changed)
+        changed = bool(planned.retire)
+        for name in planned.retire:
+            self._retire_pipeline(self.pipelines[name])
             self.code_failures.pop(f"pipeline {name}", None)
-            if same and not models_changed and entry.error and old is not None and old.definition is not None:
-                # Only custom node code changed, and the pipeline fails with it: the code before keeps serving.
-                log.error("pipeline %s: the changed code of its custom nodes fails validation; the pipeline keeps "
-                          "serving the code loaded before: %s", name, entry.error)  # fmt: skip
-                self.code_failures[f"pipeline {name}"] = LoadError(
-                    "PIPELINE_DEFINITION_INVALID", f"pipeline {name}: {entry.error}"
-                )
-                continue
-            changed = changed or old is None or old.config != pipeline or old.retired or old.error != entry.error
-            self.pipelines[name] = entry
-            if old is not None:
-                self._retire_pipeline(old)
+            log.info("pipeline %s retired", name)
+        for name in planned.keep:
+            log.debug("pipeline %s: unchanged, kept as it is", name)
+        configs = {p.name: p for p in config.pipelines}
+        for name, why in planned.build.items():
+            changed = await self._rebuild_pipeline(configs[name], why) or changed
         return changed
+
+    async def _rebuild_pipeline(self, pipeline: PipelineConfig, why: str) -> bool:
+        """Validate a pipeline again; the entry it replaces retires. Returns whether its status changed."""
+        name, old = pipeline.name, self.pipelines.get(pipeline.name)
+        if old is not None and old.pending:  # the first load: built in place
+            old.pending = False
+            await self._build_pipeline(old, None)
+            return True
+        log.debug("pipeline %s: validating (%s)", name, why)
+        entry = PipelineEntry(pipeline)
+        await self._build_pipeline(entry, old.definition if old is not None else None)
+        self.code_failures.pop(f"pipeline {name}", None)
+        if why == "code changed" and entry.error and old is not None and old.definition is not None:
+            # Only custom node code changed, and the pipeline fails with it: the code before keeps serving.
+            log.error("pipeline %s: the changed code of its custom nodes fails validation; the pipeline keeps "
+                      "serving the code loaded before: %s", name, entry.error)  # fmt: skip
+            self.code_failures[f"pipeline {name}"] = LoadError(
+                "PIPELINE_DEFINITION_INVALID", f"pipeline {name}: {entry.error}"
+            )
+            return False
+        self.pipelines[name] = entry
+        if old is not None:
+            self._retire_pipeline(old)
+        return why in ("new", "changed") or old is None or old.error != entry.error
 
     @staticmethod
     def _retire_pipeline(entry: PipelineEntry) -> None:
-        """Requests in flight finish on the definition they hold; its custom nodes close after them."""
+        """Requests holding the definition finish on it; its custom nodes close after them."""
         if entry.definition is not None:
             entry.definition.retire()
         entry.retired, entry.definition = True, None
+        entry.settled.set()
 
     def stop(self) -> None:
         """Retire every pipeline (custom nodes deinitialise once their last request ends)."""
         for entry in self.pipelines.values():
             self._retire_pipeline(entry)
-
-    async def load(self, config: ServerConfig) -> None:
-        """Load every registered model version, then build the pipelines; failures stay per model/pipeline."""
-        if not self.models and not self.pipelines:
-            self.register(config)
-        await asyncio.gather(*(self._load_model(entry) for entry in self.models.values()))
-        await self._load_libraries(config)
-        for entry in self.pipelines.values():
-            await self._build_pipeline(entry, None)
-        self.loaded.set()
-
-    async def _load_model(self, entry: ModelEntry) -> None:
-        """List the versions (docs/configuration.md#versions), apply the policy, load the chosen ones; failures stay per
-        model."""
-        config = entry.config
-        try:
-            if entry.error:
-                return
-            try:
-                found = await asyncio.to_thread(entry.repository.scan)
-            except LoadError as e:
-                entry.error = entry.scan_error = str(e)
-                entry.error_status, entry.unlisted = e.status, True
-                log.error("model %s: %s", config.name, e)
-                return
-            if not found:
-                local = config.base_path if isinstance(config.base_path, Path) else None
-                log.warning("model %s: %s", config.name, versions.no_versions(entry.repository.where, local))
-            selected = versions.select(config.version_policy, found)
-            entry.versions = {n: _Version(n, found[n]) for n in selected}
-            entry.scanned.set()
-            wanted = config.version_policy.num_versions if isinstance(config.version_policy, Latest) else None
-            # latest{n}: a broken version is skipped and the next older one tried (OVMS re-applies the policy)
-            candidates = sorted(found if wanted is not None else selected, reverse=True)
-            served = 0
-            for number in candidates:
-                if wanted is not None and served >= wanted:
-                    break
-                version = entry.versions.setdefault(number, _Version(number, found[number]))
-                served += await self._load_version(entry, version)
-        finally:
-            entry.scanned.set()
-            for version in entry.versions.values():
-                version.settled.set()
 
     def _open(self, entry: ModelEntry, version: _Version, metrics: ModelMetrics) -> ModelVersion:
         """Fetch and compile one version (blocking: runs in a worker thread)."""
@@ -481,22 +519,21 @@ class Manager:
 
     async def _load_version(self, entry: ModelEntry, version: _Version) -> bool:
         config = entry.config
-        log.debug("model %s version %d: %s -> LOADING", config.name, version.number, version.state)
-        version.state = "LOADING"
+        version.move(State.LOADING)
         try:
             metrics = self.metrics.model(config.name, version.number)
             version.servable = await asyncio.to_thread(self._open, entry, version, metrics)
         except LoadError as e:
-            version.error_code, version.message, version.cause = "UNKNOWN", str(e), e.status
+            version.failure = e
+            version.move(State.FAILED)
             log.error("model %s version %d failed to load: %s", config.name, version.number, e)
             return False
         except Exception as e:  # a failure not foreseen: it stays with this version, as any other load error
-            version.error_code, version.message = "UNKNOWN", f"{type(e).__name__}: {e}"
-            version.cause = "INTERNAL_ERROR"
+            version.failure = LoadError("INTERNAL_ERROR", f"{type(e).__name__}: {e}")
+            version.move(State.FAILED)
             log.exception("model %s version %d failed to load", config.name, version.number)
             return False
-        version.state = "AVAILABLE"
-        version.settled.set()
+        version.move(State.AVAILABLE)
         servable = version.servable
         metrics.loaded(servable.streams, servable.nireq)
         self.metrics.servable_loaded(config.name, version.number)
@@ -525,11 +562,12 @@ class Manager:
             log.error("pipeline %s failed validation: %s", config.name, e)
         entry.settled.set()
 
-    def _node_model(self, pipeline_name: str, node: NodeConfig) -> Servable:
+    def _node_model(self, pipeline_name: str, node: NodeConfig) -> Signature:
         entry = self.models.get(node.model_name)
-        number = node.version
-        version = None if entry is None else (entry.versions.get(number) if number else entry.default())
-        servable = None if version is None else version.servable
+        try:
+            servable = self.choose(node.model_name, node.version).servable
+        except ServingError:
+            servable = None
         return model_node(pipeline_name, node, None if entry is None else entry.config, servable)
 
     def sweep_sequences(self) -> None:
@@ -545,25 +583,65 @@ class Manager:
                         log.info("model %s version %d: idle sequences dropped: %s", entry.config.name,
                                  version.number, ", ".join(map(str, dropped)))  # fmt: skip
 
-    # --- lookups ----------------------------------------------------------------------------------------------
+    # --- requests ---------------------------------------------------------------------------------------------
 
-    async def model_version(self, name: str, number: int | None) -> ModelVersion:
-        """An AVAILABLE version (default = highest); waits up to 10 s for one that is loading."""
-        entry = self.models.get(name)
-        if entry is not None and not entry.scanned.is_set():  # the first listing is still running
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, name: str, version: int | None, missing: str = "PIPELINE_DEFINITION_NAME_MISSING"
+    ) -> AsyncIterator[Servable]:
+        """A model's version (`version`, else its default) or else a pipeline (version ignored), held until the
+        block ends: retired meanwhile, it serves the request to the end, then lets its resources go (a pipeline's
+        custom nodes close). Waits a while for a version still loading or a pipeline still validating; raises the
+        error that says why it does not serve, or `missing` (each API's status for an unknown name)."""
+        if name in self.models:
+            version_held = await self._version_serving(name, version)
+            try:
+                yield version_held.hold()
+            finally:
+                version_held.let_go()
+        elif name in self.pipelines:
+            definition = await self._pipeline_serving(name)
+            definition.hold()
+            try:
+                yield BoundPipeline(definition, self)
+            finally:
+                definition.let_go()
+        else:
+            raise ServingError(missing, name)
+
+    async def _version_serving(self, name: str, number: int | None) -> _Version:
+        """An AVAILABLE version (default = highest); waits up to VERSION_WAIT_S for one that is loading."""
+        entry = self.models[name]
+        if not entry.scanned.is_set():  # the first listing is still running
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(entry.scanned.wait(), VERSION_WAIT_S)
-        version = self._version(name, number)
-        if version.state in ("START", "LOADING") and version.error_code == "OK":
+        version = self.choose(name, number)
+        if version.state in (State.START, State.LOADING):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(version.settled.wait(), VERSION_WAIT_S)
-        return self._available(name, version)
+        return _available(name, version)
 
-    def model_version_now(self, name: str, number: int | None) -> ModelVersion:
-        """Like model_version, without waiting (pipeline nodes, metadata)."""
-        return self._available(name, self._version(name, number))
+    async def _pipeline_serving(self, name: str) -> PipelineDefinition:
+        entry = self.pipelines[name]
+        if entry.definition is None and not entry.settled.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.settled.wait(), PIPELINE_WAIT_S)
+        return self._definition(name)
 
-    def _version(self, name: str, number: int | None) -> _Version:
+    def _definition(self, name: str, explain: bool = True) -> PipelineDefinition:
+        """A pipeline's definition serving now, else why it does not serve (with `explain`, why it fails
+        validation)."""
+        entry = self.pipelines[name]
+        if entry.retired:
+            raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {name}")
+        if entry.definition is None:
+            reason = f": {entry.error}" if entry.error and explain else ""
+            raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_YET", f"pipeline {name}{reason}")
+        return entry.definition
+
+    def choose(self, name: str, number: int | None, explain: bool = True) -> _Version:
+        """A model's version `number`, else (None or 0) its default; raises when there is no such version, saying
+        why the model failed as a whole if it did and `explain` (readiness answers as OVMS, without the reason)."""
         entry = self.models.get(name)
         if entry is None:
             raise ServingError("MODEL_NAME_MISSING", name)
@@ -571,31 +649,118 @@ class Manager:
         version = entry.versions.get(number) if number else None if entry.error else entry.default()
         if version is None:
             details = f"model {name}" + (f" version {number}" if number else "")
-            raise ServingError("MODEL_VERSION_MISSING", details + (f": {entry.error}" if entry.error else ""))
+            reason = f": {entry.error}" if entry.error and explain else ""
+            raise ServingError("MODEL_VERSION_MISSING", details + reason)
         return version
 
-    @staticmethod
-    def _available(name: str, version: _Version) -> ModelVersion:
-        if version.state == "AVAILABLE" and version.servable is not None:
-            return version.servable
-        if version.state in ("UNLOADING", "END"):
-            raise ServingError("MODEL_VERSION_NOT_LOADED_ANYMORE", f"model {name} version {version.number}")
-        raise ServingError("MODEL_VERSION_NOT_LOADED_YET", f"model {name} version {version.number}")
+    def model_version_now(self, name: str, number: int | None) -> ModelVersion:
+        """A model version serving now (no waiting, not held: metadata, tests)."""
+        servable = _available(name, self.choose(name, number)).servable
+        assert servable is not None
+        return servable
 
-    async def pipeline(self, name: str, wait: bool = True) -> BoundPipeline:
+    # --- queries ------------------------------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """The first load has finished."""
+        return self.loaded.is_set()
+
+    def is_model(self, name: str) -> bool:
+        """Whether `name` is a model's (models are looked up before pipelines)."""
+        return name in self.models
+
+    def is_pipeline(self, name: str) -> bool:
+        return name in self.pipelines and name not in self.models
+
+    def names(self) -> list[str]:
+        """Every model and pipeline name known, retired ones included, sorted."""
+        return sorted({*self.models, *self.pipelines})
+
+    def ready(self, name: str, version: int | None = None) -> bool:
+        """Whether a model's version (or its default) is AVAILABLE, or a pipeline is; unknown names raise."""
+        if name in self.models:
+            return self.choose(name, version, explain=False).state is State.AVAILABLE
+        if name in self.pipelines:
+            return self.pipelines[name].definition is not None
+        raise ServingError("MODEL_NAME_MISSING", name)
+
+    def all_ready(self) -> bool:
+        """Every configured model and pipeline serves."""
+        models = (n for n, e in self.models.items() if not e.retired)
+        pipelines = (n for n, e in self.pipelines.items() if not e.retired)
+        try:
+            return all(self.ready(name) for name in (*models, *pipelines))
+        except ServingError:  # a model with no version at all
+            return False
+
+    def not_loaded(self) -> list[str]:
+        """The models that failed as a whole or have no AVAILABLE version."""
+        return [
+            n for n, e in self.models.items()
+            if e.error or not any(v.state is State.AVAILABLE for v in e.versions.values())
+        ]  # fmt: skip
+
+    def metadata(self, name: str, version: int | None) -> Endpoint:
+        """What a model's version (or its default) or a pipeline serves now (no waiting)."""
+        if name in self.models:
+            servable: Servable = self.model_version_now(name, version)
+            available = tuple(s.version for s in self.status(name, None) if s.state == "AVAILABLE")
+        elif name in self.pipelines:
+            entry = self.pipelines[name]
+            if entry.retired:
+                raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {name}")
+            if entry.definition is None:
+                raise ServingError(
+                    "PIPELINE_DEFINITION_NOT_LOADED_YET",
+                    f"pipeline {name}" + (f": {entry.error}" if entry.error else ""),
+                )
+            servable, available = BoundPipeline(entry.definition, self), (1,)
+        else:
+            raise ServingError("MODEL_NAME_MISSING", name)
+        return Endpoint(
+            servable.name, servable.version, servable.inputs, servable.outputs, available, servable.model_info
+        )
+
+    def serving(self, name: str = "", version: int | None = None) -> list[tuple[str, int]]:
+        """(name, version) of every version and pipeline serving now, of one model's or pipeline's, or just one
+        version; a name or version that does not serve now raises why, as a request for its metadata would."""
+        if not name:
+            chosen = [(n, v.number) for n, e in self.models.items() if not e.retired for v in e.versions.values()
+                      if v.state is State.AVAILABLE]  # fmt: skip
+            return chosen + [(n, 1) for n, e in self.pipelines.items() if e.definition is not None]
+        if name in self.models:
+            if version is not None:
+                self.model_version_now(name, version)  # raises why it does not serve
+                return [(name, version)]
+            return [(name, n) for n, v in self.models[name].versions.items() if v.state is State.AVAILABLE]
+        if name in self.pipelines:
+            self._definition(name, explain=False)  # raises why it does not serve
+            return [(name, 1)]
+        raise ServingError("MODEL_NAME_MISSING", name)
+
+    def pipeline_picture(self, name: str) -> tuple[PipelineConfig, PipelineDefinition | None, str]:
+        """A pipeline's config, definition (None: it fails validation) and why it fails (graph.picture's parts)."""
         entry = self.pipelines.get(name)
         if entry is None:
             raise ServingError("PIPELINE_DEFINITION_NAME_MISSING", name)
-        if wait and entry.definition is None and not entry.settled.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry.settled.wait(), PIPELINE_WAIT_S)
         if entry.retired:
             raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {name}")
-        if entry.definition is None:
-            raise ServingError(
-                "PIPELINE_DEFINITION_NOT_LOADED_YET", f"pipeline {name}" + (f": {entry.error}" if entry.error else "")
-            )
-        return BoundPipeline(entry.definition, self)
+        return entry.config, entry.definition, entry.error
+
+    def models_view(self) -> list[ModelView]:
+        """Every model known, retired ones included, by name."""
+        return [self._view(name, e) for name, e in sorted(self.models.items())]
+
+    def pipelines_view(self) -> list[PipelineView]:
+        return [PipelineView(name, e.config, e.status()) for name, e in sorted(self.pipelines.items())]
+
+    @staticmethod
+    def _view(name: str, entry: ModelEntry) -> ModelView:
+        default = entry.default()
+        number = default.number if default is not None and not entry.error else None
+        scanning = not entry.scanned.is_set()
+        return ModelView(name, entry.retired, entry.error, scanning, entry.repository.where, number, entry.rows())
 
     def status(self, name: str, number: int | None) -> list[VersionStatus]:
         """GetModelStatus rows: every known version ascending, or just `number`."""
@@ -608,7 +773,7 @@ class Manager:
                 return [rows[number].status()]
             if not rows and entry.error and not entry.retired:  # beyond OVMS (an empty list): version 0, and why
                 return [VersionStatus(0, "LOADING", "UNKNOWN", entry.error)]
-            return [rows[n].status() for n in sorted(rows)]
+            return entry.rows()
         if name in self.pipelines:
             return [self.pipelines[name].status()]
         raise ServingError("MODEL_NAME_MISSING", name)

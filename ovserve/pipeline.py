@@ -8,18 +8,18 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from . import gathering
-from .config import ModelConfig, NodeConfig, PipelineConfig, Source
+from .config import ModelConfig, NodeConfig, PipelineConfig, Source, dynamic
 from .custom import CustomNode, Library
 from .errors import LoadError, ServingError
 from .metrics import Metrics
 from .runtime import ModelVersion, TensorMap
 from .tensors import Dim, TensorSpec, check_input, dim_text, dims_overlap, precision_name, shape_text
-from .types import Origin
+from .types import Origin, Signature
 
 REQUEST, RESPONSE = "request", "response"
 MAX_BRANCHES = 10000
@@ -54,27 +54,10 @@ def _dim_intersection(a: Dim, b: Dim) -> Dim:
     return lo if lo == hi else (lo, hi)
 
 
-class Servable(Protocol):
-    """What a node runs: a model version (resolved per request) or a custom node (bound at load)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def inputs(self) -> Mapping[str, TensorSpec]: ...
-    @property
-    def outputs(self) -> Mapping[str, TensorSpec]: ...
+ResolveNode = Callable[[NodeConfig], Signature]  # a node's model version or custom node now; raises LoadError
 
 
-ResolveNode = Callable[[NodeConfig], Servable]  # a node's model version or custom node now; raises LoadError
-
-
-def dynamic(config: ModelConfig) -> bool:
-    """Shape or batch_size "auto": the model reshapes for requests, which pipelines do not allow (spec §5.3)."""
-    shapes = config.shape.values() if isinstance(config.shape, dict) else [config.shape]
-    return config.batch_size == "auto" or "auto" in shapes
-
-
-def model_node(pipeline: str, node: NodeConfig, model: ModelConfig | None, servable: Servable | None) -> Servable:
+def model_node(pipeline: str, node: NodeConfig, model: ModelConfig | None, servable: Signature | None) -> Signature:
     """A DL node's model for validation: `servable` is the version it names (or the default one) if that serves,
     `model` the model's config if it is configured."""
     if model is None or servable is None:
@@ -133,7 +116,7 @@ async def build_definition(
                     custom[node.name] = await asyncio.to_thread(CustomNode, library, node.name, node.params)
                     created.append(custom[node.name])
 
-        def resolve(node: NodeConfig) -> Servable:
+        def resolve(node: NodeConfig) -> Signature:
             if node.kind != "custom":
                 return model_of(node)
             error = custom[node.name].error
@@ -151,7 +134,7 @@ async def build_definition(
 @dataclass(frozen=True)
 class _Node:
     config: NodeConfig
-    model: Servable  # DL: the version seen at load time (metadata and validation only); custom: the node itself
+    model: Signature  # DL: the version seen at load time (metadata and validation only); custom: the node itself
     in_level: tuple[str, ...]  # demultiplexers open for this node's inputs (after its own gather)
     out_level: tuple[str, ...]  # ... and for its outputs (adds itself when it demultiplexes)
 
@@ -209,7 +192,7 @@ class PipelineDefinition:
         if config.demultiply_count is not None:
             self.counts[REQUEST] = config.demultiply_count
         self._by_name = {n.name: n for n in config.nodes}
-        self._servables: dict[str, Servable] = {}
+        self._servables: dict[str, Signature] = {}
         self._resolve = resolve
         self._check_nodes()
         self.nodes = self._levels()
@@ -218,13 +201,12 @@ class PipelineDefinition:
         self.custom_nodes = [n.custom for n in self.nodes.values() if n.custom is not None]
         for custom in self.custom_nodes:
             custom.hold()
-        self._running = 0
+        self._running = 0  # requests holding the definition
         self._retired = False
-        self._released = False  # retired and idle: its custom nodes are let go, it runs nothing more
 
     # --- structure (spec §5.3 step 3) --------------------------------------------------------------------------
 
-    def _servable(self, name: str) -> Servable:
+    def _servable(self, name: str) -> Signature:
         if name not in self._servables:
             self._servables[name] = self._resolve(self._by_name[name])
         return self._servables[name]
@@ -279,7 +261,7 @@ class PipelineDefinition:
                 f"{node.name} ({node.model_name or node.library_name}): {', '.join(missing)}",
             )
 
-    def _check_demultiplexer(self, node: NodeConfig, servable: Servable) -> None:
+    def _check_demultiplexer(self, node: NodeConfig, servable: Signature) -> None:
         count = node.demultiply_count
         if node.kind == "DL model":
             strings = sorted(n for n, s in servable.inputs.items() if s.dtype == np.dtype(object))
@@ -485,19 +467,20 @@ class PipelineDefinition:
     # --- lifetime ---------------------------------------------------------------------------------------------
 
     def retire(self) -> None:
-        """No new requests will come; custom nodes are let go once the running ones end."""
+        """No new requests will come; custom nodes are let go once the requests holding the definition end."""
         self._retired = True
         self._release_if_idle()
 
-    @property
-    def released(self) -> bool:
-        """Retired and idle, its custom nodes let go. A request that looked the pipeline up before it was retired
-        may come only now (its images decoded meanwhile)."""
-        return self._released
+    def hold(self) -> None:
+        """A request holds the definition (from its lookup, see Manager.lease): its custom nodes stay open."""
+        self._running += 1
+
+    def let_go(self) -> None:
+        self._running -= 1
+        self._release_if_idle()
 
     def _release_if_idle(self) -> None:
         if self._retired and self._running == 0:
-            self._released = True
             nodes, self.custom_nodes = self.custom_nodes, []
             for custom in nodes:
                 custom.drop()
@@ -514,18 +497,15 @@ class PipelineDefinition:
     ) -> dict[str, np.ndarray]:
         """Run the graph for one validated request; `resolve` gives each DL node its model version now; each gather
         runs at most `window` branches at a time, so one request of thousands of branches does not crowd out other
-        requests. A released definition (see `released`) runs nothing: it answers as a retired pipeline."""
-        if self._released:
-            raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {self.name}")
+        requests. The definition is held while it runs."""
         models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
         run = _Run(self, models, inputs, metrics or Metrics(()), origin, window)
-        self._running += 1
+        self.hold()
         try:
             return await run.response()
         finally:
             run.tasks.clear()  # failed tasks and their tracebacks back to the run form a cycle holding node outputs
-            self._running -= 1
-            self._release_if_idle()
+            self.let_go()
 
 
 class _Run:

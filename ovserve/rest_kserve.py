@@ -4,7 +4,7 @@ system shared-memory routes (CUDA shared memory answers that it is not supported
 
 from __future__ import annotations
 
-from . import kfs, stats
+from . import kfs
 from .dataplane import DataPlane
 from .errors import ServingError
 from .http_app import HttpRequest, HttpResponse, Route, route
@@ -77,12 +77,11 @@ def routes(dataplane: DataPlane) -> list[Route]:
 
     async def statistics(request: HttpRequest) -> HttpResponse:
         name = request.params.get("name") or ""
-        version = _version(request) if name in dataplane.manager.models else None  # pipelines ignore it
-        rows = stats.rows(dataplane.manager, dataplane.manager.metrics.stats, name, version)
-        return HttpResponse(200, kfs.statistics_json(rows))
+        version = _version(request) if dataplane.is_model(name) else None  # pipelines ignore it
+        return HttpResponse(200, kfs.statistics_json(dataplane.statistics(name, version)))
 
     async def repository_index(request: HttpRequest) -> HttpResponse:
-        return HttpResponse(200, kfs.index_json(stats.index(dataplane.manager, kfs.index_ready_only(request.body))))
+        return HttpResponse(200, kfs.index_json(dataplane.index(kfs.index_ready_only(request.body))))
 
     async def cuda_shm(request: HttpRequest) -> HttpResponse:
         raise ServingError("CUDA_SHM_UNSUPPORTED", "use system shared memory")

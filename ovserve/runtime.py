@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -28,36 +28,6 @@ log = logging.getLogger(__name__)
 
 TensorMap = Mapping[str, np.ndarray]
 StateHook = Callable[[ov.InferRequest], None]  # sees an infer request before or after its run
-
-
-class Servable(Protocol):
-    """Anything requests can be sent to: a model version or a bound pipeline."""
-
-    name: str
-    version: int
-
-    @property
-    def inputs(self) -> Mapping[str, TensorSpec]:
-        """The inputs as metadata reports them (for a model reshaped on request: its current shapes)."""
-        ...
-
-    @property
-    def outputs(self) -> Mapping[str, TensorSpec]: ...
-
-    @property
-    def model_info(self) -> Mapping[str, Any]:
-        """The model's rt_info under "model_info" as plain text values and nested dicts (empty when none)."""
-        ...
-
-    @property
-    def accepts(self) -> Mapping[str, TensorSpec]:
-        """What a request is validated against before `infer`: `inputs`, with the dimensions that `infer` may
-        reshape the model for (shape/batch_size "auto") left open."""
-        ...
-
-    async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
-        """`origin` names the front door, for servables that record per-part metrics (pipelines)."""
-        ...
 
 
 # --- metadata from OpenVINO ports ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import openvino as ov
 
-from . import grpc_health, grpc_server, http_routes
+from . import grpc_health, grpc_kserve, grpc_server, grpc_tfs, http_routes
 from .config import ServerConfig, load_config
 from .dataplane import DataPlane
 from .errors import ConfigError, ServingError, http_status
@@ -95,10 +95,14 @@ class Server:
         if self.settings.port is not None:
             hosts = [h.strip() for h in self.settings.grpc_bind_address.split(",") if h.strip()]
             addresses = [f"[{h}]:{self.settings.port}" if ":" in h else f"{h}:{self.settings.port}" for h in hosts]
-            health = grpc_health.handlers(self.health)
+            services = [
+                *grpc_tfs.handlers(grpc_tfs.TfServing(self.dataplane)),
+                *grpc_kserve.handlers(grpc_kserve.KServe(self.dataplane)),
+                *grpc_health.handlers(self.health),
+            ]
             for host in hosts:  # gRPC's own failure to bind comes with a log line of its C++ core
                 _check_free(host, self.settings.port, "gRPC")
-            self.grpc, ports = grpc_server.create(self.dataplane, addresses, health, self._grpc_options())
+            self.grpc, ports = grpc_server.create(addresses, services, self._grpc_options())
             if not ports or 0 in ports:
                 failed = [a for a, p in zip(addresses, ports, strict=True) if not p] or addresses
                 raise OSError(f"cannot bind the gRPC port {', '.join(failed)}: is it in use, or the address not here?")
@@ -200,9 +204,8 @@ class Server:
         assert self._loading is not None
         await self._loading
         if self.settings.fatal_load_errors:
-            for entry in self.manager.models.values():
-                if entry.error or not any(v.state == "AVAILABLE" for v in entry.versions.values()):
-                    raise RuntimeError(f"Couldn't start model manager: model {entry.config.name} did not load")
+            for name in self.manager.not_loaded():
+                raise RuntimeError(f"Couldn't start model manager: model {name} did not load")
 
     def drain(self) -> None:
         """Turn not-ready (HTTP readiness, gRPC ServerReady and health) while serving on: every HTTP response from

@@ -3,15 +3,16 @@ not, and the rows both answers list."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from time import perf_counter_ns, time_ns
 from typing import TYPE_CHECKING
 
 from . import versions
-from .errors import ServingError
+from .types import VersionStatus
 
 if TYPE_CHECKING:
-    from .manager import Manager, ModelEntry, PipelineEntry
+    from .manager import ModelView, PipelineView
 
 
 class VersionStats:
@@ -108,34 +109,11 @@ def _row(name: str, version: int, stats: VersionStats, now_ns: int, now_perf: in
     )  # fmt: skip
 
 
-def rows(manager: Manager, statistics: Statistics, name: str = "", version: int | None = None) -> list[Row]:
-    """Statistics of every version serving now (sorted by name, then version), of one model's or pipeline's, or of
-    one version. A name or version that does not serve now fails as a request for its metadata would."""
-    if name:
-        if name in manager.models:
-            entry = manager.models[name]
-            if version is not None:
-                manager.model_version_now(name, version)  # raises why it does not serve
-            serving = [version] if version is not None else _available(entry)
-        elif name in manager.pipelines:
-            pipeline = manager.pipelines[name]
-            if pipeline.retired:
-                raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_ANYMORE", f"pipeline {name}")
-            if pipeline.definition is None:
-                raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_YET", f"pipeline {name}")
-            serving = [1]
-        else:
-            raise ServingError("MODEL_NAME_MISSING", name)
-        chosen = [(name, number) for number in serving]
-    else:
-        chosen = [(n, v) for n, e in manager.models.items() if not e.retired for v in _available(e)]
-        chosen += [(n, 1) for n, e in manager.pipelines.items() if e.definition is not None]
+def rows(chosen: Iterable[tuple[str, int]], statistics: Statistics) -> list[Row]:
+    """Statistics of the `chosen` (name, version) pairs (the manager's versions serving now), sorted by name, then
+    version."""
     now_ns, now_perf = time_ns(), perf_counter_ns()
     return [_row(n, v, statistics.of(n, v), now_ns, now_perf) for n, v in sorted(chosen)]
-
-
-def _available(entry: ModelEntry) -> list[int]:
-    return sorted(n for n, v in entry.versions.items() if v.state == "AVAILABLE")
 
 
 # --- repository index ---------------------------------------------------------------------------------------
@@ -154,41 +132,38 @@ class IndexRow:
 _STATES = {"AVAILABLE": "READY", "START": "LOADING", "LOADING": "LOADING", "UNLOADING": "UNLOADING"}
 
 
-def index(manager: Manager, ready_only: bool = False) -> list[IndexRow]:
-    """Every configured model's versions and every pipeline, sorted by name, then version; a model with no version
-    is one row without one. `ready_only`: just the READY rows."""
+def index(models: Iterable[ModelView], pipelines: Iterable[PipelineView], ready_only: bool = False) -> list[IndexRow]:
+    """Every configured model's versions and every pipeline (retired ones left out), sorted by name, then version;
+    a model with no version is one row without one. `ready_only`: just the READY rows."""
     found: list[IndexRow] = []
-    for name, entry in manager.models.items():
-        if not entry.retired:
-            found += _model_rows(name, entry)
-    for name, pipeline in manager.pipelines.items():
-        if not pipeline.retired:
-            found.append(_pipeline_row(name, pipeline))
+    for model in models:
+        if not model.retired:
+            found += _model_rows(model)
+    found += [_pipeline_row(p.name, p.status) for p in pipelines if p.status.state != "END"]
     found.sort(key=lambda r: (r.name, r.version or 0))
     return [r for r in found if r.state == "READY"] if ready_only else found
 
 
-def _model_rows(name: str, entry: ModelEntry) -> list[IndexRow]:
+def _model_rows(model: ModelView) -> list[IndexRow]:
     found = []
-    for number, version in sorted(entry.versions.items()):
-        if version.error_code != "OK":
-            found.append(IndexRow(name, number, "UNAVAILABLE", version.message))
-        elif version.state == "END":
-            found.append(IndexRow(name, number, "UNAVAILABLE", "unloaded"))
+    for status in model.versions:
+        if status.error_code != "OK":
+            found.append(IndexRow(model.name, status.version, "UNAVAILABLE", status.message))
+        elif status.state == "END":
+            found.append(IndexRow(model.name, status.version, "UNAVAILABLE", "unloaded"))
         else:
-            found.append(IndexRow(name, number, _STATES.get(version.state, "UNAVAILABLE")))
-    if entry.error:  # the model failed as a whole: the rows its previous entry left stay listed above
-        found.append(IndexRow(name, None, "UNAVAILABLE", entry.error))
+            found.append(IndexRow(model.name, status.version, _STATES.get(status.state, "UNAVAILABLE")))
+    if model.error:  # the model failed as a whole: the rows its previous entry left stay listed above
+        found.append(IndexRow(model.name, None, "UNAVAILABLE", model.error))
     elif not found:
-        scanning = not entry.scanned.is_set()
-        reason = "" if scanning else versions.no_versions(entry.repository.where)
-        found.append(IndexRow(name, None, "LOADING" if scanning else "UNAVAILABLE", reason))
+        reason = "" if model.scanning else versions.no_versions(model.where)
+        found.append(IndexRow(model.name, None, "LOADING" if model.scanning else "UNAVAILABLE", reason))
     return found
 
 
-def _pipeline_row(name: str, pipeline: PipelineEntry) -> IndexRow:
-    if pipeline.definition is not None:
+def _pipeline_row(name: str, status: VersionStatus) -> IndexRow:
+    if status.state == "AVAILABLE":
         return IndexRow(name, 1, "READY")
-    if pipeline.error:
-        return IndexRow(name, 1, "UNAVAILABLE", pipeline.error)
+    if status.message:
+        return IndexRow(name, 1, "UNAVAILABLE", status.message)
     return IndexRow(name, 1, "LOADING")

@@ -13,7 +13,7 @@ import orjson
 
 from .dataplane import DataPlane
 from .http_app import JSON, HttpRequest, HttpResponse, Route, route
-from .manager import ModelEntry, PipelineEntry
+from .manager import ModelView, PipelineView
 from .metrics import BUCKETS_US, Metrics
 
 INFER_METHODS = frozenset({"Predict", "ModelInfer"})  # what the page counts as requests (not metadata or status)
@@ -46,31 +46,30 @@ def snapshot(dataplane: DataPlane, metrics: Metrics) -> dict[str, Any]:
             "latency": "ovms_request_time_us" in metrics.families,
         },
         "buckets_us": list(BUCKETS_US),
-        "models": [_model(name, entry, totals.get(name)) for name, entry in sorted(manager.models.items())],
-        "pipelines": [_pipeline(name, entry, totals.get(name)) for name, entry in sorted(manager.pipelines.items())],
+        "models": [_model(model, totals.get(model.name)) for model in manager.models_view()],
+        "pipelines": [_pipeline(pipeline, totals.get(pipeline.name)) for pipeline in manager.pipelines_view()],
     }
 
 
-def _model(name: str, entry: ModelEntry, requests: dict[str, Any] | None) -> dict[str, Any]:
-    default = entry.default()
+def _model(model: ModelView, requests: dict[str, Any] | None) -> dict[str, Any]:
     return {
-        "name": name,
-        "retired": entry.retired,
-        "error": entry.error,  # a problem of the whole model (a bad base path, bad config values)
-        "default_version": default.number if default is not None and not entry.error else None,
-        "versions": [_version(entry.versions[n].status()) for n in sorted(entry.versions)],
+        "name": model.name,
+        "retired": model.retired,
+        "error": model.error,  # a problem of the whole model (a bad base path, bad config values)
+        "default_version": model.default,
+        "versions": [_version(status) for status in model.versions],
         "requests": requests,
     }
 
 
-def _pipeline(name: str, entry: PipelineEntry, requests: dict[str, Any] | None) -> dict[str, Any]:
-    status = entry.status()
+def _pipeline(pipeline: PipelineView, requests: dict[str, Any] | None) -> dict[str, Any]:
+    status = pipeline.status
     return {
-        "name": name,
+        "name": pipeline.name,
         **_version(status),
-        "nodes": len(entry.config.nodes),
+        "nodes": len(pipeline.config.nodes),
         # Changes when the picture would: a new config, or a change of state or reason.
-        "revision": hashlib.sha1(repr((entry.config, status)).encode()).hexdigest()[:12],
+        "revision": hashlib.sha1(repr((pipeline.config, status)).encode()).hexdigest()[:12],
         "requests": requests,
     }
 

@@ -47,6 +47,43 @@ class Origin:
     method: str  # Predict, GetModelMetadata, GetModelStatus, ModelInfer, ModelMetadata, ModelReady
 
 
+class Signature(Protocol):
+    """Anything with named, typed inputs and outputs: what a pipeline node runs (a model version or a custom node)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, TensorSpec]: ...
+    @property
+    def outputs(self) -> Mapping[str, TensorSpec]: ...
+
+
+class Servable(Signature, Protocol):
+    """Anything requests can be sent to: a model version or a bound pipeline."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def inputs(self) -> Mapping[str, TensorSpec]:
+        """The inputs as metadata reports them (for a model reshaped on request: its current shapes)."""
+        ...
+
+    @property
+    def model_info(self) -> Mapping[str, Any]:
+        """The model's rt_info under "model_info" as plain text values and nested dicts (empty when none)."""
+        ...
+
+    @property
+    def accepts(self) -> Mapping[str, TensorSpec]:
+        """What a request is validated against before `infer`: `inputs`, with the dimensions that `infer` may
+        reshape the model for (shape/batch_size "auto") left open."""
+        ...
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], origin: Origin | None = None) -> dict[str, np.ndarray]:
+        """`origin` names the front door, for servables that record per-part metrics (pipelines)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class InferResult:
     target: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from .config import All, Latest, Specific, VersionPolicy
@@ -57,9 +57,10 @@ def no_versions(where: str, base_path: Path | None = None) -> str:
     return f"no version directories in {where}; {hint}"
 
 
-def select(policy: VersionPolicy, available: Iterable[int]) -> list[int]:
-    """Versions a policy asks to serve among those available, ascending."""
-    versions = sorted(available)
+def select(policy: VersionPolicy, available: Iterable[int], failed: Collection[int] = ()) -> list[int]:
+    """Versions a policy asks to serve among those available, ascending. Versions that `failed` to load are left
+    out: `latest` takes the next older ones instead, as OVMS re-applies the policy."""
+    versions = sorted(v for v in available if v not in failed)
     match policy:
         case Latest(num_versions=n):
             return versions[-n:]

@@ -251,3 +251,31 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value
+
+
+class Clients:
+    """Background clients: a thread per client sending requests back to back until stopped; each answer is kept as
+    (sent, received, answer), and a client's first failure stops it and is kept for the test to report."""
+
+    def __init__(self, **clients: Callable[[], Any]) -> None:
+        self.answers: dict[str, list[tuple[float, float, Any]]] = {name: [] for name in clients}
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n, c)) for n, c in clients.items()]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, name: str, client: Callable[[], Any]) -> None:
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            try:
+                answer = client()
+            except BaseException as e:  # any failure is reported by the test
+                self.failures.append(e)
+                return
+            self.answers[name].append((sent, time.monotonic(), answer))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)

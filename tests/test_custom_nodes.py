@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import configs
 import grpc
 import models
 import numpy as np
@@ -681,13 +682,14 @@ class Shift:
 
 
 @pytest.mark.parametrize("change", ["removed", "changed"])
-def test_a_pipeline_retired_while_a_request_decodes_its_images(
+def test_a_pipeline_retired_between_lookup_and_run_serves_the_request_on_the_old_definition(
     repository: Path, serve: Any, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
     """A request looks its pipeline up, then its images decode in a worker thread; a reload meanwhile retires that
-    definition and, no request running on it, closes its nodes. The request then ran on the closed node (for a C
-    library: execute on a deinitialized manager); now it runs on the definition that replaced it, or answers
-    "Pipeline is retired"."""
+    definition. It closed its nodes then, no request running on it, and the request ran on the closed node (for a C
+    library: execute on a deinitialized manager). Now the request holds the definition from its lookup (a lease):
+    it is served to the end on the old definition, whose nodes close after it; the next request gets the definition
+    that replaced it, or "Pipeline is retired"."""
     import io
 
     from PIL import Image
@@ -698,20 +700,9 @@ def test_a_pipeline_retired_while_a_request_decodes_its_images(
     from ovserve.tfs import make_ndarray
 
     (repository / "shift.py").write_text(CLOSING_NODE)
-    node = {
-        "name": "show",
-        "type": "custom",
-        "library_name": "shift",
-        "params": {"add": "0"},
-        "inputs": [{"image": {"node_name": "request", "data_item": "image"}}],
-        "outputs": [{"data_item": "pixels", "alias": "pixels"}],
-    }
-    output = {"pixels": {"node_name": "show", "data_item": "pixels"}}
-    document = {
-        "model_config_list": [],
-        "custom_node_library_config_list": [{"name": "shift", "base_path": "shift.py:Shift"}],
-        "pipeline_config_list": [{"name": "show", "inputs": ["image"], "nodes": [node], "outputs": [output]}],
-    }
+    node = configs.node("show", {"image": "request.image"}, ["pixels"], library="shift", params={"add": "0"})
+    show = configs.pipeline("show", ["image"], [node], {"pixels": "show.pixels"})
+    document = configs.document(pipelines=[show], libraries={"shift": "shift.py:Shift"})
     server = serve(document)
     decoding, go = threading.Event(), threading.Event()
     decode = images.PendingImages._decode_all
@@ -742,14 +733,22 @@ def test_a_pipeline_retired_while_a_request_decodes_its_images(
     thread = threading.Thread(target=call)
     thread.start()
     assert decoding.wait(30)
+    old = server.server.manager.pipelines["show"].definition
     if change == "removed":
         document["pipeline_config_list"] = []
     else:
         node["params"] = {"add": "1"}
     models.write_config(repository, document)
     assert server.http("POST", "/v1/config/reload")[0] == 201
+    assert old.custom_nodes  # retired, held by the request: its node stays open
     go.set()
     thread.join(30)
+    expected = picture[np.newaxis, :, :, ::-1].astype(np.float32)
+    np.testing.assert_array_equal(outcome[0], expected)  # the old definition's node (add 0), not closed under it
+    assert old.custom_nodes == []  # let go once the request ended
+    monkeypatch.undo()
+    outcome.clear()
+    call()
     if change == "removed":
         assert isinstance(outcome[0], grpc.RpcError)
         assert (outcome[0].code(), outcome[0].details()) == (
@@ -757,7 +756,7 @@ def test_a_pipeline_retired_while_a_request_decodes_its_images(
             "Pipeline is retired - pipeline show",
         )
     else:
-        np.testing.assert_array_equal(outcome[0], picture[np.newaxis, :, :, ::-1].astype(np.float32) + 1)
+        np.testing.assert_array_equal(outcome[0], expected + 1)
 
 
 FAILING_CLOSE = """
@@ -785,24 +784,9 @@ def test_a_python_node_whose_close_raises_stops_neither_a_reload_nor_the_server(
     """What close() raises is logged, as a C library's deinitialize result is (spec §6.1); it escaped the reload
     half-way (500, the removed pipelines still AVAILABLE, the new one missing) and the server's stop."""
     (repository / "echo.py").write_text(FAILING_CLOSE)
-    node = {
-        "name": "e",
-        "type": "custom",
-        "library_name": "echo",
-        "inputs": [{"x": {"node_name": "request", "data_item": "x"}}],
-        "outputs": [{"data_item": "y", "alias": "y"}],
-    }
-    first = {
-        "name": "first",
-        "inputs": ["x"],
-        "nodes": [node],
-        "outputs": [{"y": {"node_name": "e", "data_item": "y"}}],
-    }
-    document = {
-        "model_config_list": [],
-        "custom_node_library_config_list": [{"name": "echo", "base_path": "echo.py:Echo"}],
-        "pipeline_config_list": [first, {**first, "name": "second"}],
-    }
+    node = configs.node("e", {"x": "request.x"}, ["y"], library="echo")
+    first = configs.pipeline("first", ["x"], [node], {"y": "e.y"})
+    document = configs.document(pipelines=[first, {**first, "name": "second"}], libraries={"echo": "echo.py:Echo"})
     server = serve(document)
     document["pipeline_config_list"] = [{**first, "name": "third"}]
     models.write_config(repository, document)
@@ -869,31 +853,16 @@ def test_a_failed_request_ends_with_every_task_it_started_and_starts_no_node_aft
     (repository / "race.py").write_text(RACE_NODES)
 
     def custom(name: str, source: str, **extra: Any) -> dict[str, Any]:
-        node, item = source.split(".")
-        return {
-            "name": name.lower(),
-            "type": "custom",
-            "library_name": name,
-            "inputs": [{"x": {"node_name": node, "data_item": item}}],
-            "outputs": [{"data_item": "y", "alias": "y"}],
-            **extra,
-        }
+        return configs.node(name.lower(), {"x": source}, ["y"], library=name, **extra)
 
     nodes = [
         custom("Fails", "request.x"),
         custom("Splits", "request.x", demultiply_count=-1),
         custom("Shard", "splits.y"),
     ]
-    outputs = [{"f": {"node_name": "fails", "data_item": "y"}}, {"s": {"node_name": "shard", "data_item": "y"}}]
-    server = serve(
-        {
-            "model_config_list": [],
-            "custom_node_library_config_list": [
-                {"name": n, "base_path": f"race.py:{n}"} for n in ("Fails", "Splits", "Shard")
-            ],
-            "pipeline_config_list": [{"name": "race", "inputs": ["x"], "nodes": nodes, "outputs": outputs}],
-        }
-    )
+    race = configs.pipeline("race", ["x"], nodes, {"f": "fails.y", "s": "shard.y"})
+    libraries = {n: f"race.py:{n}" for n in ("Fails", "Splits", "Shard")}
+    server = serve(configs.document(pipelines=[race], libraries=libraries))
     state = next(m for k, m in sys.modules.items() if k.endswith("_race")).STATE
     manager = server.server.manager
     definition = manager.pipelines["race"].definition

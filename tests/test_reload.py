@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,29 +15,19 @@ import grpc
 import models
 import numpy as np
 import tritonclient.grpc as grpcclient
-from conftest import RunningServer, config_states, rpc_error, wait_for_states, wait_for_versions
+from conftest import Clients, RunningServer, config_states, rpc_error, wait_for_states, wait_for_versions
 
 
 def test_reload_adds_changes_and_retires_without_failed_requests(repository: Path, seed_server: RunningServer) -> None:
     models.save(models.add_mul(), repository, "second")
     images = np.random.default_rng(1).random((2, 1, 3, 4, 4), dtype=np.float32)
     expected = models.reference_classifier(images)  # (2, 1, 10)
-    failures: list[BaseException] = []
-    answered = [0]
-    stop = threading.Event()
 
     def client() -> None:  # requests to the model that is reloaded, all through the reloads
-        while not stop.is_set():
-            try:
-                out = seed_server.predict("resnet", {"0": images[0]})["1463"]
-                np.testing.assert_allclose(out, expected[0], rtol=1e-5, atol=1e-6)
-                answered[0] += 1
-            except BaseException as e:  # any failure is reported by the test
-                failures.append(e)
-                return
+        out = seed_server.predict("resnet", {"0": images[0]})["1463"]
+        np.testing.assert_allclose(out, expected[0], rtol=1e-5, atol=1e-6)
 
-    worker = threading.Thread(target=client)
-    worker.start()
+    clients = Clients(resnet=client)
     try:
         status, _, body = seed_server.http("POST", "/v1/config/reload")
         assert status == 200  # nothing changed yet
@@ -84,10 +73,9 @@ def test_reload_adds_changes_and_retires_without_failed_requests(repository: Pat
             and error.details() == "Pipeline is retired - pipeline resnet50DAG"
         )
     finally:
-        stop.set()
-        worker.join(30)
-    assert not failures, failures[0]
-    assert answered[0] > 10
+        clients.stop()
+    assert not clients.failures, clients.failures[0]
+    assert len(clients.answers["resnet"]) > 10
 
 
 def test_reload_in_single_model_mode_or_unreadable_file(repository: Path, seed_server: RunningServer) -> None:
@@ -113,33 +101,6 @@ class Timeline:
     def allowed(self, start: float, end: float) -> set[int]:
         ends = [t for t, _ in self.phases[1:]] + [float("inf")]
         return set().union(*(v for (t, v), until in zip(self.phases, ends, strict=True) if t <= end and until > start))
-
-
-class Clients:
-    """Threads sending requests back to back until stopped; each records (sent, received, answer) or its failure."""
-
-    def __init__(self, **clients: Callable[[], Any]) -> None:
-        self.answers: dict[str, list[tuple[float, float, Any]]] = {name: [] for name in clients}
-        self.failures: list[BaseException] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n, c)) for n, c in clients.items()]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, name: str, client: Callable[[], Any]) -> None:
-        while not self._stop.is_set():
-            sent = time.monotonic()
-            try:
-                answer = client()
-            except BaseException as e:  # any failure is reported by the test
-                self.failures.append(e)
-                return
-            self.answers[name].append((sent, time.monotonic(), answer))
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
 
 
 def _available(server: RunningServer, name: str) -> set[int]:

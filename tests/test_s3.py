@@ -20,7 +20,7 @@ import grpc
 import models
 import numpy as np
 import pytest
-from conftest import RunningServer, rpc_error, wait_for_states, wait_for_versions
+from conftest import Clients, RunningServer, rpc_error, wait_for_states, wait_for_versions
 from moto.core import enable_iam_authentication
 from moto.server import ThreadedMotoServer
 
@@ -208,25 +208,14 @@ def test_polling_follows_versions_uploaded_and_deleted_while_requests_keep_succe
     server = RunningServer(models.write_config(repository, s3_seed_config(bucket.url("zoo/resnet"))), poll_seconds=0.1)
     image = images(n=1)
     answers = {seed: models.reference_classifier(image, seed=seed)[0] for seed in (1, 2)}
-    seen: set[int] = set()
-    answered = [0]
-    failures: list[BaseException] = []
-    stop = threading.Event()
 
-    def client() -> None:
-        while not stop.is_set():
-            try:
-                out = server.predict("resnet", {"0": image[0]})["1463"]
-                matches = [s for s, a in answers.items() if np.allclose(out, a, rtol=1e-5, atol=1e-5)]
-                assert len(matches) == 1, out
-                seen.add(matches[0])
-                answered[0] += 1
-            except BaseException as e:  # any failure is reported by the test
-                failures.append(e)
-                return
+    def client() -> int:
+        out = server.predict("resnet", {"0": image[0]})["1463"]
+        matches = [s for s, a in answers.items() if np.allclose(out, a, rtol=1e-5, atol=1e-5)]
+        assert len(matches) == 1, out
+        return matches[0]
 
-    worker = threading.Thread(target=client)
-    worker.start()
+    clients = Clients(resnet=client)
     try:
         wait_for_states(server, {"resnet": ["AVAILABLE"], "resnet50DAG": ["AVAILABLE"]})
         # A poll catches version 2 half-uploaded (no .bin yet): it fails, version 1 keeps serving ...
@@ -247,11 +236,11 @@ def test_polling_follows_versions_uploaded_and_deleted_while_requests_keep_succe
         np.testing.assert_allclose(server.predict("resnet", {"0": image[0]})["1463"], answers[1], rtol=1e-5)
         np.testing.assert_allclose(server.predict("resnet50DAG", {"0": image})["1463"][0], answers[1], rtol=1e-5)
     finally:
-        stop.set()
-        worker.join(30)
+        clients.stop()
         server.stop()
-    assert not failures, failures[0]
-    assert seen == {1, 2} and answered[0] > 10
+    assert not clients.failures, clients.failures[0]
+    seen = {seed for _, _, seed in clients.answers["resnet"]}
+    assert seen == {1, 2} and len(clients.answers["resnet"]) > 10
 
 
 def test_repository_errors_stay_with_their_model(
