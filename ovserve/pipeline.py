@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import graphlib
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ REQUEST, RESPONSE = "request", "response"
 MAX_BRANCHES = 10000
 BRANCH_WINDOW = 64  # branches of one demultiplexer a request runs at a time, by default
 Key = tuple[int, ...]  # branch indices, one per open demultiplexer
+T = TypeVar("T")
 Resolve = Callable[[str, "int | None"], ModelVersion]  # (model name, version or None) → model version
 
 
@@ -564,14 +565,12 @@ class _Run:
                 await asyncio.gather(*pending, return_exceptions=True)
             raise
 
-    def _all(
-        self, coroutines: Iterable[Coroutine[None, None, np.ndarray]], width: int = sys.maxsize
-    ) -> asyncio.Future[list[np.ndarray]]:
-        """Gather `coroutines` (at most `width` running) as tasks this run keeps, so that a failed request can
+    def _all(self, awaitables: Iterable[Awaitable[T]], width: int = sys.maxsize) -> asyncio.Future[list[T]]:
+        """Gather `awaitables` (at most `width` running) as tasks this run keeps, so that a failed request can
         cancel and await them too."""
-        return gathering.gather(coroutines, width, self._keep)
+        return gathering.gather(awaitables, width, self._keep)
 
-    def _keep(self, task: asyncio.Future[np.ndarray]) -> None:
+    def _keep(self, task: asyncio.Future[Any]) -> None:
         self.gathering.add(task)
         task.add_done_callback(self.gathering.discard)
 
@@ -641,7 +640,11 @@ class _Run:
         demux = out_level[len(key)]
         await self._outputs(demux, key)  # demultiplexer number len(key) ran at the key of the levels before it
         count = self.branches[(demux, key)]
-        shards = await self._all((self._gathered(source, (*key, i)) for i in range(count)), self.window)
+        if depth == 1 and source.node != demux:  # each shard is an output of the node's run in a branch, as it is
+            runs = await self._all((self._outputs(source.node, (*key, i)) for i in range(count)), self.window)
+            shards = [outputs[source.item] for outputs in runs]
+        else:
+            shards = await self._all((self._gathered(source, (*key, i)) for i in range(count)), self.window)
         first = shards[0]
         if any(s.shape != first.shape or s.dtype != first.dtype for s in shards):
             sizes = sorted({shape_text(s.shape) for s in shards})
