@@ -549,7 +549,8 @@ class _Alias:
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
-        self.__array_interface__ = {**array.__array_interface__, "data": (array.ctypes.data, False)}
+        face = array.__array_interface__
+        self.__array_interface__ = {**face, "data": (face["data"][0], False)}
 
 
 def _writeable(array: np.ndarray) -> np.ndarray:
