@@ -550,6 +550,7 @@ class _Run:
         self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
         self.gathering: set[asyncio.Future[Any]] = set()  # the tasks of _all not done yet
         self.branches: dict[tuple[str, Key], int] = {}
+        self.checked: set[tuple[str, str, np.dtype, tuple[int, ...]]] = set()  # node inputs that passed check_input
 
     async def response(self) -> dict[str, np.ndarray]:
         try:
@@ -604,7 +605,7 @@ class _Run:
         started = perf_counter_ns()
         try:
             for input_name, value in feeds.items():
-                check_input(value, model.inputs[input_name], node=node.name)
+                self._check(node.name, input_name, value, model.inputs[input_name])
             results = await model.infer(feeds)
             if node.custom is not None:
                 missing = sorted(item for item in config.outputs.values() if item not in results)
@@ -624,6 +625,13 @@ class _Run:
             raise
         self._record(node.name, model, True, started)
         return {alias: results[item] for alias, item in config.outputs.items() if item in results}
+
+    def _check(self, node: str, name: str, value: np.ndarray, spec: TensorSpec) -> None:
+        """check_input, once per node input, precision and shape in a request (its branches repeat them)."""
+        seen = (node, name, value.dtype, value.shape)
+        if seen not in self.checked:
+            check_input(value, spec, node=node)
+            self.checked.add(seen)
 
     def _record(self, node: str, model: ModelVersion | CustomNode, ok: bool, started: int) -> None:
         self.metrics.node(self.pipeline.name, node, ok, (perf_counter_ns() - started) / 1000)

@@ -462,9 +462,9 @@ class _Pool:
 class _Slot:
     """One infer request and the future of its current run; OpenVINO's callback resolves it thread-safely."""
 
-    __slots__ = ("__weakref__", "abandoned", "buffers", "future", "held", "loop", "own", "request")
+    __slots__ = ("__weakref__", "abandoned", "buffers", "future", "held", "loop", "own", "request", "results")
 
-    def __init__(self, request: ov.InferRequest, static_inputs: list[str]) -> None:
+    def __init__(self, request: ov.InferRequest, static_inputs: list[str], static_outputs: list[int]) -> None:
         self.request = request
         self.loop: asyncio.AbstractEventLoop | None = None
         # The current run's future, awaited by its caller; if the caller gives up (the future is cancelled), the run
@@ -479,6 +479,9 @@ class _Slot:
         # The arrays the current run reads in place: OpenVINO's tensors do not keep them alive, the slot does until
         # `finish` gives the request its own tensors back.
         self.held: dict[str, np.ndarray] = {}
+        # The memory of each statically shaped output by index, which every run fills: read without asking the request
+        # for its tensor again.
+        self.results: dict[int, np.ndarray] = {i: request.get_output_tensor(i).data for i in static_outputs}
         # OpenVINO keeps the callback and its argument in C++, where Python's collector cannot see a cycle back
         # to this slot: with only a weak reference there, a compiled model no one serves on is freed.
         request.set_callback(_on_done, weakref.ref(self))
@@ -566,6 +569,11 @@ def _on_done(slot: weakref.ref[_Slot]) -> None:  # runs in an OpenVINO thread
         live.done()
 
 
+def _static(spec: TensorSpec) -> bool:
+    """A tensor of a numeric precision and a fixed shape: its infer request's memory for it never changes."""
+    return spec.dtype not in (None, np.dtype(object)) and all(isinstance(d, int) and d >= 0 for d in spec.shape)
+
+
 class _Compiled:
     """One compiled model of a version with its pool of infer requests and the tensors it takes; a version
     reshaped on request gets a new one, and requests already running keep the one they started on."""
@@ -577,9 +585,8 @@ class _Compiled:
         self.accepts = self.inputs if auto is None else auto.open(self.inputs)
         self.output_names = list(self.outputs)
         self._string_outputs = {i for i, s in enumerate(self.outputs.values()) if s.dtype == np.dtype(object)}
-        static = [s.name for s in self.inputs.values() if s.dtype not in (None, np.dtype(object))
-                  and all(isinstance(d, int) and d >= 0 for d in s.shape)]  # fmt: skip
-        self._static = static
+        self._static = static = [s.name for s in self.inputs.values() if _static(s)]
+        self._static_outputs = [i for i, s in enumerate(self.outputs.values()) if _static(s)]
         # A request keeps the tensors of its last run; with dynamic shapes they grow to the largest one seen.
         self.grows = len(static) < len(self.inputs) or any(
             not all(isinstance(d, int) and d >= 0 for d in s.shape) for s in self.outputs.values()
@@ -587,7 +594,7 @@ class _Compiled:
         self.pool = _Pool([self._slot() for _ in range(nireq)])
 
     def _slot(self) -> _Slot:
-        return _Slot(self.model.create_infer_request(), self._static)
+        return _Slot(self.model.create_infer_request(), self._static, self._static_outputs)
 
     def recycle(self, slot: _Slot, moved: int) -> _Slot:
         """The slot to return to the pool after a run that moved `moved` bytes in and out: a fresh one when the
@@ -595,6 +602,10 @@ class _Compiled:
         return self._slot() if self.grows and moved > KEEP_TENSOR_BYTES else slot
 
     def output(self, slot: _Slot, index: int) -> np.ndarray:
+        memory = slot.results.get(index)
+        if memory is not None:
+            copied: np.ndarray = memory.copy()
+            return copied
         tensor = slot.request.get_output_tensor(index)
         if index not in self._string_outputs:
             result: np.ndarray = tensor.data.copy()
