@@ -34,7 +34,8 @@ class _Window(Generic[T]):
         self._results.append(None)
         task = asyncio.ensure_future(awaitable)
         self._running += 1
-        self._started(task)
+        if task is not awaitable:  # a future passed in is its owner's to keep track of
+            self._started(task)
         task.add_done_callback(lambda done: self._ended(index, done))
         return True
 
@@ -59,7 +60,7 @@ def gather(
     started: Callable[[asyncio.Future[T]], None] = lambda task: None,
 ) -> asyncio.Future[list[T]]:
     """The results of `awaitables` in order, as asyncio.gather, but each is taken from the iterable and started (a
-    coroutine as a task; a future as it is) only when fewer than `width` run; `started` sees each task. The first
-    failure (or cancellation) ends the gathering: nothing more starts, and tasks still running are left to the
-    caller (see `started`)."""
+    coroutine as a task; a future as it is) only when fewer than `width` run; `started` sees each task made of a
+    coroutine. The first failure (or cancellation) ends the gathering: nothing more starts, and tasks still running
+    are left to the caller (see `started`)."""
     return _Window(awaitables, width, started).future

@@ -567,8 +567,8 @@ class _Run:
             raise
 
     def _all(self, awaitables: Iterable[Awaitable[T]], width: int = sys.maxsize) -> asyncio.Future[list[T]]:
-        """Gather `awaitables` (at most `width` running) as tasks this run keeps, so that a failed request can
-        cancel and await them too."""
+        """Gather `awaitables` (at most `width` running); the tasks made of coroutines are kept (node runs are in
+        `tasks` already), so that a failed request can cancel and await them too."""
         return gathering.gather(awaitables, width, self._keep)
 
     def _keep(self, task: asyncio.Future[Any]) -> None:
