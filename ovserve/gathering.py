@@ -1,9 +1,9 @@
-"""asyncio.gather that starts its coroutines lazily: at most `width` of them running at a time."""
+"""asyncio.gather that starts its awaitables lazily: at most `width` of them running at a time."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -12,11 +12,11 @@ T = TypeVar("T")
 class _Window(Generic[T]):
     def __init__(
         self,
-        coroutines: Iterable[Coroutine[Any, Any, T]],
+        awaitables: Iterable[Awaitable[T]],
         width: int,
         started: Callable[[asyncio.Future[T]], None],
     ) -> None:
-        self._pending = iter(coroutines)
+        self._pending = iter(awaitables)
         self._started = started
         self._results: list[Any] = []
         self._running = 0
@@ -27,14 +27,15 @@ class _Window(Generic[T]):
             self.future.set_result(self._results)
 
     def _start(self) -> bool:
-        coroutine = next(self._pending, None)
-        if coroutine is None:
+        awaitable = next(self._pending, None)
+        if awaitable is None:
             return False
         index = len(self._results)
         self._results.append(None)
-        task = asyncio.ensure_future(coroutine)
+        task = asyncio.ensure_future(awaitable)
         self._running += 1
-        self._started(task)
+        if task is not awaitable:  # a future passed in is its owner's to keep track of
+            self._started(task)
         task.add_done_callback(lambda done: self._ended(index, done))
         return True
 
@@ -54,11 +55,12 @@ class _Window(Generic[T]):
 
 
 def gather(
-    coroutines: Iterable[Coroutine[Any, Any, T]],
+    awaitables: Iterable[Awaitable[T]],
     width: int,
     started: Callable[[asyncio.Future[T]], None] = lambda task: None,
 ) -> asyncio.Future[list[T]]:
-    """The results of `coroutines` in order, as asyncio.gather, but each is taken from the iterable and started as
-    a task only when fewer than `width` run; `started` sees each task. The first failure (or cancellation) ends the
-    gathering: nothing more starts, and tasks still running are left to the caller (see `started`)."""
-    return _Window(coroutines, width, started).future
+    """The results of `awaitables` in order, as asyncio.gather, but each is taken from the iterable and started (a
+    coroutine as a task; a future as it is) only when fewer than `width` run; `started` sees each task made of a
+    coroutine. The first failure (or cancellation) ends the gathering: nothing more starts, and tasks still running
+    are left to the caller (see `started`)."""
+    return _Window(awaitables, width, started).future

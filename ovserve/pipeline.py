@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import graphlib
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ REQUEST, RESPONSE = "request", "response"
 MAX_BRANCHES = 10000
 BRANCH_WINDOW = 64  # branches of one demultiplexer a request runs at a time, by default
 Key = tuple[int, ...]  # branch indices, one per open demultiplexer
+T = TypeVar("T")
 Resolve = Callable[[str, "int | None"], ModelVersion]  # (model name, version or None) → model version
 
 
@@ -529,6 +530,7 @@ class _Run:
         self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
         self.gathering: set[asyncio.Future[Any]] = set()  # the tasks of _all not done yet
         self.branches: dict[tuple[str, Key], int] = {}
+        self.checked: set[tuple[str, str, np.dtype, tuple[int, ...]]] = set()  # node inputs that passed check_input
 
     async def response(self) -> dict[str, np.ndarray]:
         try:
@@ -544,14 +546,12 @@ class _Run:
                 await asyncio.gather(*pending, return_exceptions=True)
             raise
 
-    def _all(
-        self, coroutines: Iterable[Coroutine[None, None, np.ndarray]], width: int = sys.maxsize
-    ) -> asyncio.Future[list[np.ndarray]]:
-        """Gather `coroutines` (at most `width` running) as tasks this run keeps, so that a failed request can
-        cancel and await them too."""
-        return gathering.gather(coroutines, width, self._keep)
+    def _all(self, awaitables: Iterable[Awaitable[T]], width: int = sys.maxsize) -> asyncio.Future[list[T]]:
+        """Gather `awaitables` (at most `width` running); the tasks made of coroutines are kept (node runs are in
+        `tasks` already), so that a failed request can cancel and await them too."""
+        return gathering.gather(awaitables, width, self._keep)
 
-    def _keep(self, task: asyncio.Future[np.ndarray]) -> None:
+    def _keep(self, task: asyncio.Future[Any]) -> None:
         self.gathering.add(task)
         task.add_done_callback(self.gathering.discard)
 
@@ -585,7 +585,7 @@ class _Run:
         started = perf_counter_ns()
         try:
             for input_name, value in feeds.items():
-                check_input(value, model.inputs[input_name], node=node.name)
+                self._check(node.name, input_name, value, model.inputs[input_name])
             results = await model.infer(feeds)
             if node.custom is not None:
                 missing = sorted(item for item in config.outputs.values() if item not in results)
@@ -607,6 +607,13 @@ class _Run:
         self._record(node.name, model, True, started)
         return {alias: results[item] for alias, item in config.outputs.items() if item in results}
 
+    def _check(self, node: str, name: str, value: np.ndarray, spec: TensorSpec) -> None:
+        """check_input, once per node input, precision and shape in a request (its branches repeat them)."""
+        seen = (node, name, value.dtype, value.shape)
+        if seen not in self.checked:
+            check_input(value, spec, node=node)
+            self.checked.add(seen)
+
     def _record(self, node: str, model: ModelVersion | CustomNode, ok: bool, started: int) -> None:
         self.metrics.node(self.pipeline.name, node, ok, (perf_counter_ns() - started) / 1000)
         if self.origin is not None and isinstance(model, ModelVersion):  # OVMS counts DL node runs on their model
@@ -622,7 +629,11 @@ class _Run:
         demux = out_level[len(key)]
         await self._outputs(demux, key)  # demultiplexer number len(key) ran at the key of the levels before it
         count = self.branches[(demux, key)]
-        shards = await self._all((self._gathered(source, (*key, i)) for i in range(count)), self.window)
+        if depth == 1 and source.node != demux:  # each shard is an output of the node's run in a branch, as it is
+            runs = await self._all((self._outputs(source.node, (*key, i)) for i in range(count)), self.window)
+            shards = [outputs[source.item] for outputs in runs]
+        else:
+            shards = await self._all((self._gathered(source, (*key, i)) for i in range(count)), self.window)
         first = shards[0]
         if any(s.shape != first.shape or s.dtype != first.dtype for s in shards):
             sizes = sorted({shape_text(s.shape) for s in shards})

@@ -9,6 +9,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
@@ -431,15 +432,26 @@ class _Pool:
 class _Slot:
     """One infer request and the future of its current run; OpenVINO's callback resolves it thread-safely."""
 
-    __slots__ = ("__weakref__", "buffers", "future", "loop", "request")
+    __slots__ = ("__weakref__", "abandoned", "buffers", "future", "held", "loop", "own", "request", "results")
 
-    def __init__(self, request: ov.InferRequest, static_inputs: list[str]) -> None:
+    def __init__(self, request: ov.InferRequest, static_inputs: list[str], static_outputs: list[int]) -> None:
         self.request = request
         self.loop: asyncio.AbstractEventLoop | None = None
+        # The current run's future, awaited by its caller; if the caller gives up (the future is cancelled), the run
+        # still owns the request until it ends, and then `abandoned` returns the request to its pool.
         self.future: asyncio.Future[None] | None = None
-        # The request's own memory for each statically shaped input: a request is fed with one copy into it,
-        # bypassing OpenVINO's per-call Python input dispatch.
-        self.buffers: dict[str, np.ndarray] = {name: request.get_tensor(name).data for name in static_inputs}
+        self.abandoned: Callable[[], None] | None = None
+        # The request's own tensor for each statically shaped input, and its memory: a run reads a request's array
+        # in place (set_tensor on a tensor sharing its memory) or, when it is not contiguous, from one copy into it,
+        # bypassing OpenVINO's per-call Python input dispatch either way.
+        self.own: dict[str, ov.Tensor] = {name: request.get_tensor(name) for name in static_inputs}
+        self.buffers: dict[str, np.ndarray] = {name: tensor.data for name, tensor in self.own.items()}
+        # The arrays the current run reads in place: OpenVINO's tensors do not keep them alive, the slot does until
+        # `finish` gives the request its own tensors back.
+        self.held: dict[str, np.ndarray] = {}
+        # The memory of each statically shaped output by index, which every run fills: read without asking the request
+        # for its tensor again.
+        self.results: dict[int, np.ndarray] = {i: request.get_output_tensor(i).data for i in static_outputs}
         # OpenVINO keeps the callback and its argument in C++, where Python's collector cannot see a cycle back
         # to this slot: with only a weak reference there, a compiled model no one serves on is freed.
         request.set_callback(_on_done, weakref.ref(self))
@@ -451,14 +463,26 @@ class _Slot:
                 value = value.astype(np.bytes_)
             buffer = self.buffers.get(name)
             if buffer is not None and buffer.shape == value.shape and buffer.dtype == value.dtype:
-                np.copyto(buffer, value)
+                if value.flags.c_contiguous:
+                    self.request.set_tensor(name, ov.Tensor(_writeable(value), shared_memory=True))
+                    self.held[name] = value
+                else:
+                    np.copyto(buffer, value)
             else:
                 self.buffers.pop(name, None)  # OpenVINO may replace that tensor now: stop writing to the old one
+                self.own.pop(name, None)
                 others[name] = value
         if others:
             self.request.start_async(others, share_inputs=False)
         else:
             self.request.start_async()
+
+    def finish(self) -> None:
+        """After a run (or a failed start): the request takes its own tensors back and lets go of the arrays it read
+        in place."""
+        for name in self.held:
+            self.request.set_tensor(name, self.own[name])
+        self.held.clear()
 
     def done(self) -> None:  # runs in an OpenVINO thread
         assert self.loop is not None
@@ -466,16 +490,22 @@ class _Slot:
 
     def _resolve(self, error: BaseException | None) -> None:
         future = self.future
-        if future is None or future.done():
+        if future is None:
             return
-        if error is None:
+        if future.cancelled():
+            if self.abandoned is not None:
+                self.abandoned()
+        elif future.done():
+            return
+        elif error is None:
             future.set_result(None)
         else:
             future.set_exception(error)
 
     def watch(self, future: asyncio.Future[None], delay: float) -> None:
-        """OpenVINO skips the callback when inference fails; poll the run of `future` now and then to notice."""
-        if future is not self.future or future.done() or self.loop is None:
+        """OpenVINO skips the callback when inference fails; poll the run of `future` now and then to notice, until
+        the request is released."""
+        if future is not self.future or self.loop is None:
             return
         try:
             self.request.wait_for(0)
@@ -485,10 +515,33 @@ class _Slot:
         self.loop.call_later(delay, self.watch, future, min(delay * 2, 1.0))
 
 
+class _Alias:
+    """A read-only array's memory described as writeable (numpy's array interface), keeping the array alive."""
+
+    __slots__ = ("__array_interface__", "array")
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        face = array.__array_interface__
+        self.__array_interface__ = {**face, "data": (face["data"][0], False)}
+
+
+def _writeable(array: np.ndarray) -> np.ndarray:
+    """`array`, or for a read-only one (a view of a request's bytes) a writeable alias of its memory: OpenVINO shares
+    only writeable arrays but never writes into an input (the CPU plugin reads a user's input in place only when no
+    node would modify it)."""
+    return array if array.flags.writeable else np.asarray(_Alias(array))
+
+
 def _on_done(slot: weakref.ref[_Slot]) -> None:  # runs in an OpenVINO thread
     live = slot()
     if live is not None:
         live.done()
+
+
+def _static(spec: TensorSpec) -> bool:
+    """A tensor of a numeric precision and a fixed shape: its infer request's memory for it never changes."""
+    return spec.dtype not in (None, np.dtype(object)) and all(isinstance(d, int) and d >= 0 for d in spec.shape)
 
 
 class _Compiled:
@@ -502,9 +555,8 @@ class _Compiled:
         self.accepts = self.inputs if auto is None else auto.open(self.inputs)
         self.output_names = list(self.outputs)
         self._string_outputs = {i for i, s in enumerate(self.outputs.values()) if s.dtype == np.dtype(object)}
-        static = [s.name for s in self.inputs.values() if s.dtype not in (None, np.dtype(object))
-                  and all(isinstance(d, int) and d >= 0 for d in s.shape)]  # fmt: skip
-        self._static = static
+        self._static = static = [s.name for s in self.inputs.values() if _static(s)]
+        self._static_outputs = [i for i, s in enumerate(self.outputs.values()) if _static(s)]
         # A request keeps the tensors of its last run; with dynamic shapes they grow to the largest one seen.
         self.grows = len(static) < len(self.inputs) or any(
             not all(isinstance(d, int) and d >= 0 for d in s.shape) for s in self.outputs.values()
@@ -512,7 +564,7 @@ class _Compiled:
         self.pool = _Pool([self._slot() for _ in range(nireq)])
 
     def _slot(self) -> _Slot:
-        return _Slot(self.model.create_infer_request(), self._static)
+        return _Slot(self.model.create_infer_request(), self._static, self._static_outputs)
 
     def recycle(self, slot: _Slot, moved: int) -> _Slot:
         """The slot to return to the pool after a run that moved `moved` bytes in and out: a fresh one when the
@@ -520,6 +572,10 @@ class _Compiled:
         return self._slot() if self.grows and moved > KEEP_TENSOR_BYTES else slot
 
     def output(self, slot: _Slot, index: int) -> np.ndarray:
+        memory = slot.results.get(index)
+        if memory is not None:
+            copied: np.ndarray = memory.copy()
+            return copied
         tensor = slot.request.get_output_tensor(index)
         if index not in self._string_outputs:
             result: np.ndarray = tensor.data.copy()
@@ -613,16 +669,19 @@ class ModelVersion:
                 before(slot.request)
             slot.start(inputs)
         except Exception as e:
-            slot.future = None
             self._release(current, slot, None)
             raise self._failure(e) from e
+        slot.abandoned = partial(self._release, current, slot, None)
         watcher = loop.call_later(0.05, slot.watch, future, 0.1)
         try:
-            await asyncio.shield(future)
+            await future
         except asyncio.CancelledError:
-            # The caller gave up but OpenVINO still owns the request (and the watcher keeps polling it): return
-            # the request to the pool only when the run ends.
-            future.add_done_callback(lambda _: self._release(current, slot, None))
+            # The caller gave up. If the run had ended, the request goes back now; if not, the future is cancelled
+            # and the request goes back when the run ends (the callback or the watcher calls `slot.abandoned`).
+            if not future.cancelled():
+                watcher.cancel()
+                future.exception()  # retrieved: a failed run is no one's error now
+                self._release(current, slot, None)
             raise
         except Exception as e:
             watcher.cancel()
@@ -637,8 +696,7 @@ class ModelVersion:
             moved = sum(v.nbytes for v in inputs.values()) + sum(v.nbytes for v in outputs.values())
             return outputs
         finally:
-            slot.future = None
-            self._release(current, current.recycle(slot, moved), (perf_counter_ns() - started) / 1000)
+            self._release(current, slot, (perf_counter_ns() - started) / 1000, moved)
 
     async def _shaped_for(self, inputs: TensorMap) -> _Compiled:
         """The compiled model to run `inputs` on: the current one, or one reshaped for them. Reshapes run one at a
@@ -678,9 +736,12 @@ class ModelVersion:
                  (perf_counter_ns() - started) / 1e6)  # fmt: skip
         return current
 
-    def _release(self, current: _Compiled, slot: _Slot, inference_us: float | None) -> None:
+    def _release(self, current: _Compiled, slot: _Slot, inference_us: float | None, moved: int = 0) -> None:
+        """Return a request whose run has ended (or never started) to the pool."""
+        slot.future = slot.abandoned = None
+        slot.finish()
         self.metrics.released(inference_us)
-        current.pool.release(slot)
+        current.pool.release(current.recycle(slot, moved))
 
     def _failure(self, error: BaseException) -> ServingError:
         log.error("inference failed on model %s version %d: %s", self.name, self.version, error)

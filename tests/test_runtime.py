@@ -117,3 +117,53 @@ def test_infer_requests_do_not_keep_the_tensors_of_a_big_request(tmp_path: Path,
 
     held = asyncio.run(main())
     assert (held == 4 * elements) if kept else held == 0
+
+
+def test_inputs_are_read_in_place_and_let_go_after_the_run(tmp_path: Path) -> None:
+    """A statically shaped input is handed to OpenVINO as it is (also a read-only view of a request's bytes), or
+    copied when it is not contiguous; after the run the request holds none of them."""
+    version = load(tmp_path, models.add_mul(shape=(1, 4)), nireq=1)
+    writeable = np.arange(4, dtype=np.float32).reshape(1, 4)
+    read_only = np.frombuffer(writeable.tobytes(), np.float32).reshape(1, 4)
+    strided = np.arange(8, dtype=np.float32).reshape(1, 8)[:, ::2]
+    assert not read_only.flags.writeable and not strided.flags.c_contiguous
+
+    async def run(x: np.ndarray) -> tuple[np.ndarray, bool]:
+        shared: list[bool] = []
+
+        def during(request: ov.InferRequest) -> None:  # just after the run, before the request goes back
+            shared.append(np.shares_memory(request.get_input_tensor(0).data, x))
+
+        outputs = await version._run(version._current, {"x": x}, after=during)
+        (slot,) = version._pool._idle
+        assert not np.shares_memory(slot.request.get_input_tensor(0).data, x) and not slot.held
+        return outputs["y"], shared[0]
+
+    for x, in_place in ((writeable, True), (read_only, True), (strided, False)):
+        y, shared = asyncio.run(run(x))
+        np.testing.assert_array_equal(y, (x + 1) * 2)
+        assert shared == in_place
+
+
+def test_a_request_keeps_the_arrays_it_reads_in_place_until_its_run_ends(tmp_path: Path) -> None:
+    """OpenVINO's tensor does not keep a shared array alive: the slot does, until `finish` after the run, so a caller
+    that gives up mid-run (and drops its arrays) cannot leave OpenVINO reading freed memory."""
+    version = load(tmp_path, models.add_mul(shape=(1, 4)), nireq=1)
+
+    async def main() -> None:
+        slot = version._current._slot()
+        slot.loop = asyncio.get_running_loop()
+        slot.future = slot.loop.create_future()
+        x = np.full((1, 4), 3, np.float32)
+        alive = weakref.ref(x)
+        slot.start({"x": x})
+        del x
+        gc.collect()
+        assert alive() is not None
+        await slot.future
+        np.testing.assert_array_equal(slot.request.get_output_tensor(0).data, [[8, 8, 8, 8]])
+        slot.finish()
+        gc.collect()
+        assert alive() is None
+
+    asyncio.run(main())
