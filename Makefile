@@ -73,10 +73,10 @@ test-container: $(VENV)/.installed $(DEMO_CACHE)/.ready
 	ENGINE=podman IMAGE=$(IMAGE) BASE_IMAGE=$(CONTAINER_BASE) bash scripts/container/build-image.sh
 	OVSERVE_IMAGE=$(IMAGE) DEMO_CACHE=$(DEMO_CACHE) $(PY) -m pytest -q -m container tests/container
 
-## Demultiplexing pipeline over gRPC against raw in-process OpenVINO (needs the demo cache for the real model); then
-## the small-model stand-in at N=8 and 64 with the images in system shared memory too, and the server's CPU per request.
+## Demultiplexing pipeline over gRPC, and with the images in system shared memory, against raw in-process OpenVINO
+## (needs the demo cache for the real model); then the small-model stand-in at N=8 and 64; the server's CPU per request.
 bench: $(VENV)/.installed $(DEMO_CACHE)/.ready
-	$(PY) bench/bench_demux.py
+	$(PY) bench/bench_demux.py --shm
 	$(PY) bench/bench_demux.py --models tiny --n 8,64 --concurrency 4 --shm
 
 ## The four front doors (TF Serving and KServe, gRPC and REST) against raw in-process OpenVINO.

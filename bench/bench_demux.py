@@ -15,9 +15,9 @@ in --rounds alternating slices (raw, grpc, raw, grpc, ...) of --seconds/--rounds
 speed (a shared 2-core VM varies by 10-20 % within a minute) falls on both sides alike. Images/s counts the requests
 completed in a slice over the time from the slice's start to the last of them. It prints images/s and per-request
 latency p50/p99 (ms) for both, and the ratio grpc/raw of images/s (with the ratio of each round); with --shm also the
-shm side's, and the server's CPU time per request (user + system, all threads) on the grpc and shm sides. The client
-sends a request serialized once and does not parse the responses after the first (checked) one, so the benchmark
-process spends as little CPU as possible beside the server.
+shm side's, and the server's CPU time per request (user + system, all threads, and the event-loop thread's part) on the
+grpc and shm sides. The client sends a request serialized once and does not parse the responses after the first
+(checked) one, so the benchmark process spends as little CPU as possible beside the server.
 
 Usage (from the repo root; ``make demo`` prepares the demo model):
     .venv/bin/python bench/bench_demux.py [--seconds 5] [--models demo,light] [--n 1,8] [--concurrency 1,4] [--shm]
@@ -113,22 +113,27 @@ def check_response(data: bytes, n: int) -> Any:
 
 @dataclass
 class Cpu:
-    """The server's CPU time over the requests of one side."""
+    """The server's CPU time over the requests of one side: all threads, and its event loop's (the main thread)."""
 
     seconds: float = 0.0
+    loop_seconds: float = 0.0
     requests: int = 0
 
     def per_request_ms(self) -> float:
         return 1000 * self.seconds / self.requests if self.requests else float("nan")
+
+    def loop_per_request_ms(self) -> float:
+        return 1000 * self.loop_seconds / self.requests if self.requests else float("nan")
 
 
 def counting(run: Callable[[float], Any], pid: int, cpu: Cpu) -> Callable[[float], Any]:
     """`run`, adding the server's CPU time and the requests of each slice to `cpu`."""
 
     async def counted(seconds: float) -> Any:
-        before = cpu_seconds(pid)
+        before, loop_before = cpu_seconds(pid), cpu_seconds(pid, pid)
         result = await run(seconds)
         cpu.seconds += cpu_seconds(pid) - before
+        cpu.loop_seconds += cpu_seconds(pid, pid) - loop_before
         cpu.requests += len(result.latencies)
         return result
 
@@ -217,7 +222,8 @@ def _progress(case: ModelCase, cell: Cell, m: Rounds, cpu: dict[str, Cpu]) -> No
         rounds = " ".join(f"{r:.2f}" for r in m.rounds[side])
         sides.append(
             f"{side} {result.images_per_second:7.1f} img/s ({len(result.latencies)} requests), {side}/raw "
-            f"{m.ratio(side):.2f} (rounds: {rounds}), server CPU {cpu[side].per_request_ms():.1f} ms/request"
+            f"{m.ratio(side):.2f} (rounds: {rounds}), server CPU {cpu[side].per_request_ms():.1f} ms/request "
+            f"(event loop {cpu[side].loop_per_request_ms():.1f})"
         )
     print(
         f"  {case.name:12s} N={cell.n} C={cell.c}: raw {raw.images_per_second:7.1f} img/s "
@@ -231,8 +237,8 @@ def table(rows: Sequence[tuple[ModelCase, Cell, Rounds, dict[str, Cpu]]], side: 
     keys = [(f"{case.name:12s} {cell.n:2d} {cell.c:2d}", m) for case, cell, m, _ in rows]
     titles = ("raw img/s", f"{side} img/s".rjust(10), f"{side}/raw".rjust(8), "rounds min-max")
     header, lines = comparison_table(f"{'model':12s} {'N':>2s} {'C':>2s}", keys, side, titles)
-    cpu = [f" {cells[side].per_request_ms():14.2f}" for *_, cells in rows]
-    return header + " server ms/req", [line + extra for line, extra in zip(lines, cpu, strict=True)]
+    cpu = [f" {cells[side].per_request_ms():14.2f} {cells[side].loop_per_request_ms():8.2f}" for *_, cells in rows]
+    return header + " server ms/req  loop ms", [line + extra for line, extra in zip(lines, cpu, strict=True)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case in prepare_models(args.models, workdir):
             results = asyncio.run(bench_model(case, cells, args, workdir))
             rows += [(case, cell, *results[cell]) for cell in cells]
-    code = print_table(*table(rows, "grpc"), "server ms/req = the server's CPU time (all threads) per request")
+    code = print_table(
+        *table(rows, "grpc"),
+        "server ms/req = the server's CPU time (all threads) per request; loop ms = its event-loop thread's part",
+    )
     return print_table(*table(rows, "shm")) if args.shm and not code else code
 
 
