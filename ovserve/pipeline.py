@@ -1,4 +1,4 @@
-"""DAG pipelines: load-time definition (levels, validation, metadata; spec §5.2-5.3) and event-driven execution."""
+"""DAG pipelines: load-time definition (levels, validation, metadata; docs/pipelines.md) and event-driven execution."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def _fail(message: str, details: str) -> LoadError:
 
 
 def _intersect(a: TensorSpec, b: TensorSpec, name: str) -> TensorSpec:
-    """What two nodes fed by one pipeline input both accept: equal precisions, dimension-wise overlap (§5.2)."""
+    """What two nodes fed by one pipeline input both accept: equal precisions, dimension-wise overlap
+    (docs/pipelines.md#pipeline-metadata)."""
     if a.dtype != b.dtype or len(a.shape) != len(b.shape) or not all(map(dims_overlap, a.shape, b.shape)):
         raise _fail(
             "Multiple nodes connected to the same pipeline input require different tensor metadata",
@@ -99,9 +100,9 @@ async def build_definition(
     libraries: Mapping[str, Library | LoadError],
     kept: Mapping[str, CustomNode] | None = None,
 ) -> PipelineDefinition:
-    """A validated pipeline (spec §5.3 steps 2-6): every custom node's library looked up and initialised (in a
-    worker thread: a library's initialize or a Python node's constructor may be slow; nodes of `kept` unchanged
-    since are reused), then the definition built on `model_of` (a DL node's model, see model_node). Raises
+    """A validated pipeline (docs/pipelines.md#load-time-rules steps 2-6): every custom node's library looked up and
+    initialised (in a worker thread: a library's initialize or a Python node's constructor may be slow; nodes of `kept`
+    unchanged since are reused), then the definition built on `model_of` (a DL node's model, see model_node). Raises
     LoadError; the custom nodes it made are closed then."""
     kept = kept or {}
     custom: dict[str, CustomNode] = {}
@@ -149,8 +150,8 @@ class _Node:
 
 
 def split_count(outputs: Mapping[str, np.ndarray], count: int, where: str) -> int:
-    """Number of branches a demultiplexer's outputs give, checked in the order of spec §5.4: the count (dim 0 of the
-    first output), string precision, rank, then dim 0 of every output against the count."""
+    """Number of branches a demultiplexer's outputs give, checked in the order of docs/pipelines.md#runtime: the count
+    (dim 0 of the first output), string precision, rank, then dim 0 of every output against the count."""
     first = next(iter(outputs.values()), None)
     if first is not None and first.ndim and first.shape[0] > MAX_BRANCHES:
         raise ServingError(
@@ -185,7 +186,8 @@ class PipelineDefinition:
     """A validated pipeline: its nodes in dependency order, their demultiplexing levels and its metadata."""
 
     def __init__(self, config: PipelineConfig, resolve: ResolveNode) -> None:
-        """Validate in the order of spec §5.3; `resolve` gives each node what it runs. Raises LoadError."""
+        """Validate in the order of docs/pipelines.md#load-time-rules; `resolve` gives each node what it runs. Raises
+        LoadError."""
         self.config = config
         self.name = config.name
         # demultiply_count of every demultiplexer, the request's included (key "request")
@@ -205,7 +207,8 @@ class PipelineDefinition:
         self._running = 0  # requests holding the definition
         self._retired = False
 
-    # --- structure (spec §5.3 step 3) --------------------------------------------------------------------------
+    # --- structure (docs/pipelines.md#load-time-rules step 3)
+    # --------------------------------------------------------------------------
 
     def _servable(self, name: str) -> Signature:
         if name not in self._servables:
@@ -348,7 +351,8 @@ class PipelineDefinition:
         shape = spec.shape[1:] if node.demultiply_count is not None else spec.shape
         return TensorSpec(source.item, spec.dtype, shape, spec.layout)
 
-    # --- graph and levels (spec §5.3 steps 4-5) --------------------------------------------------------------------
+    # --- graph and levels (docs/pipelines.md#load-time-rules steps 4-5)
+    # --------------------------------------------------------------------
 
     def _levels(self) -> dict[str, _Node]:
         config = self.config
@@ -410,7 +414,7 @@ class PipelineDefinition:
 
     def _dim(self, demultiplexer: str) -> Dim:
         """The dimension a demultiplexer adds when gathered: its count, or for a dynamic custom node the first
-        dimension of its first output's metadata (spec §5.2), else -1."""
+        dimension of its first output's metadata (docs/pipelines.md#pipeline-metadata), else -1."""
         count = self.counts[demultiplexer]
         if count > 0:
             return count
@@ -420,7 +424,8 @@ class PipelineDefinition:
                 return first.shape[0]
         return -1
 
-    # --- metadata (spec §5.2) ---------------------------------------------------------------------------------
+    # --- metadata (docs/pipelines.md#pipeline-metadata)
+    # ---------------------------------------------------------------------------------
 
     def _input_specs(self) -> dict[str, TensorSpec]:
         specs: dict[str, TensorSpec] = {}
@@ -435,7 +440,8 @@ class PipelineDefinition:
                 if known is not None:
                     spec = _intersect(known, spec, source.item)
                 specs[source.item] = TensorSpec(source.item, spec.dtype, spec.shape, spec.layout)
-        for source in self.config.outputs.values():  # an input only the response takes: unspecified (§5.2)
+        # an input only the response takes: unspecified (docs/pipelines.md#pipeline-metadata)
+        for source in self.config.outputs.values():
             if source.node == REQUEST and source.item not in specs:
                 specs[source.item] = TensorSpec(source.item, None, ())
         if REQUEST in self.counts:

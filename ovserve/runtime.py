@@ -129,7 +129,8 @@ def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict
 
 def _stored_layouts(model: ov.Model, configured: dict[str, str]) -> dict[str, str]:
     """`configured` plus, for the other inputs and outputs, the layout stored in the model (its rt_info), which OVMS
-    reports and takes the batch position from (spec §7.1); a tensor with neither has the default N...."""
+    reports and takes the batch position from (docs/configuration.md#model-loading); a tensor with neither has the
+    default N...."""
     layouts = dict(configured)
     for port in (*model.inputs, *model.outputs):
         stored = ov.layout_helpers.get_layout(port)
@@ -184,8 +185,8 @@ def _reshape(model: ov.Model, config: ModelConfig, layouts: Mapping[str, str]) -
 
 @dataclass(frozen=True)
 class AutoShape:
-    """Which input dimensions follow the requests (spec §7.2): the batch of every input (`batch_size: "auto"`), or
-    every dimension of some inputs (`shape: "auto"`)."""
+    """Which input dimensions follow the requests (docs/apis.md#input-checks): the batch of every input (`batch_size:
+    "auto"`), or every dimension of some inputs (`shape: "auto"`)."""
 
     batch: bool = False
     inputs: frozenset[str] = frozenset()
@@ -277,8 +278,9 @@ def _plugin_config(config: ModelConfig) -> dict[str, Any]:
 
 
 def read(core: ov.Core, config: ModelConfig, path: Path) -> tuple[ov.Model, dict[str, str], dict[str, Any]]:
-    """Read one version's model file and shape it as its config says, without compiling (spec §7.1 steps 1-6):
-    the model, the layouts clients see, its model_info. Blocking; raises LoadError."""
+    """Read one version's model file and shape it as its config says, without compiling
+    (docs/configuration.md#model-loading steps 1-6): the model, the layouts clients see, its model_info. Blocking;
+    raises LoadError."""
     try:
         model = core.read_model(str(path))
     except Exception as e:
@@ -290,7 +292,8 @@ def read(core: ov.Core, config: ModelConfig, path: Path) -> tuple[ov.Model, dict
         raise LoadError("OV_NO_INPUTS", f"Cannot load model with no {'inputs' if not model.inputs else 'outputs'}")
     model_info = _model_info(model)
     model, layouts = _apply_layouts(model, config)  # a layout OpenVINO refuses is LAYOUT_INCOMPATIBLE_WITH_SHAPE
-    model, layouts = preprocess.apply(model, config.preprocess, layouts)  # CLI --mean, --scale, ... (spec §7.1)
+    # CLI --mean, --scale, ... (docs/configuration.md#model-loading)
+    model, layouts = preprocess.apply(model, config.preprocess, layouts)
     _reshape(model, config, layouts)
     AutoShape.of(model, config)  # a scalar input with batch_size "auto" fails here
     return model, layouts, model_info
@@ -311,7 +314,8 @@ def load(
         _low_latency(model)
     props = _plugin_config(config)
     if auto is not None and not config.allow_cache:
-        props["CACHE_DIR"] = ""  # every request shape would leave a compiled blob in the cache (spec §2.6)
+        # every request shape would leave a compiled blob in the cache (docs/configuration.md#model-cache)
+        props["CACHE_DIR"] = ""
     try:
         compiled = core.compile_model(model, config.target_device, props)
     except Exception as e:
@@ -354,7 +358,7 @@ def _low_latency(model: ov.Model) -> None:
 
 def _model_info(model: ov.Model) -> dict[str, Any]:
     """rt_info["model_info"] of the IR (labels, model_type, ...) as KServe metadata reports it: each value as text,
-    nested sections as dicts (spec §4.7)."""
+    nested sections as dicts (docs/apis.md#kserve-rest)."""
     if not model.has_rt_info(["model_info"]):
         return {}
 
@@ -587,7 +591,7 @@ class _Compiled:
 
 class ModelVersion:
     """A compiled model version serving requests on `nireq` infer requests; satisfies Servable. With shape or
-    batch_size "auto" it reshapes itself for a request of another shape (spec §7.2)."""
+    batch_size "auto" it reshapes itself for a request of another shape (docs/apis.md#input-checks)."""
 
     def __init__(
         self,
