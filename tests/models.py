@@ -110,7 +110,8 @@ def reduce_sum(count: int = 3, shape: tuple[int, ...] = (1, 4), in_name: str = "
 
 
 def two_outputs(count: int = 3) -> ov.Model:
-    """Spec §5.2 worked example 2's node A, smaller: x (1,4) -> output_A (count,1,10,10), output_B (count,1,4,13)."""
+    """Spec docs/pipelines.md#pipeline-metadata worked example 2's node A, smaller: x (1,4) -> output_A (count,1,10,10),
+    output_B (count,1,4,13)."""
     x = _named(ops.parameter([1, 4], np.float32, name="x"), "x")
     total = ops.reduce_sum(x, ops.constant(np.array([1], np.int64)), keep_dims=False)
     outputs = []
@@ -121,7 +122,8 @@ def two_outputs(count: int = 3) -> ov.Model:
 
 
 def combine(out: int = 5) -> ov.Model:
-    """Spec §5.2 example 2's node B, smaller: output_A (1,10,10) and output_B (1,4,13) -> output (1,out)."""
+    """Spec docs/pipelines.md#pipeline-metadata example 2's node B, smaller: output_A (1,10,10) and output_B (1,4,13) ->
+    output (1,out)."""
     a = _named(ops.parameter([1, 10, 10], np.float32, name="a"), "a")
     b = _named(ops.parameter([1, 4, 13], np.float32, name="b"), "b")
     total = ops.add(
@@ -244,7 +246,8 @@ def pixels(shape: tuple[int, ...] = (1, 4, 4, 3), dtype: Any = np.uint8, in_name
 
 
 def text_echo(out_name: str = "text_string") -> ov.Model:
-    """U8 (N, W) strings in, the same array out: named "..._string", responses carry it as N strings (spec §8.3)."""
+    """U8 (N, W) strings in, the same array out: named "..._string", responses carry it as N strings
+    (docs/apis.md#strings-2d)."""
     x = _named(ops.parameter([-1, -1], np.uint8, name="text"), "text")
     return ov.Model([_named(ops.add(x, ops.constant(np.uint8(0))), out_name)], [x], "text_echo")
 

@@ -1,4 +1,5 @@
-"""shape/batch_size "auto": a request of another shape reloads the version with it (spec §7.2), counted and logged."""
+"""shape/batch_size "auto": a request of another shape reloads the version with it (docs/apis.md#input-checks), counted
+and logged."""
 
 from __future__ import annotations
 

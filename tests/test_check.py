@@ -237,7 +237,8 @@ def test_library_rules(repository: Path, libraries: dict[str, Path]) -> None:
     assert "ModuleNotFoundError" in found[2]
 
 
-# --- pipelines: every validation rule of spec §5.3, with the server's messages ---------------------------------------
+# --- pipelines: every validation rule of docs/pipelines.md#load-time-rules, with the server's messages
+# ---------------------------------------
 
 
 def test_every_pipeline_rule_in_the_servers_words(repository: Path) -> None:

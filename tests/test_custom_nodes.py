@@ -275,9 +275,9 @@ def test_library_load_errors_leave_the_rest_serving(
 def test_metadata_calls_fail_in_the_validation_order_of_the_nodes(
     repository: Path, serve: Any, libraries: dict[str, Path]
 ) -> None:
-    """Spec §5.3: initialize runs for every custom node first (step 2); the metadata calls are node checks (step
-    3), made in the order of the nodes. A node before the custom one that uses a missing model is reported first
-    (the failed metadata call was reported at step 2)."""
+    """Spec docs/pipelines.md#load-time-rules: initialize runs for every custom node first (step 2); the metadata calls
+    are node checks (step 3), made in the order of the nodes. A node before the custom one that uses a missing model is
+    reported first (the failed metadata call was reported at step 2)."""
     save_models(repository)
     document = pipeline_config(str(libraries["crop"]), str(libraries["argmax"]), mode="fail_metadata")
     document["pipeline_config_list"][0]["nodes"][0]["model_name"] = "nothing"
@@ -781,8 +781,8 @@ class Echo:
 def test_a_python_node_whose_close_raises_stops_neither_a_reload_nor_the_server(
     repository: Path, serve: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """What close() raises is logged, as a C library's deinitialize result is (spec §6.1); it escaped the reload
-    half-way (500, the removed pipelines still AVAILABLE, the new one missing) and the server's stop."""
+    """What close() raises is logged, as a C library's deinitialize result is (docs/pipelines.md#c-abi); it escaped the
+    reload half-way (500, the removed pipelines still AVAILABLE, the new one missing) and the server's stop."""
     (repository / "echo.py").write_text(FAILING_CLOSE)
     node = configs.node("e", {"x": "request.x"}, ["y"], library="echo")
     first = configs.pipeline("first", ["x"], [node], {"y": "e.y"})

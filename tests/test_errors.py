@@ -129,7 +129,8 @@ def test_content_size_and_negative_dims(seed_server: RunningServer) -> None:
 
 
 def test_declared_precision_and_shape_come_before_the_content(seed_server: RunningServer) -> None:
-    """OVMS's order (spec §4.4 step 2): precision, rank, batch and shape as declared, then the content size."""
+    """OVMS's order (docs/apis.md#tfs-grpc step 2): precision, rank, batch and shape as declared, then the content
+    size."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "resnet"
     request.inputs["0"].CopyFrom(make_tensor_proto(images(*IMG)))  # 192 bytes, right for (1,3,4,4)
@@ -257,7 +258,7 @@ def test_broken_entries_do_not_stop_the_others(repository: Path, serve: object) 
         "Pipeline is not loaded yet - pipeline brokenDAG: Pipeline definition has reference"
     )
     error = rpc_error(lambda: server.predict("broken", {"0": images(*IMG)}))
-    # its only version failed: no default version (spec §2.3)
+    # its only version failed: no default version (docs/configuration.md#versions)
     assert (error.code(), error.details()) == (
         grpc.StatusCode.NOT_FOUND,
         "Model with requested version is not found - model broken",

@@ -108,8 +108,9 @@ def test_responses_carry_a_content_length_that_http_1_0_clients_read(seed_server
 
 
 def test_no_content_answer_keeps_the_connection(seed_server: RunningServer) -> None:
-    """A demultiplexer with no branches answers 204 (spec §5.4): no body and no length, and the keep-alive
-    connection serves the next request (a 204 with the error body made uvicorn raise and drop the connection)."""
+    """A demultiplexer with no branches answers 204 (docs/pipelines.md#runtime): no body and no length, and the
+    keep-alive connection serves the next request (a 204 with the error body made uvicorn raise and drop the
+    connection)."""
     body = json.dumps({"inputs": [{"name": "0", "shape": [0, 1, 3, 4, 4], "datatype": "FP32", "data": []}]})
     request = f"POST /v2/models/resnet50DAG/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n{body}"
     next_request = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

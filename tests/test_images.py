@@ -1,6 +1,7 @@
-"""Binary image inputs (spec §8, §5.5) on a real server: PNG and JPEG bytes over TF Serving gRPC and REST, KServe
-gRPC and HTTP (tritonclient) and ovmsclient decode to the tensor Pillow gives (BGR), are resized as cv2.resize does
-where OVMS resizes, feed a demultiplexing pipeline one image per branch, and every mistake gets its status and text."""
+"""Binary image inputs (docs/apis.md#binary-inputs, docs/pipelines.md) on a real server: PNG and JPEG bytes over TF
+Serving gRPC and REST, KServe gRPC and HTTP (tritonclient) and ovmsclient decode to the tensor Pillow gives (BGR), are
+resized as cv2.resize does where OVMS resizes, feed a demultiplexing pipeline one image per branch, and every mistake
+gets its status and text."""
 
 from __future__ import annotations
 
@@ -303,7 +304,7 @@ def test_ovmsclient_sends_image_bytes(server: RunningServer, transport: str) -> 
     np.testing.assert_array_equal(np.asarray(result, np.float32)[0], bgr(png).astype(np.float32))
 
 
-# --- pipelines (spec §5.5) -----------------------------------------------------------------------------------
+# --- pipelines (docs/pipelines.md) -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("n", [1, 3, 8])
@@ -341,7 +342,8 @@ def test_an_nchw_model_with_nhwc_layout_accepts_jpegs(server: RunningServer) -> 
     np.testing.assert_allclose(gray[0, 0], expected, rtol=1e-5, atol=1e-3)
 
 
-# --- 2-D strings (spec §8.3) ---------------------------------------------------------------------------------
+# --- 2-D strings (docs/apis.md#strings-2d)
+# ---------------------------------------------------------------------------------
 
 
 def test_strings_become_a_zero_padded_u8_array(server: RunningServer) -> None:
@@ -363,7 +365,8 @@ def test_strings_become_a_zero_padded_u8_array(server: RunningServer) -> None:
 
 
 def test_u8_outputs_named_string_come_back_as_strings(server: RunningServer) -> None:
-    """Spec §8.3, output side: rows cut at their first zero byte; for pipelines the pipeline output's name counts."""
+    """Spec docs/apis.md#strings-2d, output side: rows cut at their first zero byte; for pipelines the pipeline output's
+    name counts."""
     words = [b"ab", b"c", b"hello"]
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "echo"
@@ -383,7 +386,8 @@ def test_u8_outputs_named_string_come_back_as_strings(server: RunningServer) -> 
     assert result.get_output("text_string").datatype == "BYTES"
 
 
-# --- errors (spec §8.2, §10) ---------------------------------------------------------------------------------
+# --- errors (docs/apis.md#image-decoding, docs/apis.md#status-codes)
+# ---------------------------------------------------------------------------------
 
 PNG = encode(picture(8, 8))
 GRAY = encode(picture(8, 8, channels=1))
@@ -481,7 +485,8 @@ def test_tfs_rest_bad_base64_and_empty_image(server: RunningServer) -> None:
     ],
 )  # fmt: skip
 def test_layouts_compatible_with_nhwc(layout: str, rank: int, accepted: bool) -> None:
-    """N...HWC expanded to the rank must agree letter by letter, and no letter may land twice (spec §8.2)."""
+    """N...HWC expanded to the rank must agree letter by letter, and no letter may land twice
+    (docs/apis.md#image-decoding)."""
     assert ovimages.accepts_images(layout, rank) is accepted
 
 

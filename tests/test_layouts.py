@@ -1,5 +1,5 @@
-"""Layout settings (spec §7.1, §7.3) on a real server: a layout OpenVINO cannot take fails that model alone, the
-layout stored in a model counts where none is configured, and a batch size needs an N to go to."""
+"""Layout settings (docs/configuration.md#model-loading) on a real server: a layout OpenVINO cannot take fails
+that model alone, the layout stored in a model counts where none is configured, and a batch size needs an N to go to."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def _stored(model: Any, layout: str) -> Any:
 
 
 def test_the_layout_stored_in_a_model_places_the_batch_and_lets_images_resize(repository: Path, serve: Serve) -> None:
-    """Without a configured layout OVMS reports the one in the model's rt_info (spec §7.1 steps 3 and 6): a CN model
-    has its batch in dim 1, for request checks and for batch_size, and an NHWC one gets images resized."""
+    """Without a configured layout OVMS reports the one in the model's rt_info (docs/configuration.md#model-loading
+    steps 3 and 6): a CN model has its batch in dim 1, for request checks and for batch_size, and an NHWC one gets
+    images resized."""
     models.save(_stored(models.add_mul(shape=(3, 4)), "CN"), repository, "cn")
     models.save(_stored(models.pixels((1, 8, 10, 3)), "NHWC"), repository, "nhwc")
     server = serve(

@@ -1,5 +1,6 @@
 """Model lifecycle edge cases: what one model's files or settings can do to the rest of the server, version folder
-names, and the version rows GetModelStatus keeps across reloads (spec §2.2, §2.4, §1.9)."""
+names, and the version rows GetModelStatus keeps across reloads (docs/configuration.md#versions,
+docs/apis.md#version-states, docs/operations.md#reload-order)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,10 @@ def test_only_plain_positive_integers_name_versions(repository: Path, serve: Ser
 
 
 def test_retired_versions_stay_listed_across_config_changes(repository: Path, serve: Serve) -> None:
-    """END stays listed forever (spec §2.4): a config edit that reloads the model keeps the rows of its retired
-    versions, and of the versions the new policy leaves out; a retired version is END with OK, even one that had
-    failed to load. A new entry that does not parse shows the versions it unloaded as LOADING, UNKNOWN (§1.9)."""
+    """END stays listed forever (docs/apis.md#version-states): a config edit that reloads the model keeps the rows of
+    its retired versions, and of the versions the new policy leaves out; a retired version is END with OK, even one that
+    had failed to load. A new entry that does not parse shows the versions it unloaded as LOADING, UNKNOWN
+    (docs/operations.md#reload-order)."""
     for version in (1, 2, 3):
         models.save(models.add_mul(shape=(1, 4)), repository, "m", version=version)
     (repository / "m" / "4").mkdir()  # no model file: fails to load
@@ -113,8 +115,8 @@ def test_a_pipeline_takes_the_name_of_a_removed_model_and_back(repository: Path,
 
 
 def test_a_config_that_does_not_validate_answers_412_whatever_its_text(repository: Path, serve: Serve) -> None:
-    """Only a file that cannot be read answers 500 (§4.8); a schema error is 412 even when the value it quotes reads
-    like the other case."""
+    """Only a file that cannot be read answers 500 (docs/apis.md#config-api); a schema error is 412 even when the value
+    it quotes reads like the other case."""
     models.save(models.add_mul(shape=(1, 4)), repository, "m")
     server = serve({"model_config_list": [_model("m")]})
     models.write_config(repository, {"model_config_list": [_model("m", nireq="cannot open")]})
@@ -150,7 +152,8 @@ def test_a_reloaded_version_keeps_its_gauges(repository: Path, serve: Serve) -> 
 def test_a_model_whose_base_path_cannot_be_listed_loads_once_it_can(repository: Path, serve: Serve) -> None:
     """A repository missing at start (a volume not mounted yet, an S3 endpoint not up) fails the model alone; once
     the base path is there, the next rescan (POST /v1/config/reload, or the watcher) loads it, as OVMS's reload
-    after a failed load does (§4.8). A model whose config values are wrong stays failed until the config changes."""
+    after a failed load does (docs/apis.md#config-api). A model whose config values are wrong stays failed until the
+    config changes."""
     server = serve({"model_config_list": [_model("later"), _model("wrong", shape="(1,x)")]})
     assert _rows(server, "later") == _rows(server, "wrong") == [(0, 20, "UNKNOWN")]  # version 0: the model failed
     assert server.http("POST", "/v1/config/reload")[0] == 200  # still missing: nothing changed
@@ -175,8 +178,9 @@ def test_a_reload_whose_models_fail_answers_the_first_error_and_applies_the_rest
     repository: Path, serve: Serve
 ) -> None:
     """A changed config.json is applied whole, but a model it (re)loads that fails makes the reload answer
-    'Reloading config file failed' with the HTTP status of the first error (spec §4.8, §1.9): PATH_INVALID is 400,
-    a status §4.9 does not list is 500. The same file again answers the same while that model still fails."""
+    'Reloading config file failed' with the HTTP status of the first error (docs/apis.md#config-api,
+    docs/operations.md#reload-order): PATH_INVALID is 400, a status docs/apis.md#status-codes does not list is 500. The
+    same file again answers the same while that model still fails."""
     models.save(models.add_mul(shape=(1, 4)), repository, "m")
     models.save(models.add_mul(shape=(1, 4)), repository, "bad")
     server = serve({"model_config_list": [_model("m")]})
@@ -200,7 +204,8 @@ def test_a_reload_whose_models_fail_answers_the_first_error_and_applies_the_rest
 
 def test_a_failed_load_applied_by_the_watcher_is_still_the_answer_of_a_reload(repository: Path) -> None:
     """POST /v1/config/reload while the watcher runs: when the watcher applied the changed file first and a model of
-    it failed, the POST still answers that failure (the last load failed, spec §4.8), until the model loads."""
+    it failed, the POST still answers that failure (the last load failed, docs/apis.md#config-api), until the model
+    loads."""
     models.save(models.add_mul(shape=(1, 4)), repository, "m")
     server = RunningServer(models.write_config(repository, {"model_config_list": [_model("m")]}), poll_seconds=0.05)
     try:
@@ -216,8 +221,8 @@ def test_a_failed_load_applied_by_the_watcher_is_still_the_answer_of_a_reload(re
 
 
 def test_model_file_priority_needs_both_files_of_a_two_file_format(tmp_path: Path) -> None:
-    """IR needs .xml and .bin, Paddle .pdmodel and .pdiparams (spec §2.1): half of one is passed over for the next
-    format, as OVMS does."""
+    """IR needs .xml and .bin, Paddle .pdmodel and .pdiparams (docs/configuration.md#versions): half of one is passed
+    over for the next format, as OVMS does."""
     for name in ("model.xml", "model.pdmodel", "model.tflite"):
         (tmp_path / name).write_bytes(b"")
     assert versions.model_file(tmp_path).name == "model.tflite"
@@ -247,8 +252,8 @@ def test_base_paths_and_values_that_cannot_be_used_are_config_errors(repository:
 
 
 def test_a_model_used_by_a_pipeline_is_not_turned_to_auto(repository: Path, serve: Serve) -> None:
-    """Spec §1.9 (5): a config edit asking batch_size "auto" of a model a pipeline uses is not applied to it (the
-    pipeline would fail validation and stop serving); once no pipeline uses the model, it is."""
+    """Spec docs/operations.md#reload-order (5): a config edit asking batch_size "auto" of a model a pipeline uses is
+    not applied to it (the pipeline would fail validation and stop serving); once no pipeline uses the model, it is."""
     models.save(models.classifier(), repository, "resnet")
     server = serve(models.seed_config())
     images = np.random.default_rng(1).random((2, 1, 3, 4, 4), dtype=np.float32)

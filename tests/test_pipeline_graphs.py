@@ -1,5 +1,6 @@
 """DAG shapes beyond the seed: nested and gathered demultiplexers, several inputs and outputs, shared models and
-inputs, pinned versions, spec §5.2's worked examples, every §5.3 validation error, and many concurrent requests."""
+inputs, pinned versions, docs/pipelines.md#pipeline-metadata's worked examples, every docs/pipelines.md#load-time-rules
+validation error, and many concurrent requests."""
 
 from __future__ import annotations
 
@@ -163,8 +164,9 @@ def test_several_inputs_and_outputs_shared_models_and_inputs_and_the_request_as_
 def test_an_input_only_the_response_takes_is_listed_unspecified_and_passed_through(
     repository: Path, serve: Any
 ) -> None:
-    """Spec §5.2: a pipeline input connected only to the response has an unspecified info (DT_INVALID, no shape);
-    it is still an input: a request sends it and gets it back (it was left out: refused, or a 500 without it)."""
+    """Spec docs/pipelines.md#pipeline-metadata: a pipeline input connected only to the response has an unspecified info
+    (DT_INVALID, no shape); it is still an input: a request sends it and gets it back (it was left out: refused, or a
+    500 without it)."""
     nodes = [node("a", "scale", {"x": "request.x"}, {"y": "y"})]
     p = pipeline("echo", ["x", "z"], nodes, {"y": "a.y", "echo": "request.z"})
     server = serve_graphs(repository, serve, [p])
@@ -196,7 +198,8 @@ def test_a_node_pinned_to_a_model_version(repository: Path, serve: Any) -> None:
     np.testing.assert_array_equal(server.predict("latest", {"x": X})["y"], X + 100)
 
 
-# --- validation (spec §5.3) -------------------------------------------------------------------------------------
+# --- validation (docs/pipelines.md#load-time-rules)
+# -------------------------------------------------------------------------------------
 
 R = "request.x"
 

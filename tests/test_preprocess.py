@@ -1,6 +1,7 @@
-"""CLI preprocessing of single-model mode (--mean, --scale, --color_format, --precision; spec §3) on real servers:
-what the model receives equals the same steps done in numpy, over TF Serving gRPC, KServe REST and gRPC, also for
-JPEG inputs; metadata shows the input as the client sends it; bad values stop the start with one clear line."""
+"""CLI preprocessing of single-model mode (--mean, --scale, --color_format, --precision;
+docs/configuration.md#cli-flags) on real servers: what the model receives equals the same steps done in numpy, over TF
+Serving gRPC, KServe REST and gRPC, also for JPEG inputs; metadata shows the input as the client sends it; bad values
+stop the start with one clear line."""
 
 from __future__ import annotations
 

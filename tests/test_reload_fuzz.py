@@ -1,5 +1,6 @@
 """Property test of live reloads (issue 10, row 14): a mutated config.json reloaded on a serving server answers one of
-the spec's reload forms (§4.8) and never a traceback; the valid file restored afterwards serves again, every time.
+the spec's reload forms (docs/apis.md#config-api) and never a traceback; the valid file restored afterwards serves
+again, every time.
 
 OVSERVE_FUZZ_EXAMPLES sets the number of examples (`make fuzz` runs thousands); OVSERVE_FUZZ_SURVEY=1 keeps going
 after a failure (on a fresh server) and ends with every kind of failure seen, instead of shrinking the first one."""
@@ -26,7 +27,7 @@ EXAMPLES = int(os.environ.get("OVSERVE_FUZZ_EXAMPLES", "200"))
 SURVEY = os.environ.get("OVSERVE_FUZZ_SURVEY", "") == "1"
 SEED = os.environ.get("OVSERVE_FUZZ_SEED", "")  # another sequence of examples than the fixed one
 
-RELOAD_TEXTS = {  # spec §4.8: every text a failing POST /v1/config/reload may answer
+RELOAD_TEXTS = {  # docs/apis.md#config-api: every text a failing POST /v1/config/reload may answer
     "Reloading config file failed. Check server logs for more info.",
     "Config file not found or cannot open.",
     "Reloading models versions failed. Check server logs for more info.",
@@ -286,7 +287,8 @@ class Tracebacks(logging.Handler):
 
 
 def check_reload_answer(status: int, body: bytes) -> None:
-    """One of spec §4.8's forms: the servables' statuses (200/201) or an error object with a reload text."""
+    """One of docs/apis.md#config-api's forms: the servables' statuses (200/201) or an error object with a reload
+    text."""
     try:
         answer = json.loads(body)
     except ValueError as e:

@@ -252,7 +252,7 @@ def test_binary_and_string_values_become_bytes() -> None:
     assert array.dtype == object and array.tolist() == [b"hello", b"world"]
     column = tfs.RestPredict(b'{"inputs": {"img": {"b64": "aGVsbG8="}}}')(specs)["img"]
     assert column.shape == (1,) and column[0] == b"hello"
-    # Plain strings for a U8 input of rank 2: packed, zero padded, one row per string (spec §8.3).
+    # Plain strings for a U8 input of rank 2: packed, zero padded, one row per string (docs/apis.md#strings-2d).
     text = tfs.RestPredict(b'{"inputs": ["ab", "c"]}')({"t": TensorSpec("t", np.dtype(np.uint8), (-1, -1))})["t"]
     assert text.dtype == np.uint8 and text.tolist() == [[97, 98, 0], [99, 0, 0]]
     with pytest.raises(ServingError, match="Could not parse instance content"):

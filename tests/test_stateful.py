@@ -1,6 +1,7 @@
-"""Stateful models (spec §11): sequences keep their OpenVINO state between requests over all four doors, interleave
-freely over the infer requests with the results raw OpenVINO gives each sequence alone, and every sequence error of
-the spec comes with its message and code; the limit, the idle cleaner, reloads, LowLatency2 and the config rules."""
+"""Stateful models (docs/stateful.md#stateful-models): sequences keep their OpenVINO state between requests over all
+four doors, interleave freely over the infer requests with the results raw OpenVINO gives each sequence alone, and every
+sequence error of the spec comes with its message and code; the limit, the idle cleaner, reloads, LowLatency2 and the
+config rules."""
 
 from __future__ import annotations
 
