@@ -43,6 +43,7 @@ class LimitedHttpTools(HttpToolsProtocol):
     _in_head = False  # a request has begun and its headers are not all here
     _head_bytes = 0  # of the request line and the headers parsed so far
     _fed = 0  # bytes received while in a head: the parser keeps an unfinished header to itself, unbounded
+    _began = False  # a request began in the read being parsed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -50,13 +51,17 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._unset_keepalive_if_required()  # uvicorn cancels it only on a clean close, not after a reset
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         try:
+            self._began = False
             self.parser.feed_data(data)
-            self._fed += len(data) if self._in_head else 0  # whole, though it may end a pipelined request
+            # Counted from the read after the one its head began in (that read may end the previous request, and the
+            # parser's callbacks count the head so far): an unfinished header is cut within a read of the limit.
+            self._fed += len(data) if self._in_head and not self._began else 0
             if self._fed > self.limits.max_header_bytes:
                 raise _HeadTooLarge(self._too_large)
         except httptools.HttpParserUpgrade:
@@ -71,7 +76,7 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes, self._fed = True, 0, 0
+        self._in_head, self._head_bytes, self._fed, self._began = True, 0, 0, True
         if self.limits.header_seconds > 0:
             self._head_timer = self.loop.call_later(self.limits.header_seconds, self._head_late)
 

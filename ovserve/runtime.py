@@ -467,7 +467,7 @@ class _Slot:
                 value = value.astype(np.bytes_)
             buffer = self.buffers.get(name)
             if buffer is not None and buffer.shape == value.shape and buffer.dtype == value.dtype:
-                if value.flags.c_contiguous:
+                if value.flags.c_contiguous and value.flags.aligned:  # bytes at any offset of a body: copied
                     self.request.set_tensor(name, ov.Tensor(_writeable(value), shared_memory=True))
                     self.held[name] = value
                 else:
@@ -573,7 +573,13 @@ class _Compiled:
     def recycle(self, slot: _Slot, moved: int) -> _Slot:
         """The slot to return to the pool after a run that moved `moved` bytes in and out: a fresh one when the
         run left its request holding large tensors, so memory a big request took is given back after it."""
-        return self._slot() if self.grows and moved > KEEP_TENSOR_BYTES else slot
+        if not self.grows or moved <= KEEP_TENSOR_BYTES:
+            return slot
+        try:
+            return self._slot()
+        except Exception as e:  # out of memory, say: the old slot serves on rather than the pool losing one
+            log.warning("a new infer request could not be made (%s); the old one serves on", e)
+            return slot
 
     def output(self, slot: _Slot, index: int) -> np.ndarray:
         memory = slot.results.get(index)

@@ -169,3 +169,21 @@ def test_the_limits_are_flags() -> None:
     assert (settings.grpc_max_message, settings.grpc_max_connection_idle) == (2048, 5)
     defaults = cli.build(cli.parser().parse_args(shlex.split("--model_name m --model_path /tmp --port 9000")))[1]
     assert defaults.rest_limits == HttpLimits() and defaults.grpc_max_message == 1 << 30
+
+
+def test_a_pipelined_request_after_a_large_body_is_not_mistaken_for_a_large_head(limited: RunningServer) -> None:
+    """One read may end a large body (here 100 KB, over the 8 KiB head limit) and begin the next request's head."""
+    body = INFER + b" " * 100_000
+    first = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", limited.rest_port), timeout=10) as connection:
+        second = request()
+        connection.sendall(first + second[:20])  # the next head begins in the read that ends the body ...
+        time.sleep(0.3)
+        connection.sendall(second[20:])  # ... and ends in a later one
+        answer = b""
+        while answer.count(b"HTTP/1.1 ") < 2:
+            chunk = connection.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 200 " in answer[12:], answer
+    assert b"431" not in answer.split(b"\r\n", 1)[0]
