@@ -15,6 +15,34 @@ TEXT = "[%(asctime)s][%(levelname)s][%(name)s] %(message)s"
 FIELDS = "fields"  # the LogRecord attribute carrying a line's structured fields (requests: door, model, status...)
 
 
+class Throttle:
+    """Repeats of a log line (by key) let through at most once every `interval` seconds; `admit` says how many were
+    held back since, for the next line to say so. At most `remembered` keys are kept: beyond, the ones quiet for an
+    interval are forgotten, else the older half."""
+
+    def __init__(self, interval: float = 1.0, remembered: int = 4096) -> None:
+        self.interval = interval
+        self.remembered = remembered
+        self._seen: dict[str, list[float]] = {}  # key -> [when last let through, repeats held back since]
+
+    def admit(self, key: str, now: float) -> int | None:
+        """None if `key` was let through less than `interval` ago (this repeat is counted), else how many were not."""
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.interval:
+            seen[1] += 1
+            return None
+        if seen is None and len(self._seen) >= self.remembered:
+            self._forget(now)
+        self._seen.pop(key, None)  # re-inserted last: the dict stays in order of letting through
+        self._seen[key] = [now, 0]
+        return int(seen[1]) if seen is not None else 0
+
+    def _forget(self, now: float) -> None:
+        quiet = [k for k, (when, _) in self._seen.items() if now - when >= self.interval]
+        for key in quiet or list(self._seen)[: self.remembered // 2]:
+            del self._seen[key]
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, the record's fields, traceback."""
 

@@ -10,7 +10,7 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from .errors import ServingError
-from .logs import FIELDS
+from .logs import FIELDS, Throttle
 
 log = logging.getLogger("ovserve.requests")
 access_log = logging.getLogger("ovserve.access")
@@ -66,7 +66,7 @@ class RequestLog:
         self.kind = kind
         self.access = access
         self.clock = clock  # seconds, for the rate limit of client mistakes
-        self._seen: dict[str, list[float]] = {}  # message -> [when last logged, lines suppressed since]
+        self._throttle = Throttle(QUIET_SECONDS, REMEMBERED)
 
     @property
     def watching(self) -> bool:
@@ -117,29 +117,10 @@ class RequestLog:
         if server_fault(error):
             log.error("%s", message, exc_info=(type(error), error, error.__traceback__), extra={FIELDS: found})
             return
-        suppressed = self._admit(message)
+        suppressed = self._throttle.admit(message, self.clock())
         if suppressed is None:
             return
         if suppressed:
             found["suppressed"] = suppressed
             message += f" ({suppressed} more like this not logged)"
         log.info("%s", message, extra={FIELDS: found})
-
-    def _admit(self, message: str) -> int | None:
-        """None if `message` was logged less than QUIET_SECONDS ago (it is counted), else how many were not."""
-        now = self.clock()
-        seen = self._seen.get(message)
-        if seen is not None and now - seen[0] < QUIET_SECONDS:
-            seen[1] += 1
-            return None
-        if seen is None and len(self._seen) >= REMEMBERED:
-            self._forget(now)
-        self._seen.pop(message, None)  # re-inserted last: the dict stays in order of last logging
-        self._seen[message] = [now, 0]
-        return int(seen[1]) if seen is not None else 0
-
-    def _forget(self, now: float) -> None:
-        """Drop messages not logged for QUIET_SECONDS (their uncounted repeats are lost), else the older half."""
-        quiet = [m for m, (when, _) in self._seen.items() if now - when >= QUIET_SECONDS]
-        for message in quiet or list(self._seen)[: REMEMBERED // 2]:
-            del self._seen[message]

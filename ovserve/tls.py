@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import ssl
 import time
 from asyncio import sslproto
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .logs import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -95,23 +95,19 @@ class Refusals:
     out since the last one, so a scanner or a misconfigured fleet cannot flood the log."""
 
     def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
         self.count = 0  # every refusal since the start
-        self._logged_at = -math.inf
-        self._unlogged = 0
+        self._throttle = Throttle(interval, 1)
 
     def refused(self, peer: Any, error: BaseException) -> None:
         self.count += 1
-        now = time.monotonic()
-        if now - self._logged_at < self.interval:
-            self._unlogged += 1
+        unlogged = self._throttle.admit("refused", time.monotonic())
+        if unlogged is None:
             return
         reason = getattr(error, "reason", None)
         why = _REASONS.get(reason, reason) if isinstance(reason, str) else str(error) or type(error).__name__
-        more = f" ({self._unlogged} more since the last such line)" if self._unlogged else ""
+        more = f" ({unlogged} more since the last such line)" if unlogged else ""
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
         log.info("TLS handshake refused from %s: %s%s", where, why, more)
-        self._logged_at, self._unlogged = now, 0
 
 
 class _ServerSide(sslproto.SSLProtocol):
