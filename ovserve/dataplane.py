@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from functools import partial
 from time import perf_counter_ns
 
 from . import graph, images, stats
@@ -52,7 +53,7 @@ class DataPlane:
                 if isinstance(servable, StatefulModelVersion):
                     outputs, sequence_id = await servable.infer_in_sequence(inputs)
                 else:
-                    outputs, sequence_id = await servable.infer(inputs, origin), None
+                    outputs, sequence_id = await servable.infer(inputs, partial(self.metrics.request, origin)), None
             except BaseException:
                 stats.failed(started, perf_counter_ns())
                 self.metrics.request(origin, servable.name, servable.version, False)

@@ -26,7 +26,7 @@ from .runtime import ModelVersion, TensorMap
 from .stateful import StatefulModelVersion
 from .states import State
 from .tensors import TensorSpec
-from .types import Endpoint, Origin, Servable, Signature, VersionStatus
+from .types import CountRun, Endpoint, Servable, Signature, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class BoundPipeline:
         self._definition = definition
         self._manager = manager
 
-    async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: TensorMap, count: CountRun | None = None) -> dict[str, np.ndarray]:
         manager = self._manager
         held: list[_Version] = []
 
@@ -166,7 +166,7 @@ class BoundPipeline:
 
         try:
             started = perf_counter_ns()
-            outputs = await self._definition.infer(inputs, resolve, manager.metrics, origin, manager.branch_window)
+            outputs = await self._definition.infer(inputs, resolve, manager.metrics, count, manager.branch_window)
             ended = perf_counter_ns()
         finally:
             for version in held:

@@ -19,7 +19,7 @@ from .errors import LoadError, ServingError
 from .metrics import Metrics
 from .runtime import ModelVersion, TensorMap
 from .tensors import Dim, TensorSpec, check_input, dim_text, dims_overlap, precision_name, shape_text
-from .types import Origin, Signature
+from .types import CountRun, Signature
 
 REQUEST, RESPONSE = "request", "response"
 MAX_BRANCHES = 10000
@@ -499,14 +499,14 @@ class PipelineDefinition:
         inputs: TensorMap,
         resolve: Resolve,
         metrics: Metrics | None = None,
-        origin: Origin | None = None,
+        count: CountRun | None = None,
         window: int = BRANCH_WINDOW,
     ) -> dict[str, np.ndarray]:
         """Run the graph for one validated request; `resolve` gives each DL node its model version now; each gather
         runs at most `window` branches at a time, so one request of thousands of branches does not crowd out other
         requests. The definition is held while it runs."""
         models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
-        run = _Run(self, models, inputs, metrics or Metrics(()), origin, window)
+        run = _Run(self, models, inputs, metrics or Metrics(()), count, window)
         self.hold()
         try:
             return await run.response()
@@ -524,14 +524,14 @@ class _Run:
         models: Mapping[str, ModelVersion | CustomNode],
         inputs: TensorMap,
         metrics: Metrics,
-        origin: Origin | None,
+        count: CountRun | None,
         window: int,
     ):
         self.pipeline = pipeline
         self.models = models
         self.inputs = inputs
         self.metrics = metrics
-        self.origin = origin
+        self.count = count
         self.window = window
         self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
         self.gathering: set[asyncio.Future[Any]] = set()  # the tasks of _all not done yet
@@ -622,8 +622,8 @@ class _Run:
 
     def _record(self, node: str, model: ModelVersion | CustomNode, ok: bool, started: int) -> None:
         self.metrics.node(self.pipeline.name, node, ok, (perf_counter_ns() - started) / 1000)
-        if self.origin is not None and isinstance(model, ModelVersion):  # OVMS counts DL node runs on their model
-            self.metrics.request(self.origin, model.name, model.version, ok)
+        if self.count is not None and isinstance(model, ModelVersion):  # OVMS counts DL node runs on their model
+            self.count(model.name, model.version, ok)
 
     async def _gathered(self, source: Source, key: Key) -> np.ndarray:
         """A source's value for a consumer at `key`, stacked over the branches of every demultiplexer the source

@@ -23,7 +23,7 @@ from .config import ModelConfig
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
 from .tensors import Dim, Shape, TensorSpec, check_inputs, dim_accepts, shape_text
-from .types import Origin
+from .types import CountRun
 
 log = logging.getLogger(__name__)
 
@@ -652,7 +652,7 @@ class ModelVersion:
         except Exception:
             return 0
 
-    async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: TensorMap, count: CountRun | None = None) -> dict[str, np.ndarray]:
         """Run one inference; outputs are copied out of the infer request, which then serves the next caller."""
         current = self._current if self._reshaper is None else await self._shaped_for(inputs)
         return await self._run(current, inputs)

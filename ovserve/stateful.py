@@ -14,7 +14,7 @@ from . import sequences
 from .runtime import ModelVersion, TensorMap
 from .sequences import END, START, Sequence, SequenceTable
 from .tensors import TensorSpec
-from .types import Origin
+from .types import CountRun
 
 
 class StatefulModelVersion(ModelVersion):
@@ -31,7 +31,7 @@ class StatefulModelVersion(ModelVersion):
         """The model's inputs and the optional special inputs (metadata lists only the model's)."""
         return self._accepts
 
-    async def infer(self, inputs: TensorMap, origin: Origin | None = None) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: TensorMap, count: CountRun | None = None) -> dict[str, np.ndarray]:
         outputs, _ = await self.infer_in_sequence(inputs)
         return outputs
 

@@ -47,6 +47,11 @@ class Origin:
     method: str  # Predict, GetModelMetadata, GetModelStatus, ModelInfer, ModelMetadata, ModelReady
 
 
+# Counts one run of a model version (name, version, succeeded) as a request on it, as OVMS counts a pipeline's DL node
+# runs. The data plane binds it to the request's front door, so what runs the request never learns which door that was.
+CountRun = Callable[[str, int, bool], None]
+
+
 class Signature(Protocol):
     """Anything with named, typed inputs and outputs: what a pipeline node runs (a model version or a custom node)."""
 
@@ -79,8 +84,8 @@ class Servable(Signature, Protocol):
         reshape the model for (shape/batch_size "auto") left open."""
         ...
 
-    async def infer(self, inputs: Mapping[str, np.ndarray], origin: Origin | None = None) -> dict[str, np.ndarray]:
-        """`origin` names the front door, for servables that record per-part metrics (pipelines)."""
+    async def infer(self, inputs: Mapping[str, np.ndarray], count: CountRun | None = None) -> dict[str, np.ndarray]:
+        """`count`, when given, is told of every model run the request makes inside (a pipeline's DL nodes)."""
         ...
 
 
