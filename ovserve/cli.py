@@ -21,7 +21,7 @@ from .grpc_server import MAX_MESSAGE_BYTES
 from .http_app import Cors
 from .http_protocol import HttpLimits
 from .metrics import FAMILIES, parse_families
-from .pipeline import BRANCH_WINDOW
+from .pipeline_run import BRANCH_WINDOW
 from .server import Settings, serve
 from .tls import Tls
 from .types import ImageLimits

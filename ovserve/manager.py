@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from . import plan, repository, runtime, states, versions
+from . import pipeline_run, plan, repository, runtime, states, versions
 from .config import ModelConfig, NodeConfig, PipelineConfig, ServerConfig
 from .custom import Library, open_library
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
-from .pipeline import BRANCH_WINDOW, PipelineDefinition, build_definition, model_node
+from .pipeline import PipelineDefinition, build_definition, model_node
+from .pipeline_run import BRANCH_WINDOW
 from .repository import Repository, Stamp, Storage
 from .runtime import ModelVersion, TensorMap
 from .stateful import StatefulModelVersion
@@ -166,7 +167,9 @@ class BoundPipeline:
 
         try:
             started = perf_counter_ns()
-            outputs = await self._definition.infer(inputs, resolve, manager.metrics, count, manager.branch_window)
+            outputs = await pipeline_run.run(
+                self._definition, inputs, resolve, manager.metrics, count, manager.branch_window
+            )
             ended = perf_counter_ns()
         finally:
             for version in held:

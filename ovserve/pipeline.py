@@ -1,32 +1,21 @@
-"""DAG pipelines: load-time definition (levels, validation, metadata; docs/pipelines.md) and event-driven execution."""
+"""DAG pipelines: the load-time definition (validation, levels, metadata; docs/pipelines.md) and its lifetime."""
 
 from __future__ import annotations
 
 import asyncio
 import graphlib
-import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from time import perf_counter_ns
-from typing import Any, TypeVar
 
 import numpy as np
 
-from . import gathering
 from .config import ModelConfig, NodeConfig, PipelineConfig, Source, dynamic
 from .custom import CustomNode, Library
-from .errors import LoadError, ServingError
-from .metrics import Metrics
-from .runtime import ModelVersion, TensorMap
-from .tensors import Dim, TensorSpec, check_input, dim_text, dims_overlap, precision_name, shape_text
-from .types import CountRun, Signature
+from .errors import LoadError
+from .tensors import Dim, TensorSpec, dim_text, dims_overlap, precision_name, shape_text
+from .types import Signature
 
-REQUEST, RESPONSE = "request", "response"
-MAX_BRANCHES = 10000
-BRANCH_WINDOW = 64  # branches of one demultiplexer a request runs at a time, by default
-Key = tuple[int, ...]  # branch indices, one per open demultiplexer
-T = TypeVar("T")
-Resolve = Callable[[str, "int | None"], ModelVersion]  # (model name, version or None) → model version
+REQUEST, RESPONSE = "request", "response"  # the graph's entry and exit (node names a pipeline may not use)
 
 
 def _fail(message: str, details: str) -> LoadError:
@@ -134,7 +123,9 @@ async def build_definition(
 
 
 @dataclass(frozen=True)
-class _Node:
+class Node:
+    """A node of a definition: its config, what it runs and the demultiplexers open around it."""
+
     config: NodeConfig
     model: Signature  # DL: the version seen at load time (metadata and validation only); custom: the node itself
     in_level: tuple[str, ...]  # demultiplexers open for this node's inputs (after its own gather)
@@ -147,39 +138,6 @@ class _Node:
     @property
     def custom(self) -> CustomNode | None:
         return self.model if isinstance(self.model, CustomNode) else None
-
-
-def split_count(outputs: Mapping[str, np.ndarray], count: int, where: str) -> int:
-    """Number of branches a demultiplexer's outputs give, checked in the order of docs/pipelines.md#runtime: the count
-    (dim 0 of the first output), string precision, rank, then dim 0 of every output against the count."""
-    first = next(iter(outputs.values()), None)
-    if first is not None and first.ndim and first.shape[0] > MAX_BRANCHES:
-        raise ServingError(
-            "PIPELINE_TOO_LARGE_DIMENSION_SIZE_TO_DEMULTIPLY",
-            f"{where}: {first.shape[0]} branches, at most {MAX_BRANCHES}",
-        )
-    firsts = set()
-    for name, array in outputs.items():
-        if array.dtype == object:
-            raise ServingError("PIPELINE_STRING_DEMULTIPLICATION_UNSUPPORTED", f"{where}: {name}")
-        if array.ndim < 3:
-            raise ServingError(
-                "PIPELINE_WRONG_NUMBER_OF_DIMENSIONS_TO_DEMULTIPLY",
-                f"{where}: {name} has shape {shape_text(array.shape)}; demultiplexing needs at least 3 dimensions",
-            )
-        firsts.add(array.shape[0])
-        if count > 0 and array.shape[0] != count:
-            raise ServingError(
-                "PIPELINE_WRONG_DIMENSION_SIZE_TO_DEMULTIPLY",
-                f"{where}: {name} has first dimension {array.shape[0]}, demultiply_count is {count}",
-            )
-    if len(firsts) > 1:
-        sizes = ", ".join(f"{n}: {a.shape[0]}" for n, a in outputs.items())
-        raise ServingError("PIPELINE_WRONG_DIMENSION_SIZE_TO_DEMULTIPLY", f"{where}: first dimensions differ ({sizes})")
-    branches = firsts.pop() if firsts else 0
-    if branches == 0:
-        raise ServingError("PIPELINE_DEMULTIPLEXER_NO_RESULTS", f"{where} produced 0 branches")
-    return branches
 
 
 class PipelineDefinition:
@@ -354,7 +312,7 @@ class PipelineDefinition:
     # --- graph and levels (docs/pipelines.md#load-time-rules steps 4-5)
     # --------------------------------------------------------------------
 
-    def _levels(self) -> dict[str, _Node]:
+    def _levels(self) -> dict[str, Node]:
         config = self.config
         graph: dict[str, set[str]] = {n.name: {s.node for s in n.inputs.values()} for n in config.nodes}
         graph[RESPONSE] = {s.node for s in config.outputs.values()}
@@ -365,7 +323,7 @@ class PipelineDefinition:
         unused = sorted(set(self._by_name) - self._reachable(graph))
         if unused:
             raise _fail("Pipeline definition has unconnected nodes", ", ".join(unused))
-        nodes: dict[str, _Node] = {}
+        nodes: dict[str, Node] = {}
         levels: dict[str, tuple[str, ...]] = {REQUEST: (REQUEST,) if REQUEST in self.counts else ()}
         for name in order:
             if name in (REQUEST, RESPONSE):
@@ -373,7 +331,7 @@ class PipelineDefinition:
             node = self._by_name[name]
             in_level = self._in_level(node.name, node.inputs.values(), node.gather_from_node, levels)
             levels[name] = in_level + ((name,) if node.demultiply_count is not None else ())
-            nodes[name] = _Node(node, self._servable(name), in_level, levels[name])
+            nodes[name] = Node(node, self._servable(name), in_level, levels[name])
         # The response gathers each output over every demultiplexer still open for it; unlike OVMS, outputs of
         # different levels may be mixed (the labels after a gather beside the per-crop scores it gathered).
         return nodes
@@ -491,175 +449,3 @@ class PipelineDefinition:
             nodes, self.custom_nodes = self.custom_nodes, []
             for custom in nodes:
                 custom.drop()
-
-    # --- execution ----------------------------------------------------------------------------------------
-
-    async def infer(
-        self,
-        inputs: TensorMap,
-        resolve: Resolve,
-        metrics: Metrics | None = None,
-        count: CountRun | None = None,
-        window: int = BRANCH_WINDOW,
-    ) -> dict[str, np.ndarray]:
-        """Run the graph for one validated request; `resolve` gives each DL node its model version now; each gather
-        runs at most `window` branches at a time, so one request of thousands of branches does not crowd out other
-        requests. The definition is held while it runs."""
-        models = {name: n.custom or resolve(n.config.model_name, n.config.version) for name, n in self.nodes.items()}
-        run = _Run(self, models, inputs, metrics or Metrics(()), count, window)
-        self.hold()
-        try:
-            return await run.response()
-        finally:
-            run.tasks.clear()  # failed tasks and their tracebacks back to the run form a cycle holding node outputs
-            self.let_go()
-
-
-class _Run:
-    """One request's execution: each (node, branch key) runs once, as soon as its inputs are ready."""
-
-    def __init__(
-        self,
-        pipeline: PipelineDefinition,
-        models: Mapping[str, ModelVersion | CustomNode],
-        inputs: TensorMap,
-        metrics: Metrics,
-        count: CountRun | None,
-        window: int,
-    ):
-        self.pipeline = pipeline
-        self.models = models
-        self.inputs = inputs
-        self.metrics = metrics
-        self.count = count
-        self.window = window
-        self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
-        self.gathering: set[asyncio.Future[Any]] = set()  # the tasks of _all not done yet
-        self.branches: dict[tuple[str, Key], int] = {}
-        self.checked: set[tuple[str, str, np.dtype, tuple[int, ...]]] = set()  # node inputs that passed check_input
-
-    async def response(self) -> dict[str, np.ndarray]:
-        try:
-            names = list(self.pipeline.config.outputs)
-            values = await self._all(self._gathered(self.pipeline.config.outputs[n], ()) for n in names)
-            return dict(zip(names, values, strict=True))
-        except BaseException:
-            # Running inferences end before we answer, and nothing starts after: a gathering task that resumes
-            # meanwhile may start more nodes, which the next round cancels before they run.
-            while pending := [t for t in (*self.tasks.values(), *self.gathering) if not t.done()]:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-            raise
-
-    def _all(self, awaitables: Iterable[Awaitable[T]], width: int = sys.maxsize) -> asyncio.Future[list[T]]:
-        """Gather `awaitables` (at most `width` running); the tasks made of coroutines are kept (node runs are in
-        `tasks` already), so that a failed request can cancel and await them too."""
-        return gathering.gather(awaitables, width, self._keep)
-
-    def _keep(self, task: asyncio.Future[Any]) -> None:
-        self.gathering.add(task)
-        task.add_done_callback(self.gathering.discard)
-
-    def _outputs(self, node: str, key: Key) -> asyncio.Future[Mapping[str, np.ndarray]]:
-        task = self.tasks.get((node, key))
-        if task is None:
-            task = self.tasks[(node, key)] = asyncio.ensure_future(self._execute(node, key))
-        return task
-
-    async def _execute(self, name: str, key: Key) -> Mapping[str, np.ndarray]:
-        if name == REQUEST:
-            outputs = self.inputs
-        else:
-            outputs = await self._run_model(self.pipeline.nodes[name], key)
-        count = self.pipeline.counts.get(name)
-        if count is not None:
-            where = "pipeline input demultiplexer" if name == REQUEST else f"node {name}"
-            where += f" in branch {_branch(key)}" if key else ""
-            self.branches[(name, key)] = branches = split_count(outputs, count, where)
-            self.metrics.branches(self.pipeline.name, name, branches)
-        return outputs
-
-    async def _run_model(self, node: _Node, key: Key) -> Mapping[str, np.ndarray]:
-        config, model = node.config, self.models[node.name]
-        names = list(config.inputs)
-        if len(names) == 1:  # the common case needs no extra task per branch
-            feeds = {names[0]: await self._gathered(config.inputs[names[0]], key)}
-        else:
-            values = await self._all(self._gathered(config.inputs[n], key) for n in names)
-            feeds = dict(zip(names, values, strict=True))
-        started = perf_counter_ns()
-        try:
-            for input_name, value in feeds.items():
-                self._check(node.name, input_name, value, model.inputs[input_name])
-            results = await model.infer(feeds)
-            if node.custom is not None:
-                missing = sorted(item for item in config.outputs.values() if item not in results)
-                if missing:
-                    given = ", ".join(sorted(results)) or "nothing"
-                    raise ServingError(
-                        "NODE_LIBRARY_MISSING_OUTPUT",
-                        f"node {node.name} did not produce {', '.join(missing)}; it gave {given}",
-                    )
-        except ServingError as e:
-            self._record(node.name, model, False, started)
-            e.locate(node.name, _branch(key))  # for the request log
-            if not key:
-                raise
-            raise ServingError(e.status, f"{e.details}; branch {_branch(key)}") from e
-        except BaseException:
-            self._record(node.name, model, False, started)
-            raise
-        self._record(node.name, model, True, started)
-        return {alias: results[item] for alias, item in config.outputs.items() if item in results}
-
-    def _check(self, node: str, name: str, value: np.ndarray, spec: TensorSpec) -> None:
-        """check_input, once per node input, precision and shape in a request (its branches repeat them)."""
-        seen = (node, name, value.dtype, value.shape)
-        if seen not in self.checked:
-            check_input(value, spec, node=node)
-            self.checked.add(seen)
-
-    def _record(self, node: str, model: ModelVersion | CustomNode, ok: bool, started: int) -> None:
-        self.metrics.node(self.pipeline.name, node, ok, (perf_counter_ns() - started) / 1000)
-        if self.count is not None and isinstance(model, ModelVersion):  # OVMS counts DL node runs on their model
-            self.count(model.name, model.version, ok)
-
-    async def _gathered(self, source: Source, key: Key) -> np.ndarray:
-        """A source's value for a consumer at `key`, stacked over the branches of every demultiplexer the source
-        has open beyond the consumer's level (the one a node gathers from; all of them at the response)."""
-        out_level = self.pipeline.nodes[source.node].out_level if source.node != REQUEST else self._request_level()
-        depth = len(out_level) - len(key)
-        if depth == 0:
-            return await self._value(source, key)
-        demux = out_level[len(key)]
-        await self._outputs(demux, key)  # demultiplexer number len(key) ran at the key of the levels before it
-        count = self.branches[(demux, key)]
-        if depth == 1 and source.node != demux:  # each shard is an output of the node's run in a branch, as it is
-            runs = await self._all((self._outputs(source.node, (*key, i)) for i in range(count)), self.window)
-            shards = [outputs[source.item] for outputs in runs]
-        else:
-            shards = await self._all((self._gathered(source, (*key, i)) for i in range(count)), self.window)
-        first = shards[0]
-        if any(s.shape != first.shape or s.dtype != first.dtype for s in shards):
-            sizes = sorted({shape_text(s.shape) for s in shards})
-            raise ServingError("PIPELINE_INCONSISTENT_SHARD_DIMENSIONS", f"gathering {demux}: shards of shapes {sizes}")
-        gathered = np.empty((count, *first.shape), first.dtype)  # one allocation; each shard copied once
-        for i, shard in enumerate(shards):
-            gathered[i] = shard
-        return gathered
-
-    def _request_level(self) -> tuple[str, ...]:
-        return (REQUEST,) if REQUEST in self.pipeline.counts else ()
-
-    async def _value(self, source: Source, key: Key) -> np.ndarray:
-        """A source's value in branch `key` (whose length equals the source's output level)."""
-        is_demux = source.node in self.pipeline.counts
-        produced_at = key[:-1] if is_demux else key
-        outputs = await self._outputs(source.node, produced_at)
-        value = outputs[source.item]
-        return value[key[-1]] if is_demux else value
-
-
-def _branch(key: Key) -> str:
-    return "/".join(str(i) for i in key)

@@ -23,7 +23,7 @@ from .http_app import Cors, HttpApp, HttpServer
 from .http_protocol import HttpLimits
 from .manager import Manager, Reconciled
 from .metrics import Metrics
-from .pipeline import BRANCH_WINDOW
+from .pipeline_run import BRANCH_WINDOW
 from .shm import Regions
 from .tls import Tls
 from .types import ImageLimits

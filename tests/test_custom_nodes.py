@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import NODES, RunningServer, config_states, rpc_error
 
+from ovserve import pipeline_run
 from ovserve._proto.tensorflow.core.framework import types_pb2
 
 THRESHOLD = 0.5
@@ -225,7 +226,7 @@ def test_a_response_holding_library_memory_defers_deinitialize(
     server = serve(pipeline_config(str(libraries["crop"]), str(libraries["argmax"])))
     definition = server.server.manager.pipelines["find_and_classify"].definition
     image = image_with([True] * 4, 1)
-    outputs = server.call(definition.infer({"image": image}, server.server.manager.model_version_now))
+    outputs = server.call(pipeline_run.run(definition, {"image": image}, server.server.manager.model_version_now))
     assert counters(libraries["crop"])[0] == 0  # crops were gathered (copied once) into the response
     assert counters(libraries["argmax"])[0] == 1  # the labels go to the response without a copy
     definition.retire()
@@ -869,7 +870,7 @@ def test_a_failed_request_ends_with_every_task_it_started_and_starts_no_node_aft
 
     async def once() -> tuple[int, int, int]:
         with pytest.raises(Exception, match="no"):
-            await definition.infer({"x": np.ones((1, 4), np.float32)}, manager.model_version_now)
+            await pipeline_run.run(definition, {"x": np.ones((1, 4), np.float32)}, manager.model_version_now)
         runs = state["shard_runs"]  # at the answer, with the tasks of the run still there:
         tasks = sum(getattr(t.get_coro(), "__qualname__", "").startswith("_Run.") for t in asyncio.all_tasks())
         await asyncio.sleep(0.005)

@@ -24,7 +24,7 @@ from ovserve import tfs
 from ovserve._proto.tensorflow.core.framework import types_pb2
 from ovserve._proto.tensorflow_serving.apis import predict_pb2
 from ovserve.errors import ServingError
-from ovserve.pipeline import split_count
+from ovserve.pipeline_run import split_count
 
 DT_FLOAT = types_pb2.DataType.DT_FLOAT
 X = np.arange(4, dtype=np.float32).reshape(1, 4)
