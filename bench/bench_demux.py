@@ -3,7 +3,7 @@
 For each model and each cell of the grid (N images per request, C concurrent requests) it measures:
 
 (a) raw: the model compiled in this process exactly as ovserve compiles it (plugin config and PERFORMANCE_HINT from
-    ovserve.runtime, nireq = OPTIMAL_NUMBER_OF_INFER_REQUESTS) behind an ``ov.AsyncInferQueue``; C closed-loop
+    ovserve.loading, nireq = OPTIMAL_NUMBER_OF_INFER_REQUESTS) behind an ``ov.AsyncInferQueue``; C closed-loop
     clients each keep one "request" of N images in flight, every image an async job;
 (b) grpc: ``python -m ovserve`` in a subprocess serving a seed-guide config (the model and a ``demultiply_count: -1``
     pipeline); C ``grpc.aio`` coroutines on one channel send Predict requests of shape [N,1,3,224,224];

@@ -191,10 +191,10 @@ class InProcess:
         import openvino as ov
 
         from ovserve.config import ModelConfig
-        from ovserve.runtime import _plugin_config
+        from ovserve.loading import plugin_config
 
         core = ov.Core()
-        props = _plugin_config(ModelConfig(name="x", base_path=detector_xml, plugin_config=PLUGIN_CONFIG))
+        props = plugin_config(ModelConfig(name="x", base_path=detector_xml, plugin_config=PLUGIN_CONFIG))
         self.detector = core.compile_model(core.read_model(str(detector_xml)), "CPU", props)
         self.classifier = core.compile_model(core.read_model(str(classifier_xml)), "CPU", props)
 

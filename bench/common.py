@@ -246,16 +246,16 @@ def write_config(folder: Path, document: dict[str, Any]) -> Path:
 
 
 def compile_as_server(case: ModelCase) -> tuple[Any, int, dict[str, Any]]:
-    """Compile as ovserve.runtime.load does for a config with PLUGIN_CONFIG; the nireq the server would use."""
+    """Compile as ovserve.loading.load does for a config with PLUGIN_CONFIG; the nireq the server would use."""
     import openvino as ov
 
     from ovserve.config import ModelConfig
-    from ovserve.runtime import _optimal_nireq, _plugin_config
+    from ovserve.loading import optimal_nireq, plugin_config
 
-    props = _plugin_config(ModelConfig(name=case.name, base_path=case.xml.parent.parent, plugin_config=PLUGIN_CONFIG))
+    props = plugin_config(ModelConfig(name=case.name, base_path=case.xml.parent.parent, plugin_config=PLUGIN_CONFIG))
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(case.xml)), "CPU", props)
-    return compiled, _optimal_nireq(compiled), props
+    return compiled, optimal_nireq(compiled), props
 
 
 def compile_and_report(case: ModelCase) -> tuple[Any, int]:

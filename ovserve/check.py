@@ -14,12 +14,13 @@ from typing import Any
 
 import openvino as ov
 
-from . import graph, repository, runtime, versions
+from . import graph, loading, repository, versions
 from .config import ModelConfig, NodeConfig, S3Path, ServerConfig, load_config
 from .custom import Library, open_library
 from .errors import ConfigError, LoadError
 from .metrics import FAMILIES
 from .pipeline import PipelineDefinition, build_definition, model_node
+from .ports import port_specs
 from .repository import Repository, Storage
 from .tensors import TensorSpec, precision_name
 from .types import Signature
@@ -97,8 +98,8 @@ class _NotChecked(LoadError):
 def _read(core: ov.Core, config: ModelConfig, repo: Repository, number: int, stamp: repository.Stamp) -> _Read:
     path = repo.fetch(number, stamp)
     try:
-        model, layouts, _ = runtime.read(core, config, path)
-        return _Read(config.name, runtime.port_specs(model.inputs, layouts), runtime.port_specs(model.outputs, layouts))
+        model, layouts, _ = loading.read(core, config, path)
+        return _Read(config.name, port_specs(model.inputs, layouts), port_specs(model.outputs, layouts))
     finally:
         repo.release(number)
 

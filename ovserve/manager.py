@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from . import pipeline_run, plan, repository, runtime, states, versions
+from . import loading, pipeline_run, plan, repository, states, versions
 from .config import ModelConfig, NodeConfig, PipelineConfig, ServerConfig
 from .custom import Library, open_library
 from .errors import LoadError, ServingError
@@ -214,7 +214,7 @@ class Manager:
         storage: Storage | None = None,
         branch_window: int = BRANCH_WINDOW,
     ):
-        runtime.prepare_bindings()  # before the loader threads (asyncio.to_thread) race to do it
+        loading.prepare_bindings()  # before the loader threads (asyncio.to_thread) race to do it
         self.core = core or ov.Core()
         self.metrics = metrics or Metrics(())
         self.storage = storage or Storage()
@@ -515,7 +515,7 @@ class Manager:
         """Fetch and compile one version (blocking: runs in a worker thread)."""
         path = entry.repository.fetch(version.number, version.stamp)
         try:
-            return runtime.load(self.core, entry.config, version.number, path, metrics)
+            return loading.load(self.core, entry.config, version.number, path, metrics)
         except BaseException:
             entry.repository.release(version.number)
             raise

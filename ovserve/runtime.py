@@ -1,5 +1,4 @@
-"""OpenVINO adapter: compile a model version, run it through a pool of async infer requests bridged to asyncio, and
-reshape it on request for shape/batch_size "auto"."""
+"""The asyncio <-> OpenVINO bridge: a compiled model version serving requests on a pool of async infer requests."""
 
 from __future__ import annotations
 
@@ -8,389 +7,25 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
 import numpy as np
 import openvino as ov
-from openvino import passes
 
-from . import preprocess
-from .config import ModelConfig
-from .errors import LoadError, ServingError
+from .errors import ServingError
 from .metrics import Metrics, ModelMetrics
-from .tensors import Dim, Shape, TensorSpec, check_inputs, dim_accepts, shape_text
+from .ports import port_specs
+from .reshaping import AutoShape, Reshaper
+from .tensors import Shape, TensorSpec, check_inputs, shape_text
 from .types import CountRun
 
 log = logging.getLogger(__name__)
 
 TensorMap = Mapping[str, np.ndarray]
 StateHook = Callable[[ov.InferRequest], None]  # sees an infer request before or after its run
-
-
-# --- metadata from OpenVINO ports ----------------------------------------------------------------------
-
-
-def prepare_bindings() -> None:
-    """Build OpenVINO's numpy type tables now, on this thread, before any loader thread runs (once per process).
-
-    They are C++ function-local statics whose initialisers let go of the GIL (pybind11's numpy lookup): a second
-    thread entering meanwhile blocks on the C++ guard holding the GIL, the first waits for the GIL, and both hang."""
-    ov.Type.f32.to_dtype()  # OpenVINO type -> numpy dtype (Type.to_dtype, Tensor.data)
-    ov.Tensor(np.zeros((), np.float32))  # numpy dtype -> OpenVINO type (tensors made from arrays, start_async)
-
-
-def _dtype(element_type: ov.Type) -> np.dtype | None:
-    if element_type == ov.Type.string:
-        return np.dtype(object)
-    try:
-        dtype: np.dtype[Any] = np.dtype(element_type.to_dtype())
-        return dtype
-    except Exception:  # bf16, u4, ... have no numpy dtype: the tensor is reported as INVALID
-        return None
-
-
-def _dim(d: ov.Dimension) -> Dim:
-    if d.is_static:
-        return int(d.get_length())
-    low, high = d.get_min_length(), d.get_max_length()
-    return (low, high) if high >= 0 else -1
-
-
-def _spec(port: Any, layouts: Mapping[str, str]) -> TensorSpec:
-    name = port.get_any_name()
-    shape = tuple(_dim(d) for d in port.get_partial_shape())
-    return TensorSpec(name, _dtype(port.get_element_type()), shape, layouts.get(name, ""))
-
-
-# --- loading -------------------------------------------------------------------------------------------
-
-
-def _per_input(setting: Any, names: list[str], what: str) -> dict[str, Any]:
-    """Expand a shape/layout setting given once (for a single-input model) or by name."""
-    if setting is None:
-        return {}
-    if isinstance(setting, dict):
-        unknown = sorted(set(setting) - set(names))
-        if unknown:
-            raise LoadError(
-                f"CONFIG_{what.upper()}_IS_NOT_IN_MODEL",
-                f"{what.capitalize()} from config not found in model: {unknown[0]}; the model's inputs: "
-                f"{', '.join(names)}",
-            )
-        return dict(setting)
-    if len(names) != 1:
-        raise LoadError(
-            f"ANONYMOUS_FIXED_{what.upper()}_NOT_ALLOWED",
-            f"Anonymous fixed {what} is invalid for models with multiple inputs",
-        )
-    return {names[0]: setting}
-
-
-def _ov_dim(d: Dim) -> ov.Dimension:
-    return ov.Dimension(*d) if isinstance(d, tuple) else ov.Dimension(d)
-
-
-def _apply_layouts(model: ov.Model, config: ModelConfig) -> tuple[ov.Model, dict[str, str]]:
-    """Apply 'tensor:model' layouts with OpenVINO's pre/post-processor; return the layouts clients see."""
-    inputs = [p.get_any_name() for p in model.inputs]
-    outputs = {p.get_any_name() for p in model.outputs}
-    if isinstance(config.layout, str):
-        layouts = _per_input(config.layout, inputs, "layout")
-    else:
-        layouts = dict(config.layout or {})
-    if not layouts:
-        return model, _stored_layouts(model, {})
-    unknown = sorted(name for name in layouts if name not in inputs and name not in outputs)
-    if unknown:
-        raise LoadError(
-            "CONFIG_LAYOUT_IS_NOT_IN_MODEL",
-            f"Layout from config not found in model: {unknown[0]}; the model's inputs: {', '.join(inputs)}; "
-            f"outputs: {', '.join(sorted(outputs))}",
-        )
-    ppp = ov.preprocess.PrePostProcessor(model)
-    try:
-        for name, layout in layouts.items():
-            tensor_layout, _, model_layout = layout.partition(":")
-            info = ppp.input(name) if name in inputs else ppp.output(name)
-            info.model().set_layout(ov.Layout(model_layout or tensor_layout))
-            info.tensor().set_layout(ov.Layout(tensor_layout))
-        model = ppp.build()
-    except Exception as e:  # e.g. NCHW for an input of rank 2: that version fails, the server goes on
-        configured = ", ".join(f"{name} {layout}" for name, layout in sorted(layouts.items()))
-        raise LoadError(
-            "LAYOUT_INCOMPATIBLE_WITH_SHAPE", f"Layout incompatible with given shape: {configured}: {_first_line(e)}"
-        ) from e
-    return model, _stored_layouts(model, {name: layout.partition(":")[0] for name, layout in layouts.items()})
-
-
-def _stored_layouts(model: ov.Model, configured: dict[str, str]) -> dict[str, str]:
-    """`configured` plus, for the other inputs and outputs, the layout stored in the model (its rt_info), which OVMS
-    reports and takes the batch position from (docs/configuration.md#model-loading); a tensor with neither has the
-    default N...."""
-    layouts = dict(configured)
-    for port in (*model.inputs, *model.outputs):
-        stored = ov.layout_helpers.get_layout(port)
-        if port.get_any_name() not in layouts and not stored.empty:
-            layouts[port.get_any_name()] = stored.to_string().strip("[]").replace(",", "")
-    return layouts
-
-
-def _shape_settings(config: ModelConfig, names: list[str]) -> dict[str, Any]:
-    """The `shape` setting by input name; an anonymous "auto" means every input (only a fixed anonymous shape
-    needs a single-input model)."""
-    if config.shape == "auto":
-        return dict.fromkeys(names, "auto")
-    return _per_input(config.shape, names, "shape")
-
-
-def _batch_index(name: str, layouts: Mapping[str, str]) -> int:
-    """Position of N in an input's layout (default N...), -1 if it has none before any '...'."""
-    return layouts.get(name, "N...").split("...")[0].find("N")
-
-
-def _reshape(model: ov.Model, config: ModelConfig, layouts: Mapping[str, str]) -> None:
-    """Apply the configured fixed shapes or batch size; "auto" inputs keep the model's own shape until a request
-    brings another one."""
-    names = [p.get_any_name() for p in model.inputs]
-    shapes = _shape_settings(config, names)
-    wanted = {name: [_ov_dim(d) for d in shape] for name, shape in shapes.items() if shape != "auto"}
-    if config.batch_size not in (None, "auto") and not shapes:
-        batch = _ov_dim(config.batch_size)  # type: ignore[arg-type]
-        without_n = []
-        for port in model.inputs:
-            name = port.get_any_name()
-            dims = list(port.get_partial_shape())
-            index = _batch_index(name, layouts)
-            if dims and index >= 0:
-                dims[index] = batch
-                wanted[name] = dims
-            else:
-                without_n.append(f"{name} {layouts.get(name, 'N...' if dims else '...')}")
-        if not wanted:  # OVMS's ov.set_batch fails the same way: the batch size has nowhere to go
-            raise LoadError(
-                "MODEL_NOT_LOADED",
-                "Error while loading a model: batch_size is set but no input has N in its layout: "
-                + ", ".join(without_n),
-            )
-    if wanted:
-        try:
-            model.reshape({name: ov.PartialShape(dims) for name, dims in wanted.items()})
-        except Exception as e:
-            raise LoadError("RESHAPE_ERROR", f"Model could not be reshaped with requested shape: {e}") from e
-
-
-@dataclass(frozen=True)
-class AutoShape:
-    """Which input dimensions follow the requests (docs/apis.md#input-checks): the batch of every input (`batch_size:
-    "auto"`), or every dimension of some inputs (`shape: "auto"`)."""
-
-    batch: bool = False
-    inputs: frozenset[str] = frozenset()
-
-    @staticmethod
-    def of(model: ov.Model, config: ModelConfig) -> AutoShape | None:
-        names = [p.get_any_name() for p in model.inputs]
-        shapes = _shape_settings(config, names)
-        if config.batch_size == "auto" and not shapes:  # a configured shape overrides batch_size (OVMS)
-            if any(p.get_partial_shape().rank.is_static and len(p.get_partial_shape()) == 0 for p in model.inputs):
-                raise LoadError(
-                    "MODEL_WITH_SCALAR_AUTO_UNSUPPORTED", "Batching set to AUTO but model contains scalar tensor"
-                )
-            return AutoShape(batch=True)
-        auto = frozenset(name for name, shape in shapes.items() if shape == "auto")
-        return AutoShape(inputs=auto) if auto else None
-
-    def _follows(self, name: str, spec: TensorSpec) -> list[int]:
-        """Indexes of the dimensions of input `name` that follow the request."""
-        if name in self.inputs:
-            return list(range(len(spec.shape)))
-        index = spec.batch_index if self.batch else None
-        return [index] if index is not None and index < len(spec.shape) else []
-
-    def open(self, specs: Mapping[str, TensorSpec]) -> dict[str, TensorSpec]:
-        """`specs` with the dimensions that follow the request set to -1: what a request is validated against."""
-        opened = {}
-        for name, spec in specs.items():
-            shape = list(spec.shape)
-            for i in self._follows(name, spec):
-                shape[i] = -1
-            opened[name] = replace(spec, shape=tuple(shape))
-        return opened
-
-    def wanted(self, inputs: TensorMap, specs: Mapping[str, TensorSpec]) -> dict[str, Shape] | None:
-        """The input shapes to reshape the model to for `inputs`; None when `specs` serve them as they are.
-        Batch: the request's batch (of the first input by name) for every batched input. Shape: the request's shapes
-        for every auto input. `inputs` have passed the check against `open(specs)`."""
-        wanted: dict[str, Shape] = {}
-        batch: int | None = None
-        needed = False
-        for name in sorted(specs):
-            spec = specs[name]
-            follows = self._follows(name, spec)
-            if not follows:
-                continue
-            actual = inputs[name].shape
-            if name in self.inputs:
-                wanted[name] = tuple(actual)
-                needed = needed or not all(dim_accepts(d, n) for d, n in zip(spec.shape, actual, strict=True))
-                continue
-            index = follows[0]
-            batch = actual[index] if batch is None else batch
-            wanted[name] = (*spec.shape[:index], batch, *spec.shape[index + 1 :])
-            needed = needed or not dim_accepts(spec.shape[index], batch)
-        return wanted if needed else None
-
-
-class _Reshaper:
-    """What reshaping a version on request needs: which dimensions follow the request, the model as read (layouts
-    and fixed shapes applied) and how it was compiled."""
-
-    def __init__(
-        self,
-        auto: AutoShape,
-        core: ov.Core,
-        model: ov.Model,
-        config: ModelConfig,
-        props: dict[str, Any],
-    ) -> None:
-        self.auto = auto
-        self.core = core
-        self.model = model
-        self.device = config.target_device
-        self.props = props
-
-    def compile(self, shapes: Mapping[str, Shape]) -> ov.CompiledModel:
-        """Blocking: call it in a worker thread."""
-        model = self.model.clone()
-        model.reshape({name: ov.PartialShape([_ov_dim(d) for d in shape]) for name, shape in shapes.items()})
-        return self.core.compile_model(model, self.device, self.props)
-
-
-def _plugin_config(config: ModelConfig) -> dict[str, Any]:
-    props = {k: (str(v) if k == "NUM_STREAMS" else v) for k, v in config.plugin_config.items()}
-    if "NUM_STREAMS" not in props and "PERFORMANCE_HINT" not in props:
-        props["PERFORMANCE_HINT"] = "LATENCY"
-    return props
-
-
-def read(core: ov.Core, config: ModelConfig, path: Path) -> tuple[ov.Model, dict[str, str], dict[str, Any]]:
-    """Read one version's model file and shape it as its config says, without compiling
-    (docs/configuration.md#model-loading steps 1-6): the model, the layouts clients see, its model_info. Blocking;
-    raises LoadError."""
-    try:
-        model = core.read_model(str(path))
-    except Exception as e:
-        raise LoadError("FILE_INVALID", f"File not found or cannot open: {path}: {e}") from e
-    for i, port in enumerate(model.outputs):
-        if not port.get_names():
-            port.get_tensor().set_names({f"out_{i}"})
-    if not model.inputs or not model.outputs:
-        raise LoadError("OV_NO_INPUTS", f"Cannot load model with no {'inputs' if not model.inputs else 'outputs'}")
-    model_info = _model_info(model)
-    model, layouts = _apply_layouts(model, config)  # a layout OpenVINO refuses is LAYOUT_INCOMPATIBLE_WITH_SHAPE
-    # CLI --mean, --scale, ... (docs/configuration.md#model-loading)
-    model, layouts = preprocess.apply(model, config.preprocess, layouts)
-    _reshape(model, config, layouts)
-    AutoShape.of(model, config)  # a scalar input with batch_size "auto" fails here
-    return model, layouts, model_info
-
-
-def port_specs(ports: Any, layouts: Mapping[str, str]) -> dict[str, TensorSpec]:
-    """The TensorSpecs of a model's (or compiled model's) inputs or outputs, by name."""
-    return {s.name: s for s in (_spec(p, layouts) for p in ports)}
-
-
-def load(
-    core: ov.Core, config: ModelConfig, version: int, path: Path, metrics: ModelMetrics | None = None
-) -> ModelVersion:
-    """Read, shape and compile one version (blocking: call it in a worker thread)."""
-    model, layouts, model_info = read(core, config, path)
-    auto = AutoShape.of(model, config)
-    if config.low_latency_transformation:
-        _low_latency(model)
-    props = _plugin_config(config)
-    if auto is not None and not config.allow_cache:
-        # every request shape would leave a compiled blob in the cache (docs/configuration.md#model-cache)
-        props["CACHE_DIR"] = ""
-    try:
-        compiled = core.compile_model(model, config.target_device, props)
-    except Exception as e:
-        message = f"Cannot compile model into target device: {e}"
-        raise LoadError("CANNOT_COMPILE_MODEL_INTO_TARGET_DEVICE", message) from e
-    if _from_cache(compiled):
-        log.info("model %s version %d: compiled model loaded from the cache", config.name, version)
-    nireq = config.nireq or _optimal_nireq(compiled)
-    reshaper = None if auto is None else _Reshaper(auto, core, model, config, props)
-    if config.stateful:
-        from .stateful import StatefulModelVersion  # here: stateful builds on this module
-
-        return StatefulModelVersion(
-            config.name, version, compiled, nireq, layouts, metrics, None, model_info, config.max_queue_size,
-            max_sequences=config.max_sequence_number,
-        )  # fmt: skip
-    return ModelVersion(
-        config.name, version, compiled, nireq, layouts, metrics, reshaper, model_info, config.max_queue_size
-    )
-
-
-def _low_latency(model: ov.Model) -> None:
-    """OpenVINO's LowLatency2: the loops of recurrent layers (TensorIterator, Loop) keep their state in variables
-    between inferences instead of starting from their initial values (low_latency_transformation)."""
-    names = [port.get_names() for port in (*model.inputs, *model.outputs)]
-    manager = passes.Manager()
-    manager.register_pass(passes.LowLatency2())
-    try:
-        manager.run_passes(model)
-    except Exception as e:
-        raise LoadError("MODEL_NOT_LOADED", f"Error while loading a model: low latency transformation: {e}") from e
-    # The unrolled loop body keeps its tensor names, which OpenVINO's compiler may merge into the names of the model's
-    # inputs and outputs, where they can sort before the names clients know: only inputs and outputs keep names.
-    for node in model.get_ordered_ops():
-        for output in node.outputs():
-            output.get_tensor().set_names(set())
-    for port, known in zip((*model.inputs, *model.outputs), names, strict=True):
-        port.get_tensor().set_names(known)
-
-
-def _model_info(model: ov.Model) -> dict[str, Any]:
-    """rt_info["model_info"] of the IR (labels, model_type, ...) as KServe metadata reports it: each value as text,
-    nested sections as dicts (docs/apis.md#kserve-rest)."""
-    if not model.has_rt_info(["model_info"]):
-        return {}
-
-    def plain(node: Any) -> Any:
-        return {key: plain(value) for key, value in node.items()} if isinstance(node, dict) else node.astype(str)
-
-    info = plain(model.get_rt_info()["model_info"])
-    return info if isinstance(info, dict) else {}
-
-
-def _from_cache(compiled: ov.CompiledModel) -> bool:
-    try:
-        return bool(compiled.get_property("LOADED_FROM_CACHE"))
-    except Exception:  # devices that do not report it
-        return False
-
-
-def _optimal_nireq(compiled: ov.CompiledModel) -> int:
-    """OpenVINO's optimal number, but at least two per stream: a stream then has its next request queued while
-    the event loop collects the previous result (OVMS uses OpenVINO's number alone)."""
-    try:
-        optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    except Exception:
-        optimal = 1
-    try:
-        streams = int(compiled.get_property("NUM_STREAMS"))
-    except Exception:
-        streams = 1
-    return max(1, optimal, 2 * streams)
-
-
-# --- serving ---------------------------------------------------------------------------------------------
 
 
 # An infer request of a dynamically shaped model that has moved more bytes than this in one run is replaced by a new
@@ -607,7 +242,7 @@ class ModelVersion:
         nireq: int,
         layouts: Mapping[str, str],
         metrics: ModelMetrics | None = None,
-        reshaper: _Reshaper | None = None,
+        reshaper: Reshaper | None = None,
         model_info: Mapping[str, Any] | None = None,
         max_queue: int | None = None,
     ):
@@ -736,7 +371,7 @@ class ModelVersion:
             current = _Compiled(compiled, self.nireq, self._layouts, self._reshaper.auto)
         except Exception as e:
             self.metrics.reloaded(False)
-            reason = _first_line(e)
+            reason = first_line(e)
             log.error("model %s version %d could not be reshaped to %s; the previous shape keeps serving: %s",
                       self.name, self.version, wanted, reason)  # fmt: skip
             raise ServingError("RESHAPE_ERROR", f"model {self.name} version {self.version}: {wanted}: {reason}") from e
@@ -756,11 +391,11 @@ class ModelVersion:
     def _failure(self, error: BaseException) -> ServingError:
         log.error("inference failed on model %s version %d: %s", self.name, self.version, error)
         return ServingError(
-            "OV_INTERNAL_INFERENCE_ERROR", f"model {self.name} version {self.version}: {_first_line(error)}"
+            "OV_INTERNAL_INFERENCE_ERROR", f"model {self.name} version {self.version}: {first_line(error)}"
         )
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     """The gist of an OpenVINO exception, whose text ends with the message after a C++ trace."""
     text = str(error).strip()
     return text.splitlines()[-1] if text else type(error).__name__

@@ -18,7 +18,7 @@ import pytest
 import tritonclient.http as httpclient
 from conftest import RunningServer, rpc_error
 
-from ovserve import runtime
+from ovserve import loading, runtime
 from ovserve.config import ModelConfig
 from ovserve.errors import LoadError
 
@@ -177,7 +177,7 @@ def test_concurrent_requests_of_two_batch_sizes_are_all_answered_on_their_shape(
 def test_load_time_rules_of_auto(tmp_path: Path) -> None:
     def load(model: Any, **settings: Any) -> runtime.ModelVersion:
         base = models.save(model, tmp_path, "m")
-        return runtime.load(ov.Core(), ModelConfig("m", base, **settings), 1, base / "1" / "model.xml")
+        return loading.load(ov.Core(), ModelConfig("m", base, **settings), 1, base / "1" / "model.xml")
 
     scalar = models.add_mul(shape=())
     with pytest.raises(LoadError, match="Batching set to AUTO but model contains scalar tensor"):

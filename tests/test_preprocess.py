@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from conftest import RunningServer, free_port
 
-from ovserve import cli, runtime
+from ovserve import cli, loading, runtime
 from ovserve.config import ModelConfig
 from ovserve.errors import ConfigError, LoadError
 from ovserve.preprocess import Preprocess
@@ -222,7 +222,7 @@ def test_preprocessing_is_cli_only(tmp_path: Path) -> None:
 
 def _load(path: Path, layout: Any, **pre: Any) -> runtime.ModelVersion:
     config = ModelConfig("m", path, layout=layout, plugin_config=models.F32, preprocess=Preprocess(**pre))
-    return runtime.load(ov.Core(), config, 1, path / "1" / "model.xml")
+    return loading.load(ov.Core(), config, 1, path / "1" / "model.xml")
 
 
 def test_values_that_do_not_fit_the_model_fail_its_load(repository: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import openvino as ov
 import pytest
 from openvino import opset13 as ops
 
-from ovserve import runtime
+from ovserve import loading, runtime
 from ovserve.config import ModelConfig
 from ovserve.errors import LoadError, ServingError
 
@@ -21,7 +21,7 @@ from ovserve.errors import LoadError, ServingError
 def load(tmp_path: Path, model: ov.Model, **settings: object) -> runtime.ModelVersion:
     base = models.save(model, tmp_path, "m")
     config = ModelConfig("m", base, **settings)  # type: ignore[arg-type]
-    return runtime.load(ov.Core(), config, 1, base / "1" / "model.xml")
+    return loading.load(ov.Core(), config, 1, base / "1" / "model.xml")
 
 
 def test_many_concurrent_requests_share_a_small_pool(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 point of the start (right away, while models load, once ready; --drain_seconds 0, so a stop once ready is at once).
 
 Models load in worker threads, several at once; a race between them hung a few starts in a hundred for good
-(OpenVINO's numpy type tables, see runtime.prepare_bindings). OVSERVE_STARTS (default 100) sets how many starts must
+(OpenVINO's numpy type tables, see loading.prepare_bindings). OVSERVE_STARTS (default 100) sets how many starts must
 become ready; a fifth of that more are stopped while loading and a tenth right away. OVSERVE_STARTS_PARALLEL (default
 3) runs that many at once: about a minute in all on two cores."""
 
@@ -181,13 +181,14 @@ def test_loader_threads_convert_types_at_once_without_hanging(tmp_path: Path) ->
 # blocked in C++ without the GIL, in a worker thread nothing can cancel.
 STUCK_LOAD = """
 import sys, threading
-from ovserve import cli, runtime
-load = runtime.load
+from ovserve import cli, loading
+load = loading.load
 def stuck(core, config, *args, **kwargs):
     if config.name.startswith("stuck"):
+        print("load held:", config.name, file=sys.stderr, flush=True)
         threading.Event().wait()
     return load(core, config, *args, **kwargs)
-runtime.load = stuck
+loading.load = stuck
 sys.exit(cli.main())
 """
 EXECUTOR_THREADS = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor, which runs the loads
@@ -222,4 +223,6 @@ def test_sigterm_ends_a_start_whose_model_loads_never_end(tmp_path: Path, stuck:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert code == 0, f"exit code {code} (None: still running 10 s after SIGTERM)\n{log_path.read_text()}"
+    text = log_path.read_text()
+    assert "load held: stuck0" in text, f"the patched loading.load was not the one the manager called\n{text}"
+    assert code == 0, f"exit code {code} (None: still running 10 s after SIGTERM)\n{text}"
