@@ -330,30 +330,44 @@ class Manager:
     async def _sync_versions(self, entry: ModelEntry) -> bool:
         if (entry.error and not entry.unlisted) or entry.retired:
             return False
-        name, fresh = entry.config.name, not entry.scanned.is_set()
-        try:
-            found = await asyncio.to_thread(entry.repository.scan)
-        except LoadError as e:
-            if str(e) != entry.scan_error:  # a repository that stays unreachable is reported once
-                log.error(
-                    "model %s: %s%s", name, e, "" if entry.unlisted or fresh else "; the versions loaded keep serving"
-                )
-            entry.scan_error = str(e)
-            if entry.unlisted or fresh:
-                entry.error, entry.error_status, entry.unlisted = str(e), e.status, True
+        fresh = not entry.scanned.is_set()
+        found = await self._scan(entry, fresh)
+        if found is None:
             return False
-        entry.scan_error = ""
         listed, entry.unlisted = entry.unlisted, False  # could not be listed before: loads as if new
         if listed:
             entry.error = ""
             for version in entry.versions.values():  # rows kept from the entry before, failed with this one
                 version.move(State.END)
-            log.info("model %s: %s can be listed now", name, entry.repository.where)
+            log.info("model %s: %s can be listed now", entry.config.name, entry.repository.where)
         if fresh and not found:
             local = entry.config.base_path if isinstance(entry.config.base_path, Path) else None
-            log.warning("model %s: %s", name, versions.no_versions(entry.repository.where, local))
-        changed, loaded = listed, []
-        while True:  # a version that fails leaves the policy to choose again (latest: the next older one)
+            log.warning("model %s: %s", entry.config.name, versions.no_versions(entry.repository.where, local))
+        return await self._follow_plan(entry, found, fresh) or listed
+
+    @staticmethod
+    async def _scan(entry: ModelEntry, fresh: bool) -> dict[int, Stamp] | None:
+        """The versions on disk (or in the bucket), or None when they cannot be listed: a model never listed fails as
+        a whole, one listed before keeps serving the versions it has; a repository that stays unreachable is
+        reported once."""
+        try:
+            found = await asyncio.to_thread(entry.repository.scan)
+        except LoadError as e:
+            if str(e) != entry.scan_error:
+                keeps = "" if entry.unlisted or fresh else "; the versions loaded keep serving"
+                log.error("model %s: %s%s", entry.config.name, e, keeps)
+            entry.scan_error = str(e)
+            if entry.unlisted or fresh:
+                entry.error, entry.error_status, entry.unlisted = str(e), e.status, True
+            return None
+        entry.scan_error = ""
+        return found
+
+    async def _follow_plan(self, entry: ModelEntry, found: Mapping[int, Stamp], fresh: bool) -> bool:
+        """Load what the version policy selects among `found` and retire the rest once the new ones are in; a version
+        that fails leaves the policy to choose again (latest: the next older one). Returns whether anything moved."""
+        name, changed, loaded = entry.config.name, False, []
+        while True:
             rows = {n: plan.Row(v.state, v.stamp) for n, v in entry.versions.items()}
             planned = plan.plan_versions(entry.config.version_policy, found, rows)
             for number in planned.drop:
