@@ -181,10 +181,10 @@ async def measure_cell(
     bare: Bare | None = None,
 ) -> tuple[Rounds, dict[str, Cpu]]:
     """Warm all sides up, then alternate raw, grpc (bare and shm) slices for args.rounds rounds; the CPU per
-    request of each served side (warm-up included)."""
-    cpu = {"grpc": Cpu()}
+    request of each side (warm-up included)."""
+    cpu = {"raw": Cpu(), "grpc": Cpu()}  # raw: this process's CPU, inference and driver
     sides = {
-        "raw": lambda seconds: asyncio.to_thread(driver.run, cell.c, seconds),
+        "raw": counting(lambda seconds: asyncio.to_thread(driver.run, cell.c, seconds), os.getpid(), cpu["raw"]),
         "grpc": counting(lambda seconds: grpc_run(call, [payload], cell.n, cell.c, seconds), server, cpu["grpc"]),
     }
     pids = [server]
@@ -309,7 +309,7 @@ async def _shm_door(channel: Any, cell: Cell, expected: Any) -> ShmGrpcDoor:
 def _progress(case: ModelCase, cell: Cell, m: Rounds, cpu: dict[str, Cpu]) -> None:
     raw = m.results["raw"]
     sides = []
-    for side in cpu:
+    for side in list(cpu)[1:]:
         result = m.results[side]
         rounds = " ".join(f"{r:.2f}" for r in m.rounds[side])
         sides.append(
@@ -319,7 +319,8 @@ def _progress(case: ModelCase, cell: Cell, m: Rounds, cpu: dict[str, Cpu]) -> No
         )
     print(
         f"  {case.name:12s} N={cell.n} C={cell.c}: raw {raw.images_per_second:7.1f} img/s "
-        f"({len(raw.latencies)} requests), {', '.join(sides)}, other processes {100 * m.background:.0f}% CPU",
+        f"({len(raw.latencies)} requests, CPU {cpu['raw'].per_request_ms():.1f} ms/request), {', '.join(sides)}, "
+        f"other processes {100 * m.background:.0f}% CPU",
         flush=True,
     )
 
@@ -330,10 +331,11 @@ def table(rows: Sequence[tuple[ModelCase, Cell, Rounds, dict[str, Cpu]]], side: 
     titles = ("raw img/s", f"{side} img/s".rjust(10), f"{side}/raw".rjust(8), "rounds min-max")
     header, lines = comparison_table(f"{'model':12s} {'N':>2s} {'C':>2s}", keys, side, titles)
     cpu = [
-        f" {c.per_request_ms():14.2f} {c.loop_per_request_ms():8.2f} {c.client_per_request_ms():14.2f}"
-        for c in (cells[side] for *_, cells in rows)
+        f" {c['raw'].per_request_ms():11.2f} {c[side].per_request_ms():14.2f} {c[side].loop_per_request_ms():8.2f} "
+        f"{c[side].client_per_request_ms():14.2f}"
+        for *_, c in rows
     ]
-    header += " server ms/req  loop ms client ms/req"
+    header += " raw ms/req server ms/req  loop ms client ms/req"
     return header, [line + extra for line, extra in zip(lines, cpu, strict=True)]
 
 
@@ -356,8 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += [(case, cell, *results[cell]) for cell in cells]
     code = print_table(
         *table(rows, "grpc"),
-        "server ms/req = the server's CPU time (all threads) per request; loop ms = its event-loop thread's part; "
-        "client ms/req = this process's (the load generator's)",
+        "raw ms/req = this process's CPU time per request on the raw side (inference and driver); server ms/req = the "
+        "server's (all threads); loop ms = its event-loop thread's part; client ms/req = this process's (the load "
+        "generator's)",
     )
     for side, wanted in (("bare", args.bare), ("shm", args.shm)):
         if wanted and not code:
