@@ -722,7 +722,8 @@ class Manager:
         """What a model's version (or its default) or a pipeline serves now (no waiting)."""
         if name in self.models:
             servable: Servable = self.model_version_now(name, version)
-            available = tuple(s.version for s in self.status(name, None) if s.state == "AVAILABLE")
+            versions = self.models[name].versions
+            available = tuple(sorted(n for n, v in versions.items() if v.state is State.AVAILABLE))
         elif name in self.pipelines:
             entry = self.pipelines[name]
             if entry.retired:
@@ -789,7 +790,7 @@ class Manager:
                     raise ServingError("MODEL_VERSION_MISSING", f"model {name} version {number}{reason}")
                 return [rows[number].status()]
             if not rows and entry.error and not entry.retired:  # beyond OVMS (an empty list): version 0, and why
-                return [VersionStatus(0, "LOADING", "UNKNOWN", entry.error)]
+                return [states.status(0, State.FAILED, entry.error)]
             return entry.rows()
         if name in self.pipelines:
             return [self.pipelines[name].status()]
