@@ -21,7 +21,6 @@ from .custom import Library, open_library
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
 from .pipeline import PipelineDefinition, build_definition, model_node
-from .pipeline_run import BRANCH_WINDOW
 from .repository import Repository, Stamp, Storage
 from .runtime import ModelVersion, TensorMap
 from .stateful import StatefulModelVersion
@@ -212,7 +211,7 @@ class Manager:
         core: ov.Core | None = None,
         metrics: Metrics | None = None,
         storage: Storage | None = None,
-        branch_window: int = BRANCH_WINDOW,
+        branch_window: int = pipeline_run.BRANCH_WINDOW,
     ):
         loading.prepare_bindings()  # before the loader threads (asyncio.to_thread) race to do it
         self.core = core or ov.Core()

@@ -215,7 +215,7 @@ class Metrics:
         if elapsed_us is not None and self._request_time is not None:
             self._request_time.observe((origin.interface, name, str(version)), elapsed_us)
 
-    # --- models and pipeline nodes (runtime and pipeline) ---------------------------------------------------
+    # --- models and pipeline nodes (runtime and pipeline_run) -----------------------------------------------
 
     def model(self, name: str, version: int) -> ModelMetrics:
         return ModelMetrics(self, name, version)

@@ -97,7 +97,7 @@ class _Run:
         self.models = models
         self.inputs = inputs
         self.metrics = metrics
-        self.count = count
+        self.count_run = count
         self.window = window
         self.tasks: dict[tuple[str, Key], asyncio.Future[Mapping[str, np.ndarray]]] = {}
         self.gathering: set[asyncio.Future[Any]] = set()  # the tasks of _all not done yet
@@ -188,8 +188,8 @@ class _Run:
 
     def _record(self, node: str, model: ModelVersion | CustomNode, ok: bool, started: int) -> None:
         self.metrics.node(self.pipeline.name, node, ok, (perf_counter_ns() - started) / 1000)
-        if self.count is not None and isinstance(model, ModelVersion):  # OVMS counts DL node runs on their model
-            self.count(model.name, model.version, ok)
+        if self.count_run is not None and isinstance(model, ModelVersion):  # OVMS counts DL node runs on their model
+            self.count_run(model.name, model.version, ok)
 
     async def _gathered(self, source: Source, key: Key) -> np.ndarray:
         """A source's value for a consumer at `key`, stacked over the branches of every demultiplexer the source

@@ -16,7 +16,7 @@ from .config import S3Path
 from .errors import LoadError
 
 # What a version's files looked like when listed: (relative key, size, ETag) per object for S3, None for local
-# folders. A version that failed to load is tried again when this changes (see Manager._sync_versions).
+# folders. A version that failed to load is tried again when this changes (plan.plan_versions).
 Files = tuple[tuple[str, int, str], ...]
 Stamp = Files | None
 
