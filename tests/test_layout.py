@@ -16,7 +16,7 @@ LATE_IMPORTS_ALLOWED = {"__main__"}
 def _sources() -> dict[str, ast.Module]:
     """Every module of the package and its subpackages but the generated protobuf code, by path inside the package."""
     return {
-        str(path.relative_to(PACKAGE).with_suffix("")): ast.parse(path.read_text(), str(path))
+        str(path.relative_to(PACKAGE).with_suffix("")): ast.parse(path.read_text(encoding="utf-8"), str(path))
         for path in PACKAGE.rglob("*.py")
         if "_proto" not in path.parts
     }
