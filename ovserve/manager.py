@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
@@ -18,125 +18,21 @@ import openvino as ov
 from . import loading, pipeline_run, plan, repository, states, versions
 from .config import ModelConfig, NodeConfig, PipelineConfig, ServerConfig
 from .custom import Library, open_library
+from .entries import ModelEntry, PipelineEntry, Version, available, failure_of
 from .errors import LoadError, ServingError
 from .metrics import Metrics, ModelMetrics
 from .pipeline import PipelineDefinition, build_definition, model_node
-from .repository import Repository, Stamp, Storage
+from .repository import Stamp, Storage
 from .runtime import ModelVersion, TensorMap
 from .stateful import StatefulModelVersion
 from .states import State
 from .tensors import TensorSpec
-from .types import CountRun, Endpoint, Servable, Signature, VersionStatus
+from .types import CountRun, Endpoint, ModelView, PipelineView, Servable, Signature, VersionStatus
 
 log = logging.getLogger(__name__)
 
 VERSION_WAIT_S = 10.0  # a request for a version still loading waits this long (OVMS)
 PIPELINE_WAIT_S = 0.5
-
-
-@dataclass(eq=False)
-class _Version:
-    model: str
-    number: int
-    stamp: Stamp  # its files as listed when it was picked up
-    state: State = State.START
-    failure: LoadError | None = None  # why its load failed (state FAILED)
-    servable: ModelVersion | None = None
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
-    leases: int = 0  # requests holding it (Manager.lease, pipeline nodes)
-
-    def move(self, state: State) -> None:
-        if state is not self.state:
-            log.debug("model %s version %d: %s -> %s", self.model, self.number, self.state.name, state.name)
-            self.state = states.check(self.state, state, f"model {self.model} version {self.number}")
-        if state in (State.AVAILABLE, State.FAILED, State.UNLOADING, State.END):
-            self.settled.set()
-        if state is State.END:
-            self.servable = None
-
-    @property
-    def message(self) -> str:
-        return str(self.failure) if self.failure is not None else ""
-
-    def status(self) -> VersionStatus:
-        return states.status(self.number, self.state, self.message)
-
-    def hold(self) -> ModelVersion:
-        """Pin the servable (AVAILABLE) until let_go: retired meanwhile, the version is UNLOADING until then."""
-        assert self.servable is not None
-        self.leases += 1
-        return self.servable
-
-    def let_go(self) -> None:
-        self.leases -= 1
-        if self.leases == 0 and self.state is State.UNLOADING:
-            self.move(State.END)
-
-
-@dataclass
-class ModelEntry:
-    config: ModelConfig
-    repository: Repository
-    versions: dict[int, _Version] = field(default_factory=dict)
-    error: str = ""  # a problem of the whole model (bad base path, bad config values)
-    error_status: str = ""  # its OVMS status
-    retired: bool = False  # removed from the config: listed with its versions in END
-    scanned: asyncio.Event = field(default_factory=asyncio.Event)  # its versions are known
-    scan_error: str = ""  # the last rescan failed this way (reported once)
-    unlisted: bool = False  # `error` is that the repository could not be listed: every rescan tries again
-    gated: ModelConfig | None = None  # a config asking "auto" while a pipeline uses the model, not applied (reported)
-    pending: bool = False  # registered before the first load, which loads this entry in place
-
-    def default(self) -> _Version | None:
-        """The highest AVAILABLE version, else the highest one still on its way there, else a retired one."""
-        ready = [v for v in self.versions.values() if v.state is State.AVAILABLE]
-        coming = [v for v in self.versions.values() if v.state in (State.START, State.LOADING)]
-        ended = [v for v in self.versions.values() if v.state in (State.UNLOADING, State.END)]
-        return max(ready or coming or ended, key=lambda v: v.number, default=None)
-
-    def rows(self) -> list[VersionStatus]:
-        return [self.versions[n].status() for n in sorted(self.versions)]
-
-
-@dataclass
-class PipelineEntry:
-    config: PipelineConfig
-    definition: PipelineDefinition | None = None
-    error: str = ""
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
-    retired: bool = False
-    pending: bool = False  # registered before the first load, which builds this entry in place
-
-    @property
-    def state(self) -> State:
-        if self.retired:
-            return State.END
-        if self.definition is not None:
-            return State.AVAILABLE
-        return State.FAILED if self.error else State.LOADING
-
-    def status(self) -> VersionStatus:
-        return states.status(1, self.state, self.error, "FAILED_PRECONDITION")
-
-
-@dataclass(frozen=True)
-class ModelView:
-    """What is known of one model, for status pages and indexes."""
-
-    name: str
-    retired: bool
-    error: str  # a problem of the whole model
-    scanning: bool  # its versions are not listed yet
-    where: str  # its base path as written
-    default: int | None  # the version a request without one gets
-    versions: list[VersionStatus]
-
-
-@dataclass(frozen=True)
-class PipelineView:
-    name: str
-    config: PipelineConfig
-    status: VersionStatus
 
 
 class BoundPipeline:
@@ -156,11 +52,11 @@ class BoundPipeline:
 
     async def infer(self, inputs: TensorMap, count: CountRun | None = None) -> dict[str, np.ndarray]:
         manager = self._manager
-        held: list[_Version] = []
+        held: list[Version] = []
 
         def resolve(name: str, number: int | None) -> ModelVersion:
             version = manager.choose(name, number)
-            servable = _available(name, version).hold()
+            servable = available(name, version).hold()
             held.append(version)
             return servable
 
@@ -182,25 +78,6 @@ class Reconciled:
     changed: bool
     # the first model (re)loaded that failed, in config order (docs/operations.md#reload-order)
     failure: LoadError | None = None
-
-
-def _failure(entry: ModelEntry) -> LoadError | None:
-    """How a model just loaded failed: as a whole, else its first version that did not load."""
-    if entry.error:
-        return LoadError(entry.error_status, f"model {entry.config.name}: {entry.error}")
-    for number, version in sorted(entry.versions.items()):
-        if version.state is State.FAILED and version.failure is not None:
-            return LoadError(version.failure.status, f"model {entry.config.name} version {number}: {version.message}")
-    return None
-
-
-def _available(name: str, version: _Version) -> _Version:
-    """`version` if it serves, else why not."""
-    if version.state is State.AVAILABLE and version.servable is not None:
-        return version
-    if version.state in (State.UNLOADING, State.END):
-        raise ServingError("MODEL_VERSION_NOT_LOADED_ANYMORE", f"model {name} version {version.number}")
-    raise ServingError("MODEL_VERSION_NOT_LOADED_YET", f"model {name} version {version.number}")
 
 
 class Manager:
@@ -312,7 +189,7 @@ class Manager:
     def failure(self, names: Iterable[str]) -> LoadError | None:
         """The first of these models (in this order) failing now: as a whole, or a version that did not load; else
         changed custom node code that was not taken."""
-        failures = (_failure(self.models[name]) for name in names if name in self.models)
+        failures = (failure_of(self.models[name]) for name in names if name in self.models)
         return next((f for f in failures if f is not None), next(iter(self.code_failures.values()), None))
 
     async def _sync(self, entry: ModelEntry) -> bool:
@@ -376,7 +253,7 @@ class Manager:
                 break
             log.debug("model %s: versions found %s, the plan: %s", name, sorted(found), planned)
             for number in planned.load:
-                entry.versions[number] = _Version(name, number, found[number])
+                entry.versions[number] = Version(name, number, found[number])
             entry.scanned.set()  # the versions are known: requests wait for the ones loading
             results = await asyncio.gather(*(self._load_version(entry, entry.versions[n]) for n in planned.load))
             loaded += [n for n, ok in zip(planned.load, results, strict=True) if ok]
@@ -397,7 +274,7 @@ class Manager:
                 continue
             if entry.error and version.state is not State.END:
                 failure = LoadError(entry.error_status, entry.error)
-                version = _Version(version.model, number, version.stamp, State.FAILED, failure)
+                version = Version(version.model, number, version.stamp, State.FAILED, failure)
                 version.settled.set()
             entry.versions[number] = version
 
@@ -408,7 +285,7 @@ class Manager:
             self._retire_version(entry, version)
 
     @staticmethod
-    def _retire_version(entry: ModelEntry, version: _Version) -> None:
+    def _retire_version(entry: ModelEntry, version: Version) -> None:
         """New requests see it retired; requests holding it finish on it, it is UNLOADING until they have (a
         compiled model needs no files: downloaded ones go now)."""
         if version.state is State.AVAILABLE and version.servable is not None:
@@ -524,7 +401,7 @@ class Manager:
         for entry in self.pipelines.values():
             self._retire_pipeline(entry)
 
-    def _open(self, entry: ModelEntry, version: _Version, metrics: ModelMetrics) -> ModelVersion:
+    def _open(self, entry: ModelEntry, version: Version, metrics: ModelMetrics) -> ModelVersion:
         """Fetch and compile one version (blocking: runs in a worker thread)."""
         path = entry.repository.fetch(version.number, version.stamp)
         try:
@@ -533,7 +410,7 @@ class Manager:
             entry.repository.release(version.number)
             raise
 
-    async def _load_version(self, entry: ModelEntry, version: _Version) -> bool:
+    async def _load_version(self, entry: ModelEntry, version: Version) -> bool:
         config = entry.config
         version.move(State.LOADING)
         try:
@@ -625,7 +502,7 @@ class Manager:
         else:
             raise ServingError(missing, name)
 
-    async def _version_serving(self, name: str, number: int | None) -> _Version:
+    async def _version_serving(self, name: str, number: int | None) -> Version:
         """An AVAILABLE version (default = highest); waits up to VERSION_WAIT_S for one that is loading."""
         entry = self.models[name]
         if not entry.scanned.is_set():  # the first listing is still running
@@ -635,7 +512,7 @@ class Manager:
         if version.state in (State.START, State.LOADING):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(version.settled.wait(), VERSION_WAIT_S)
-        return _available(name, version)
+        return available(name, version)
 
     async def _pipeline_serving(self, name: str) -> PipelineDefinition:
         entry = self.pipelines[name]
@@ -655,7 +532,7 @@ class Manager:
             raise ServingError("PIPELINE_DEFINITION_NOT_LOADED_YET", f"pipeline {name}{reason}")
         return entry.definition
 
-    def choose(self, name: str, number: int | None, explain: bool = True) -> _Version:
+    def choose(self, name: str, number: int | None, explain: bool = True) -> Version:
         """A model's version `number`, else (None or 0) its default; raises when there is no such version, saying
         why the model failed as a whole if it did and `explain` (readiness answers as OVMS, without the reason)."""
         entry = self.models.get(name)
@@ -671,7 +548,7 @@ class Manager:
 
     def model_version_now(self, name: str, number: int | None) -> ModelVersion:
         """A model version serving now (no waiting, not held: metadata, tests)."""
-        servable = _available(name, self.choose(name, number)).servable
+        servable = available(name, self.choose(name, number)).servable
         assert servable is not None
         return servable
 

@@ -6,13 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from time import perf_counter_ns, time_ns
-from typing import TYPE_CHECKING
 
 from . import versions
-from .types import VersionStatus
-
-if TYPE_CHECKING:
-    from .manager import ModelView, PipelineView
+from .types import ModelView, PipelineView, VersionStatus
 
 
 class VersionStats:

@@ -13,8 +13,8 @@ import orjson
 
 from .dataplane import DataPlane
 from .http_app import JSON, HttpRequest, HttpResponse, Route, route
-from .manager import ModelView, PipelineView
 from .metrics import BUCKETS_US, Metrics
+from .types import ModelView, PipelineView
 
 INFER_METHODS = frozenset({"Predict", "ModelInfer"})  # what the page counts as requests (not metadata or status)
 _INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)

@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from .config import PipelineConfig
 from .sequences import SEQUENCE_ID
 from .tensors import TensorSpec
 
@@ -124,3 +125,25 @@ class VersionStatus:
     state: str  # START, LOADING, AVAILABLE, UNLOADING, END
     error_code: str = "OK"  # OK, UNKNOWN, FAILED_PRECONDITION
     message: str = ""  # why a load failed: TF Serving's error_message "<error_code> - <message>" (beyond OVMS)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What is known of one model, for status pages and indexes."""
+
+    name: str
+    retired: bool
+    error: str  # a problem of the whole model
+    scanning: bool  # its versions are not listed yet
+    where: str  # its base path as written
+    default: int | None  # the version a request without one gets
+    versions: list[VersionStatus]
+
+
+@dataclass(frozen=True)
+class PipelineView:
+    """What is known of one pipeline, for status pages and indexes."""
+
+    name: str
+    config: PipelineConfig
+    status: VersionStatus
