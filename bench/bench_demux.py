@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -74,6 +73,7 @@ from common import (  # bench/ is put on sys.path just above
     seed_document,
     server_logs,
     server_process,
+    stop,
     wait_answer,
     wait_for,
     write_config,
@@ -260,13 +260,7 @@ def bare_process(case: ModelCase, log_path: Path) -> Iterator[ServerProcess]:
     try:
         yield ServerProcess(process, port, 0, log_path)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
 
 
 @contextlib.asynccontextmanager

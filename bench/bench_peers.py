@@ -30,7 +30,6 @@ import contextlib
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +66,7 @@ from common import (  # bench/ is put on sys.path just above
     server_logs,
     server_process,
     spread,
+    stop,
     wait_for,
     write_config,
 )
@@ -121,13 +121,7 @@ def peer_process(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, STOP_TIMEOUT)
 
 
 def peer_environment(case: ModelCase) -> dict[str, str]:
